@@ -1,0 +1,224 @@
+"""TLS presentation language as profiled by RFC 9420 section 2.1.
+
+Vectors carry a QUIC-style variable-length integer prefix (1, 2 or 4 bytes,
+RFC 9420 section 2.1.2); the 8-byte form is invalid.  Decoding is strict:
+non-minimal varints, truncated data, lengths that overrun the buffer and
+trailing bytes all raise :class:`~mlscore.errors.DecodeError`, never an
+exception from deep inside the standard library.
+
+Wire structs subclass :class:`Struct` and implement ``encode(writer)`` and
+``decode(reader)``; ``to_bytes``/``from_bytes`` are the single entry points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Self, TypeVar
+
+from .errors import DecodeError
+
+T = TypeVar("T")
+
+MAX_VARINT = (1 << 30) - 1
+
+
+class Writer:
+    """Append-only encoder.  Every method returns ``self`` for chaining."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts = bytearray()
+
+    def u8(self, value: int) -> Writer:
+        self._parts += value.to_bytes(1, "big")
+        return self
+
+    def u16(self, value: int) -> Writer:
+        self._parts += value.to_bytes(2, "big")
+        return self
+
+    def u32(self, value: int) -> Writer:
+        self._parts += value.to_bytes(4, "big")
+        return self
+
+    def u64(self, value: int) -> Writer:
+        self._parts += value.to_bytes(8, "big")
+        return self
+
+    def varint(self, value: int) -> Writer:
+        self._parts += encode_varint(value)
+        return self
+
+    def raw(self, data: bytes) -> Writer:
+        """Bytes written as they are (a fixed-size array or pre-encoded struct)."""
+        self._parts += data
+        return self
+
+    def opaque(self, data: bytes) -> Writer:
+        """``opaque data<V>``: varint length then the bytes."""
+        self._parts += encode_varint(len(data))
+        self._parts += data
+        return self
+
+    def vector(self, items: Iterable[T], encode_item: Callable[[Writer, T], object]) -> Writer:
+        """``T items<V>``: the items encoded back to back behind a varint byte length."""
+        inner = Writer()
+        for item in items:
+            encode_item(inner, item)
+        return self.opaque(inner.getvalue())
+
+    def structs(self, items: Iterable[Struct]) -> Writer:
+        """A ``<V>`` vector of :class:`Struct` values."""
+        return self.vector(items, lambda w, item: item.encode(w))
+
+    def optional(self, value: T | None, encode_item: Callable[[Writer, T], object]) -> Writer:
+        """``optional<T>``: a presence byte then the value."""
+        if value is None:
+            return self.u8(0)
+        self.u8(1)
+        encode_item(self, value)
+        return self
+
+    def getvalue(self) -> bytes:
+        return bytes(self._parts)
+
+
+def encode_varint(value: int) -> bytes:
+    if value < 0 or value > MAX_VARINT:
+        raise ValueError(f"varint out of range: {value}")
+    if value < 0x40:
+        return value.to_bytes(1, "big")
+    if value < 0x4000:
+        return (value | 0x4000).to_bytes(2, "big")
+    return (value | 0x80000000).to_bytes(4, "big")
+
+
+class Reader:
+    """Strict decoder over a bytes buffer."""
+
+    __slots__ = ("_data", "_pos", "_end")
+
+    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+        self._data = data
+        self._pos = pos
+        self._end = len(data) if end is None else end
+
+    @property
+    def remaining(self) -> int:
+        return self._end - self._pos
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    def _take(self, n: int) -> bytes:
+        if n < 0 or self._pos + n > self._end:
+            raise DecodeError(f"truncated: need {n} bytes, have {self._end - self._pos}")
+        start = self._pos
+        self._pos += n
+        return self._data[start : self._pos]
+
+    def u8(self) -> int:
+        return self._take(1)[0]
+
+    def u16(self) -> int:
+        return int.from_bytes(self._take(2), "big")
+
+    def u32(self) -> int:
+        return int.from_bytes(self._take(4), "big")
+
+    def u64(self) -> int:
+        return int.from_bytes(self._take(8), "big")
+
+    def boolean(self) -> bool:
+        value = self.u8()
+        if value > 1:
+            raise DecodeError(f"invalid boolean {value}")
+        return value == 1
+
+    def varint(self) -> int:
+        first = self.u8()
+        prefix = first >> 6
+        if prefix == 3:
+            raise DecodeError("invalid varint prefix 0b11")
+        length = 1 << prefix
+        value = first & 0x3F
+        for byte in self._take(length - 1):
+            value = (value << 8) | byte
+        if length > 1 and value < (1 << (8 * (length // 2) - 2)):
+            raise DecodeError("non-minimal varint encoding")
+        return value
+
+    def fixed(self, n: int) -> bytes:
+        return bytes(self._take(n))
+
+    def opaque(self) -> bytes:
+        return bytes(self._take(self.varint()))
+
+    def sub(self) -> Reader:
+        """A reader over the next ``<V>`` vector's contents, consumed from this one."""
+        length = self.varint()
+        start = self._pos
+        self._take(length)
+        return Reader(self._data, start, start + length)
+
+    def vector(self, decode_item: Callable[[Reader], T]) -> list[T]:
+        inner = self.sub()
+        items: list[T] = []
+        while inner.remaining:
+            items.append(decode_item(inner))
+        return items
+
+    def structs(self, cls: type[S]) -> list[S]:
+        return self.vector(cls.decode)
+
+    def optional(self, decode_item: Callable[[Reader], T]) -> T | None:
+        present = self.u8()
+        if present == 0:
+            return None
+        if present != 1:
+            raise DecodeError(f"invalid optional presence byte {present}")
+        return decode_item(self)
+
+    def finish(self) -> None:
+        if self._pos != self._end:
+            raise DecodeError(f"{self._end - self._pos} trailing bytes")
+
+
+class Struct:
+    """Base of every wire struct: one encode path and one decode path."""
+
+    def encode(self, writer: Writer) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, reader: Reader) -> Self:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        writer = Writer()
+        self.encode(writer)
+        return writer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Decode exactly one value; trailing bytes are an error."""
+        reader = Reader(bytes(data))
+        try:
+            value = cls.decode(reader)
+        except (ValueError, OverflowError) as exc:  # enum lookups, bad values
+            raise DecodeError(f"invalid {cls.__name__}: {exc}") from exc
+        reader.finish()
+        return value
+
+
+S = TypeVar("S", bound=Struct)
+
+
+def decode_enum(enum_cls: Callable[[int], T], value: int, what: str) -> T:
+    """Map an integer to an enum member, turning an unknown value into DecodeError."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        raise DecodeError(f"unknown {what} {value}") from None
