@@ -1,0 +1,261 @@
+"""Message framing (RFC 9420 section 6): content, authentication, wire formats.
+
+The structs here are pure wire types.  Protection (signatures, membership
+tags, PrivateMessage encryption) is implemented by the functions further down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Self
+
+from .codec import Reader, Struct, Writer, decode_enum
+from .errors import DecodeError, UnsupportedError
+from .key_schedule import GroupContext
+from .leaf_node import PROTOCOL_VERSION_MLS10
+from .messages import Commit, GroupInfo, KeyPackage, Proposal, Welcome, decode_proposal, encode_proposal
+
+
+class WireFormat(IntEnum):
+    PUBLIC_MESSAGE = 1
+    PRIVATE_MESSAGE = 2
+    WELCOME = 3
+    GROUP_INFO = 4
+    KEY_PACKAGE = 5
+
+
+class ContentType(IntEnum):
+    APPLICATION = 1
+    PROPOSAL = 2
+    COMMIT = 3
+
+
+class SenderType(IntEnum):
+    MEMBER = 1
+    EXTERNAL = 2
+    NEW_MEMBER_PROPOSAL = 3
+    NEW_MEMBER_COMMIT = 4
+
+
+@dataclass(frozen=True)
+class Sender(Struct):
+    sender_type: SenderType
+    index: int = 0  # leaf_index for members, sender_index for external senders
+
+    @classmethod
+    def member(cls, leaf_index: int) -> Sender:
+        return cls(SenderType.MEMBER, leaf_index)
+
+    def encode(self, w: Writer) -> None:
+        w.u8(self.sender_type)
+        if self.sender_type in (SenderType.MEMBER, SenderType.EXTERNAL):
+            w.u32(self.index)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        sender_type = decode_enum(SenderType, r.u8(), "sender type")
+        index = r.u32() if sender_type in (SenderType.MEMBER, SenderType.EXTERNAL) else 0
+        return cls(sender_type, index)
+
+
+Content = bytes | Proposal | Commit
+"""application_data (bytes), a Proposal, or a Commit, matching ``content_type``."""
+
+
+def encode_content_body(w: Writer, content_type: ContentType, content: Content) -> None:
+    if content_type == ContentType.APPLICATION:
+        assert isinstance(content, bytes)
+        w.opaque(content)
+    elif content_type == ContentType.PROPOSAL:
+        encode_proposal(w, content)  # type: ignore[arg-type]
+    else:
+        assert isinstance(content, Commit)
+        content.encode(w)
+
+
+def decode_content_body(r: Reader, content_type: ContentType) -> Content:
+    if content_type == ContentType.APPLICATION:
+        return r.opaque()
+    if content_type == ContentType.PROPOSAL:
+        return decode_proposal(r)
+    return Commit.decode(r)
+
+
+@dataclass(frozen=True)
+class FramedContent(Struct):
+    group_id: bytes
+    epoch: int
+    sender: Sender
+    authenticated_data: bytes
+    content_type: ContentType
+    content: Content
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.group_id).u64(self.epoch)
+        self.sender.encode(w)
+        w.opaque(self.authenticated_data).u8(self.content_type)
+        encode_content_body(w, self.content_type, self.content)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        group_id = r.opaque()
+        epoch = r.u64()
+        sender = Sender.decode(r)
+        authenticated_data = r.opaque()
+        content_type = decode_enum(ContentType, r.u8(), "content type")
+        return cls(group_id, epoch, sender, authenticated_data, content_type,
+                   decode_content_body(r, content_type))
+
+
+@dataclass(frozen=True)
+class FramedContentAuthData:
+    """Signature, plus the confirmation tag for commits (decoding needs the content type)."""
+
+    signature: bytes
+    confirmation_tag: bytes | None = None
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.signature)
+        if self.confirmation_tag is not None:
+            w.opaque(self.confirmation_tag)
+
+    @classmethod
+    def decode_for(cls, r: Reader, content_type: ContentType) -> FramedContentAuthData:
+        signature = r.opaque()
+        tag = r.opaque() if content_type == ContentType.COMMIT else None
+        return cls(signature, tag)
+
+
+def framed_content_tbs(wire_format: WireFormat, content: FramedContent,
+                       context: GroupContext | None) -> bytes:
+    """FramedContentTBS; the GroupContext is included for member-sent PublicMessages."""
+    w = Writer().u16(PROTOCOL_VERSION_MLS10).u16(wire_format)
+    content.encode(w)
+    if wire_format == WireFormat.PUBLIC_MESSAGE and content.sender.sender_type == SenderType.MEMBER:
+        if context is None:
+            raise ValueError("member PublicMessage content is signed over the GroupContext")
+        context.encode(w)
+    return w.getvalue()
+
+
+@dataclass(frozen=True)
+class AuthenticatedContent(Struct):
+    wire_format: WireFormat
+    content: FramedContent
+    auth: FramedContentAuthData
+
+    def encode(self, w: Writer) -> None:
+        w.u16(self.wire_format)
+        self.content.encode(w)
+        self.auth.encode(w)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        wire_format = decode_enum(WireFormat, r.u16(), "wire format")
+        content = FramedContent.decode(r)
+        return cls(wire_format, content, FramedContentAuthData.decode_for(r, content.content_type))
+
+    def confirmed_transcript_hash_input(self) -> bytes:
+        """ConfirmedTranscriptHashInput: wire_format, content, signature."""
+        w = Writer().u16(self.wire_format)
+        self.content.encode(w)
+        return w.opaque(self.auth.signature).getvalue()
+
+
+@dataclass(frozen=True)
+class PublicMessage(Struct):
+    content: FramedContent
+    auth: FramedContentAuthData
+    membership_tag: bytes | None = None
+
+    def encode(self, w: Writer) -> None:
+        self.content.encode(w)
+        self.auth.encode(w)
+        if self.content.sender.sender_type == SenderType.MEMBER:
+            if self.membership_tag is None:
+                raise ValueError("member PublicMessage needs a membership tag")
+            w.opaque(self.membership_tag)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        content = FramedContent.decode(r)
+        auth = FramedContentAuthData.decode_for(r, content.content_type)
+        tag = r.opaque() if content.sender.sender_type == SenderType.MEMBER else None
+        return cls(content, auth, tag)
+
+
+@dataclass(frozen=True)
+class PrivateMessage(Struct):
+    group_id: bytes
+    epoch: int
+    content_type: ContentType
+    authenticated_data: bytes
+    encrypted_sender_data: bytes
+    ciphertext: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.group_id).u64(self.epoch).u8(self.content_type).opaque(self.authenticated_data)
+        w.opaque(self.encrypted_sender_data).opaque(self.ciphertext)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        group_id = r.opaque()
+        epoch = r.u64()
+        content_type = decode_enum(ContentType, r.u8(), "content type")
+        return cls(group_id, epoch, content_type, r.opaque(), r.opaque(), r.opaque())
+
+
+@dataclass(frozen=True)
+class SenderData(Struct):
+    leaf_index: int
+    generation: int
+    reuse_guard: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.u32(self.leaf_index).u32(self.generation).raw(self.reuse_guard)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        return cls(r.u32(), r.u32(), r.fixed(4))
+
+
+_BODY_CLASSES: dict[WireFormat, type[Struct]] = {
+    WireFormat.PUBLIC_MESSAGE: PublicMessage,
+    WireFormat.PRIVATE_MESSAGE: PrivateMessage,
+    WireFormat.WELCOME: Welcome,
+    WireFormat.GROUP_INFO: GroupInfo,
+    WireFormat.KEY_PACKAGE: KeyPackage,
+}
+
+MLSMessageBody = PublicMessage | PrivateMessage | Welcome | GroupInfo | KeyPackage
+
+
+@dataclass(frozen=True)
+class MLSMessage(Struct):
+    """The top-level message: a version, a wire format and the matching body."""
+
+    body: MLSMessageBody
+    version: int = PROTOCOL_VERSION_MLS10
+
+    @property
+    def wire_format(self) -> WireFormat:
+        for wire_format, cls in _BODY_CLASSES.items():
+            if isinstance(self.body, cls):
+                return wire_format
+        raise TypeError(f"not an MLSMessage body: {type(self.body).__name__}")
+
+    def encode(self, w: Writer) -> None:
+        w.u16(self.version).u16(self.wire_format)
+        self.body.encode(w)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        version = r.u16()
+        if version != PROTOCOL_VERSION_MLS10:
+            raise UnsupportedError(f"unsupported protocol version {version}")
+        wire_format = r.u16()
+        body_cls = _BODY_CLASSES.get(wire_format)  # type: ignore[call-overload]
+        if body_cls is None:
+            raise DecodeError(f"unknown wire format {wire_format}")
+        return cls(body_cls.decode(r), version)  # type: ignore[arg-type]
