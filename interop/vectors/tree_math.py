@@ -1,0 +1,23 @@
+"""tree-math.json: root, children, parent and sibling of every node."""
+
+from __future__ import annotations
+
+from mlscore import tree_math as tm
+
+
+def _or_none(fn, *args):  # noqa: ANN001, ANN202
+    try:
+        return fn(*args)
+    except ValueError:
+        return None
+
+
+def check(entry: dict) -> None:
+    n = entry["n_leaves"]
+    assert tm.node_width(n) == entry["n_nodes"], "n_nodes"
+    assert tm.root(n) == entry["root"], "root"
+    for x in range(entry["n_nodes"]):
+        assert _or_none(tm.left, x) == entry["left"][x], f"left({x})"
+        assert _or_none(tm.right, x) == entry["right"][x], f"right({x})"
+        assert _or_none(tm.parent, x, n) == entry["parent"][x], f"parent({x})"
+        assert _or_none(tm.sibling, x, n) == entry["sibling"][x], f"sibling({x})"

@@ -1,0 +1,140 @@
+"""The key schedule (RFC 9420 section 8): epoch secrets, exporter, transcript hashes.
+
+All functions are pure: secrets in, secrets out.  The group keeps one
+:class:`EpochSecrets` per epoch and drops it when the epoch is over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Self
+
+from .codec import Reader, Struct, Writer
+from .crypto import CipherSuite
+from .extensions import Extension
+
+
+@dataclass(frozen=True)
+class GroupContext(Struct):
+    version: int
+    cipher_suite: int
+    group_id: bytes
+    epoch: int
+    tree_hash: bytes
+    confirmed_transcript_hash: bytes
+    extensions: tuple[Extension, ...] = ()
+
+    def encode(self, w: Writer) -> None:
+        w.u16(self.version).u16(self.cipher_suite).opaque(self.group_id).u64(self.epoch)
+        w.opaque(self.tree_hash).opaque(self.confirmed_transcript_hash).structs(self.extensions)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        return cls(r.u16(), r.u16(), r.opaque(), r.u64(), r.opaque(), r.opaque(), tuple(r.structs(Extension)))
+
+
+@dataclass(frozen=True)
+class EpochSecrets:
+    """The secrets derived from one epoch_secret (section 8, table 4), plus the next init_secret."""
+
+    sender_data_secret: bytes = field(repr=False)
+    encryption_secret: bytes = field(repr=False)
+    exporter_secret: bytes = field(repr=False)
+    external_secret: bytes = field(repr=False)
+    confirmation_key: bytes = field(repr=False)
+    membership_key: bytes = field(repr=False)
+    resumption_psk: bytes = field(repr=False)
+    epoch_authenticator: bytes = field(repr=False)
+    init_secret: bytes = field(repr=False)
+    welcome_secret: bytes = field(repr=False, default=b"")
+
+    def encode(self, w: Writer) -> None:
+        for item in fields(self):
+            w.opaque(getattr(self, item.name))
+
+    @classmethod
+    def decode(cls, r: Reader) -> EpochSecrets:
+        return cls(*(r.opaque() for _ in fields(cls)))
+
+
+_LABELS = (
+    ("sender_data_secret", "sender data"),
+    ("encryption_secret", "encryption"),
+    ("exporter_secret", "exporter"),
+    ("external_secret", "external"),
+    ("confirmation_key", "confirm"),
+    ("membership_key", "membership"),
+    ("resumption_psk", "resumption"),
+    ("epoch_authenticator", "authentication"),
+    ("init_secret", "init"),
+)
+
+
+def joiner_secret(suite: CipherSuite, init_secret: bytes, commit_secret: bytes, group_context: bytes) -> bytes:
+    return suite.expand_with_label(suite.kdf_extract(init_secret, commit_secret), "joiner", group_context,
+                                   suite.hash_len)
+
+
+def welcome_secret(suite: CipherSuite, joiner: bytes, psk_secret: bytes) -> bytes:
+    return suite.derive_secret(suite.kdf_extract(joiner, psk_secret), "welcome")
+
+
+def welcome_key_nonce(suite: CipherSuite, welcome: bytes) -> tuple[bytes, bytes]:
+    return (suite.expand_with_label(welcome, "key", b"", suite.aead_key_len),
+            suite.expand_with_label(welcome, "nonce", b"", suite.aead_nonce_len))
+
+
+def epoch_secrets_from_joiner(suite: CipherSuite, joiner: bytes, psk_secret: bytes,
+                              group_context: bytes) -> EpochSecrets:
+    """Everything a new or existing member derives once it knows the joiner_secret."""
+    member_prk = suite.kdf_extract(joiner, psk_secret)
+    epoch_secret = suite.expand_with_label(member_prk, "epoch", group_context, suite.hash_len)
+    derived = {name: suite.derive_secret(epoch_secret, label) for name, label in _LABELS}
+    return EpochSecrets(**derived, welcome_secret=suite.derive_secret(member_prk, "welcome"))
+
+
+def derive_epoch_secrets(suite: CipherSuite, init_secret: bytes, commit_secret: bytes, psk_secret: bytes,
+                         group_context: bytes) -> tuple[bytes, EpochSecrets]:
+    """(joiner_secret, secrets) for the epoch whose GroupContext is ``group_context``."""
+    joiner = joiner_secret(suite, init_secret, commit_secret, group_context)
+    return joiner, epoch_secrets_from_joiner(suite, joiner, psk_secret, group_context)
+
+
+def mls_exporter(suite: CipherSuite, exporter_secret: bytes, label: bytes | str, context: bytes,
+                 length: int) -> bytes:
+    """MLS-Exporter (section 8.5); note the Hash(context), which one PyPI library skips."""
+    return suite.expand_with_label(suite.derive_secret(exporter_secret, label), "exported",
+                                   suite.hash(context), length)
+
+
+def external_key_pair(suite: CipherSuite, external_secret: bytes) -> tuple[bytes, bytes]:
+    """(external_priv, external_pub) of section 8.3."""
+    return suite.derive_key_pair(external_secret)
+
+
+def external_init_secret(suite: CipherSuite, external_secret: bytes, kem_output: bytes) -> bytes:
+    """The init_secret an external commit's ExternalInit carries (section 8.3)."""
+    external_priv, _ = external_key_pair(suite, external_secret)
+    return suite.hpke_export_receiver(external_priv, kem_output, b"", b"MLS 1.0 external init secret",
+                                      suite.hash_len)
+
+
+def confirmed_transcript_hash(suite: CipherSuite, interim_before: bytes, confirmed_input: bytes) -> bytes:
+    return suite.hash(interim_before + confirmed_input)
+
+
+def interim_transcript_hash(suite: CipherSuite, confirmed: bytes, confirmation_tag: bytes) -> bytes:
+    return suite.hash(confirmed + Writer().opaque(confirmation_tag).getvalue())
+
+
+def external_sender_key(external_senders: bytes, index: int) -> bytes:
+    """The signature key of external sender ``index`` in an ``external_senders`` extension."""
+    from .credentials import Credential
+    from .errors import ValidationError
+
+    reader = Reader(external_senders)
+    senders = reader.vector(lambda r: (r.opaque(), Credential.decode(r)))
+    reader.finish()
+    if index >= len(senders):
+        raise ValidationError(f"no external sender {index}")
+    return senders[index][0]

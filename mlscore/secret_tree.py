@@ -1,0 +1,157 @@
+"""The secret tree and its per-sender ratchets (RFC 9420 section 9).
+
+Secrets are derived lazily and deleted as soon as they are used (section
+9.2): a parent's secret once both children exist, a leaf's once its two
+ratchets exist, a ratchet secret once the next one is derived, a key once
+it has decrypted its message.
+
+Receiving is two-step so that a forged message cannot burn a key: the
+framing layer calls :meth:`SecretTree.receive_key` (which changes nothing),
+authenticates the message with it, and only then calls
+:meth:`SecretTree.consume`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from . import tree_math
+from .crypto import CipherSuite
+from .errors import ReplayError, ValidationError
+
+
+class RatchetType(IntEnum):
+    HANDSHAKE = 0
+    APPLICATION = 1
+
+
+_RATCHET_LABELS = {RatchetType.HANDSHAKE: "handshake", RatchetType.APPLICATION: "application"}
+
+
+@dataclass
+class _Ratchet:
+    secret: bytes = field(repr=False)
+    generation: int = 0
+    skipped: dict[int, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class ReceiveKey:
+    """A key found for (leaf, ratchet, generation), not yet consumed."""
+
+    leaf: int
+    ratchet: RatchetType
+    generation: int
+    key: bytes = field(repr=False)
+    nonce: bytes = field(repr=False)
+    # The ratchet state after consuming, computed once by receive_key.
+    _advance: tuple[bytes, int, dict[int, tuple[bytes, bytes]]] | None = field(default=None, repr=False)
+
+
+def sender_data_key_nonce(suite: CipherSuite, sender_data_secret: bytes, ciphertext: bytes) -> tuple[bytes, bytes]:
+    """Key and nonce protecting a PrivateMessage's SenderData (section 6.3.2)."""
+    sample = ciphertext[: suite.hash_len]
+    return (suite.expand_with_label(sender_data_secret, "key", sample, suite.aead_key_len),
+            suite.expand_with_label(sender_data_secret, "nonce", sample, suite.aead_nonce_len))
+
+
+class SecretTree:
+    """Per-epoch tree of sender ratchets rooted at the encryption_secret."""
+
+    def __init__(self, suite: CipherSuite, encryption_secret: bytes, n_leaves: int, *,
+                 out_of_order_tolerance: int = 16, maximum_forward_distance: int = 1000) -> None:
+        self.suite = suite
+        self.n_leaves = n_leaves
+        self._nodes: dict[int, bytes] = {tree_math.root(n_leaves): encryption_secret}
+        self._ratchets: dict[tuple[int, RatchetType], _Ratchet] = {}
+        self.out_of_order_tolerance = out_of_order_tolerance
+        self.maximum_forward_distance = maximum_forward_distance
+
+    def __repr__(self) -> str:
+        return f"SecretTree(n_leaves={self.n_leaves}, ratchets={len(self._ratchets)})"
+
+    def _leaf_secret(self, leaf: int) -> bytes:
+        target = 2 * leaf
+        path = [target, *tree_math.direct_path(target, self.n_leaves)]
+        start = next(i for i, node in enumerate(path) if node in self._nodes)
+        for i in range(start, 0, -1):
+            node = path[i]
+            secret = self._nodes.pop(node)
+            self._nodes[tree_math.left(node)] = self.suite.expand_with_label(secret, "tree", b"left",
+                                                                              self.suite.hash_len)
+            self._nodes[tree_math.right(node)] = self.suite.expand_with_label(secret, "tree", b"right",
+                                                                               self.suite.hash_len)
+        return self._nodes.pop(target)
+
+    def _ratchet(self, leaf: int, ratchet: RatchetType) -> _Ratchet:
+        if not 0 <= leaf < self.n_leaves:
+            raise ValidationError(f"leaf {leaf} is outside the tree of {self.n_leaves} leaves")
+        found = self._ratchets.get((leaf, ratchet))
+        if found is None:
+            leaf_secret = self._leaf_secret(leaf)
+            for kind, label in _RATCHET_LABELS.items():
+                self._ratchets[(leaf, kind)] = _Ratchet(
+                    self.suite.expand_with_label(leaf_secret, label, b"", self.suite.hash_len))
+            found = self._ratchets[(leaf, ratchet)]
+        return found
+
+    def _key_nonce(self, secret: bytes, generation: int) -> tuple[bytes, bytes]:
+        suite = self.suite
+        return (suite.derive_tree_secret(secret, "key", generation, suite.aead_key_len),
+                suite.derive_tree_secret(secret, "nonce", generation, suite.aead_nonce_len))
+
+    def _next_secret(self, secret: bytes, generation: int) -> bytes:
+        return self.suite.derive_tree_secret(secret, "secret", generation, self.suite.hash_len)
+
+    def next_send_key(self, leaf: int, ratchet: RatchetType) -> tuple[int, bytes, bytes]:
+        """(generation, key, nonce) for our next message; the ratchet moves on at once."""
+        state = self._ratchet(leaf, ratchet)
+        generation = state.generation
+        key, nonce = self._key_nonce(state.secret, generation)
+        state.secret = self._next_secret(state.secret, generation)
+        state.generation += 1
+        return generation, key, nonce
+
+    def receive_key(self, leaf: int, ratchet: RatchetType, generation: int) -> ReceiveKey:
+        """The key for a received message, without consuming anything."""
+        state = self._ratchet(leaf, ratchet)
+        if generation in state.skipped:
+            key, nonce = state.skipped[generation]
+            return ReceiveKey(leaf, ratchet, generation, key, nonce)
+        if generation < state.generation:
+            raise ReplayError(f"generation {generation} of leaf {leaf} was already used or expired")
+        if generation - state.generation > self.maximum_forward_distance:
+            raise ValidationError(f"generation {generation} is too far ahead of {state.generation}")
+        secret = state.secret
+        skipped = dict(state.skipped)
+        for g in range(state.generation, generation):
+            skipped[g] = self._key_nonce(secret, g)
+            secret = self._next_secret(secret, g)
+        while len(skipped) > self.out_of_order_tolerance:
+            del skipped[min(skipped)]
+        key, nonce = self._key_nonce(secret, generation)
+        advance = (self._next_secret(secret, generation), generation + 1, skipped)
+        return ReceiveKey(leaf, ratchet, generation, key, nonce, advance)
+
+    def consume(self, found: ReceiveKey) -> None:
+        """Delete a key once the message it opened has been authenticated."""
+        state = self._ratchets[(found.leaf, found.ratchet)]
+        if found._advance is None:
+            if state.skipped.pop(found.generation, None) is None:
+                raise ReplayError(f"generation {found.generation} was consumed already")
+            return
+        if state.generation > found.generation:
+            raise ReplayError(f"generation {found.generation} was consumed already")
+        state.secret, state.generation, state.skipped = found._advance
+
+    def generation(self, leaf: int, ratchet: RatchetType) -> int:
+        """The next generation the ratchet expects (for persistence and tests)."""
+        return self._ratchet(leaf, ratchet).generation
+
+    def skip_to(self, leaf: int, ratchet: RatchetType, generation: int) -> None:
+        """Fast-forward our own sending ratchet, e.g. after restoring persisted state."""
+        state = self._ratchet(leaf, ratchet)
+        while state.generation < generation:
+            state.secret = self._next_secret(state.secret, state.generation)
+            state.generation += 1
