@@ -6,15 +6,20 @@ tags, PrivateMessage encryption) is implemented by the functions further down.
 
 from __future__ import annotations
 
+import hmac
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Self
 
 from .codec import Reader, Struct, Writer, decode_enum
-from .errors import DecodeError, UnsupportedError
+from .crypto import CipherSuite
+from .errors import CryptoError, DecodeError, UnsupportedError, ValidationError
 from .key_schedule import GroupContext
 from .leaf_node import PROTOCOL_VERSION_MLS10
 from .messages import Commit, GroupInfo, KeyPackage, Proposal, Welcome, decode_proposal, encode_proposal
+from .secret_tree import RatchetType, SecretTree, sender_data_key_nonce
 
 
 class WireFormat(IntEnum):
@@ -129,12 +134,12 @@ class FramedContentAuthData:
 
 def framed_content_tbs(wire_format: WireFormat, content: FramedContent,
                        context: GroupContext | None) -> bytes:
-    """FramedContentTBS; the GroupContext is included for member-sent PublicMessages."""
+    """FramedContentTBS; member senders sign over the GroupContext too (either wire format)."""
     w = Writer().u16(PROTOCOL_VERSION_MLS10).u16(wire_format)
     content.encode(w)
-    if wire_format == WireFormat.PUBLIC_MESSAGE and content.sender.sender_type == SenderType.MEMBER:
+    if content.sender.sender_type == SenderType.MEMBER:
         if context is None:
-            raise ValueError("member PublicMessage content is signed over the GroupContext")
+            raise ValueError("member content is signed over the GroupContext")
         context.encode(w)
     return w.getvalue()
 
@@ -259,3 +264,123 @@ class MLSMessage(Struct):
         if body_cls is None:
             raise DecodeError(f"unknown wire format {wire_format}")
         return cls(body_cls.decode(r), version)  # type: ignore[arg-type]
+
+
+# -- protection (sections 6.1-6.3) ------------------------------------------------
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def sign_content(suite: CipherSuite, signature_priv: bytes, wire_format: WireFormat, content: FramedContent,
+                 context: GroupContext | None) -> bytes:
+    return suite.sign_with_label(signature_priv, "FramedContentTBS",
+                                 framed_content_tbs(wire_format, content, context))
+
+
+def verify_content(suite: CipherSuite, signature_pub: bytes, wire_format: WireFormat, content: FramedContent,
+                   context: GroupContext | None, signature: bytes) -> None:
+    suite.verify_with_label(signature_pub, "FramedContentTBS",
+                            framed_content_tbs(wire_format, content, context), signature)
+
+
+def membership_tag(suite: CipherSuite, membership_key: bytes, content: FramedContent,
+                   auth: FramedContentAuthData, context: GroupContext) -> bytes:
+    """MAC over AuthenticatedContentTBM = FramedContentTBS || FramedContentAuthData."""
+    w = Writer().raw(framed_content_tbs(WireFormat.PUBLIC_MESSAGE, content, context))
+    auth.encode(w)
+    return suite.mac(membership_key, w.getvalue())
+
+
+def protect_public(suite: CipherSuite, content: FramedContent, auth: FramedContentAuthData,
+                   membership_key: bytes, context: GroupContext) -> PublicMessage:
+    tag = None
+    if content.sender.sender_type == SenderType.MEMBER:
+        tag = membership_tag(suite, membership_key, content, auth, context)
+    return PublicMessage(content, auth, tag)
+
+
+def verify_public(suite: CipherSuite, message: PublicMessage, membership_key: bytes, context: GroupContext,
+                  signature_pub: bytes) -> AuthenticatedContent:
+    """Check the membership tag (member senders) and the signature."""
+    content = message.content
+    if content.sender.sender_type == SenderType.MEMBER:
+        expected = membership_tag(suite, membership_key, content, message.auth, context)
+        if message.membership_tag is None or not constant_time_equal(expected, message.membership_tag):
+            raise ValidationError("membership tag does not verify")
+    if content.content_type == ContentType.APPLICATION:
+        raise ValidationError("application data must not be sent as a PublicMessage")
+    verify_content(suite, signature_pub, WireFormat.PUBLIC_MESSAGE, content, context, message.auth.signature)
+    return AuthenticatedContent(WireFormat.PUBLIC_MESSAGE, content, message.auth)
+
+
+def _ratchet_for(content_type: ContentType) -> RatchetType:
+    return RatchetType.APPLICATION if content_type == ContentType.APPLICATION else RatchetType.HANDSHAKE
+
+
+def _content_aad(group_id: bytes, epoch: int, content_type: ContentType, authenticated_data: bytes) -> bytes:
+    return Writer().opaque(group_id).u64(epoch).u8(content_type).opaque(authenticated_data).getvalue()
+
+
+def _sender_data_aad(group_id: bytes, epoch: int, content_type: ContentType) -> bytes:
+    return Writer().opaque(group_id).u64(epoch).u8(content_type).getvalue()
+
+
+def _xor_guard(nonce: bytes, reuse_guard: bytes) -> bytes:
+    return bytes(a ^ b for a, b in zip(reuse_guard, nonce[:4], strict=True)) + nonce[4:]
+
+
+def protect_private(suite: CipherSuite, secret_tree: SecretTree, sender_data_secret: bytes,
+                    content: FramedContent, auth: FramedContentAuthData, padding: int = 0,
+                    reuse_guard: bytes | None = None) -> PrivateMessage:
+    """Encrypt content and sender data (section 6.3) with the sender's next ratchet key."""
+    if content.sender.sender_type != SenderType.MEMBER:
+        raise ValidationError("only members send PrivateMessages")
+    leaf = content.sender.index
+    generation, key, nonce = secret_tree.next_send_key(leaf, _ratchet_for(content.content_type))
+    guard = reuse_guard if reuse_guard is not None else os.urandom(4)
+    w = Writer()
+    encode_content_body(w, content.content_type, content.content)
+    auth.encode(w)
+    w.raw(bytes(padding))
+    aad = _content_aad(content.group_id, content.epoch, content.content_type, content.authenticated_data)
+    ciphertext = suite.aead_encrypt(key, _xor_guard(nonce, guard), aad, w.getvalue())
+    sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, ciphertext)
+    encrypted_sender_data = suite.aead_encrypt(
+        sd_key, sd_nonce, _sender_data_aad(content.group_id, content.epoch, content.content_type),
+        SenderData(leaf, generation, guard).to_bytes())
+    return PrivateMessage(content.group_id, content.epoch, content.content_type, content.authenticated_data,
+                          encrypted_sender_data, ciphertext)
+
+
+def unprotect_private(suite: CipherSuite, secret_tree: SecretTree, sender_data_secret: bytes,
+                      message: PrivateMessage, signature_key_of: Callable[[int], bytes],
+                      context: GroupContext) -> AuthenticatedContent:
+    """Decrypt and authenticate a PrivateMessage; its ratchet key is consumed only on success.
+
+    ``signature_key_of(leaf)`` returns the sender's signature key or raises if
+    the leaf is not an acceptable sender.
+    """
+    sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, message.ciphertext)
+    try:
+        sender_data = SenderData.from_bytes(suite.aead_decrypt(
+            sd_key, sd_nonce, _sender_data_aad(message.group_id, message.epoch, message.content_type),
+            message.encrypted_sender_data))
+    except CryptoError:
+        raise CryptoError("cannot decrypt the sender data") from None
+    signature_pub = signature_key_of(sender_data.leaf_index)
+    found = secret_tree.receive_key(sender_data.leaf_index, _ratchet_for(message.content_type),
+                                    sender_data.generation)
+    aad = _content_aad(message.group_id, message.epoch, message.content_type, message.authenticated_data)
+    plaintext = suite.aead_decrypt(found.key, _xor_guard(found.nonce, sender_data.reuse_guard), aad,
+                                   message.ciphertext)
+    reader = Reader(plaintext)
+    body = decode_content_body(reader, message.content_type)
+    auth = FramedContentAuthData.decode_for(reader, message.content_type)
+    if any(reader.fixed(reader.remaining)):
+        raise DecodeError("PrivateMessage padding is not all zero")
+    content = FramedContent(message.group_id, message.epoch, Sender.member(sender_data.leaf_index),
+                            message.authenticated_data, message.content_type, body)
+    verify_content(suite, signature_pub, WireFormat.PRIVATE_MESSAGE, content, context, auth.signature)
+    secret_tree.consume(found)
+    return AuthenticatedContent(WireFormat.PRIVATE_MESSAGE, content, auth)
