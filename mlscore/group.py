@@ -33,10 +33,10 @@ from .framing import (
     SenderType,
     WireFormat,
 )
-from .framing import protection as _protection
+from . import framing as _protection
 from .key_package import KeyPackageBundle, validate_key_package
 from .key_schedule import EpochSecrets, GroupContext
-from .key_schedule import schedule as _schedule
+from . import key_schedule as _schedule
 from .leaf_node import PROTOCOL_VERSION_MLS10, Capabilities, LeafNode, LeafNodeSource, validate_leaf_node
 from .messages import (
     Add,
@@ -554,74 +554,35 @@ class Group:
              ratchet_tree: bytes | None = None, config: GroupConfig | None = None) -> Group:
         """Join from a Welcome (section 12.4.3.1); the tree comes in-band or from ``ratchet_tree``."""
         config = config or GroupConfig()
-        if isinstance(welcome, bytes):
-            welcome = MLSMessage.from_bytes(welcome)
-        if isinstance(welcome, MLSMessage):
-            if not isinstance(welcome.body, Welcome):
-                raise ValidationError(f"expected a Welcome, got {welcome.wire_format.name}")
-            welcome = welcome.body
-        key_package = bundle.key_package
-        if welcome.cipher_suite != key_package.cipher_suite:
-            raise ValidationError("Welcome cipher suite differs from our KeyPackage's")
-        suite = get_suite(welcome.cipher_suite)
-        ref = key_package.ref(suite)
-        mine = next((s for s in welcome.secrets if s.new_member == ref), None)
-        if mine is None:
-            raise ValidationError("the Welcome has no secrets for our KeyPackage")
-        group_secrets = GroupSecrets.from_bytes(suite.decrypt_with_label(
-            bundle.init_priv, "Welcome", welcome.encrypted_group_info,
-            mine.encrypted_group_secrets.kem_output, mine.encrypted_group_secrets.ciphertext))
-        for psk_id in group_secrets.psks:
-            if psk_id.psktype == PSKType.RESUMPTION and psk_id.usage != 1:
-                raise ValidationError("reinit/branch resumption PSKs are not supported when joining")
-        psks = []
-        for psk_id in group_secrets.psks:
-            if psk_id.psktype != PSKType.EXTERNAL:
-                raise ValidationError("a resumption PSK cannot be resolved by a new member")
-            value = config.external_psks(psk_id) if config.external_psks else None
-            if value is None:
-                raise ValidationError(f"unknown external PSK {psk_id.psk_id.hex()}")
-            psks.append((psk_id, value))
-        psk_secret = compute_psk_secret(suite, psks)
-        welcome_secret = _schedule.welcome_secret(suite, group_secrets.joiner_secret, psk_secret)
-        key, nonce = _schedule.welcome_key_nonce(suite, welcome_secret)
-        group_info = GroupInfo.from_bytes(suite.aead_decrypt(key, nonce, b"", welcome.encrypted_group_info))
+        opened = open_welcome(welcome, bundle.key_package, bundle.init_priv, config.external_psks)
+        suite, group_secrets, group_info = opened.suite, opened.group_secrets, opened.group_info
         context = group_info.group_context
-        if context.cipher_suite != suite.id or context.version != PROTOCOL_VERSION_MLS10:
-            raise ValidationError("GroupInfo cipher suite or version differs from the Welcome's")
         tree_data = find_extension(group_info.extensions, ExtensionType.RATCHET_TREE)
         if tree_data is None:
             tree_data = ratchet_tree
         if tree_data is None:
             raise ValidationError("no ratchet tree: not in the GroupInfo and none given")
         tree = RatchetTree.from_nodes(suite, decode_ratchet_tree(tree_data))
-        signer = tree.leaf(group_info.signer) if group_info.signer < tree.n_leaves else None
+        signer = tree.leaf(group_info.signer)
         if signer is None:
             raise ValidationError("GroupInfo signer is not a member")
         group_info.verify(suite, signer.signature_key)
         if tree.tree_hash() != context.tree_hash:
             raise ValidationError("ratchet tree does not match the GroupContext tree hash")
         tree.validate(context.group_id)
-        for index, leaf in [(i, tree.leaf(i)) for i in range(tree.n_leaves)]:
-            if leaf is None:
-                continue
-            source = leaf.leaf_node_source
-            validate_leaf_node(leaf, suite, expected_source=source,
+        for index, leaf in tree.leaves():
+            validate_leaf_node(leaf, suite, expected_source=leaf.leaf_node_source,
                                authentication_service=config.authentication_service,
                                group_id=context.group_id, leaf_index=index, now=None)
         check_required_capabilities(tree, context.extensions)
-        own_leaf = tree.find_leaf(key_package.leaf_node)
+        own_leaf = tree.find_leaf(bundle.key_package.leaf_node)
         if own_leaf is None:
             raise ValidationError("our KeyPackage's leaf is not in the tree")
         path_state = PathState.for_leaf(suite, own_leaf, bundle.encryption_priv)
         if group_secrets.path_secret is not None:
             path_state = import_path_secret(suite, tree, own_leaf, group_info.signer,
                                             group_secrets.path_secret, path_state)
-        secrets = _schedule.epoch_secrets_from_joiner(suite, group_secrets.joiner_secret, psk_secret,
-                                                      context.to_bytes())
-        expected_tag = suite.mac(secrets.confirmation_key, context.confirmed_transcript_hash)
-        if not _protection.constant_time_equal(expected_tag, group_info.confirmation_tag):
-            raise ValidationError("GroupInfo confirmation tag does not match")
+        secrets = opened.secrets
         interim = _schedule.interim_transcript_hash(suite, context.confirmed_transcript_hash,
                                                     group_info.confirmation_tag)
         return cls(suite=suite, context=context, tree=tree, own_leaf=own_leaf,
@@ -629,8 +590,59 @@ class Group:
                    interim_transcript_hash=interim, config=config)
 
 
-def leaf_capabilities(group: Group) -> Capabilities:
-    return group.own_leaf_node.capabilities
+@dataclass(frozen=True)
+class OpenedWelcome:
+    """A Welcome decrypted for one KeyPackage, its GroupInfo not yet checked against a tree."""
+
+    suite: CipherSuite
+    group_secrets: GroupSecrets = field(repr=False)
+    group_info: GroupInfo
+    secrets: EpochSecrets = field(repr=False)
+
+
+def open_welcome(welcome: MLSMessage | Welcome | bytes, key_package: KeyPackage, init_priv: bytes,
+                 external_psks: PskLookup | None = None) -> OpenedWelcome:
+    """Decrypt our GroupSecrets and the GroupInfo, and check the GroupInfo's confirmation tag.
+
+    The GroupInfo signature needs the signer's key from the tree, so the caller checks it.
+    """
+    if isinstance(welcome, bytes):
+        welcome = MLSMessage.from_bytes(welcome)
+    if isinstance(welcome, MLSMessage):
+        if not isinstance(welcome.body, Welcome):
+            raise ValidationError(f"expected a Welcome, got {welcome.wire_format.name}")
+        welcome = welcome.body
+    if welcome.cipher_suite != key_package.cipher_suite:
+        raise ValidationError("Welcome cipher suite differs from our KeyPackage's")
+    suite = get_suite(welcome.cipher_suite)
+    ref = key_package.ref(suite)
+    mine = next((s for s in welcome.secrets if s.new_member == ref), None)
+    if mine is None:
+        raise ValidationError("the Welcome has no secrets for our KeyPackage")
+    group_secrets = GroupSecrets.from_bytes(suite.decrypt_with_label(
+        init_priv, "Welcome", welcome.encrypted_group_info,
+        mine.encrypted_group_secrets.kem_output, mine.encrypted_group_secrets.ciphertext))
+    psks = []
+    for psk_id in group_secrets.psks:
+        if psk_id.psktype != PSKType.EXTERNAL:
+            raise ValidationError("a resumption PSK cannot be resolved by a new member")
+        value = external_psks(psk_id) if external_psks else None
+        if value is None:
+            raise ValidationError(f"unknown external PSK {psk_id.psk_id.hex()}")
+        psks.append((psk_id, value))
+    psk_secret = compute_psk_secret(suite, psks)
+    welcome_secret = _schedule.welcome_secret(suite, group_secrets.joiner_secret, psk_secret)
+    key, nonce = _schedule.welcome_key_nonce(suite, welcome_secret)
+    group_info = GroupInfo.from_bytes(suite.aead_decrypt(key, nonce, b"", welcome.encrypted_group_info))
+    context = group_info.group_context
+    if context.cipher_suite != suite.id or context.version != PROTOCOL_VERSION_MLS10:
+        raise ValidationError("GroupInfo cipher suite or version differs from the Welcome's")
+    secrets = _schedule.epoch_secrets_from_joiner(suite, group_secrets.joiner_secret, psk_secret,
+                                                  context.to_bytes())
+    expected_tag = suite.mac(secrets.confirmation_key, context.confirmed_transcript_hash)
+    if not _protection.constant_time_equal(expected_tag, group_info.confirmation_tag):
+        raise ValidationError("GroupInfo confirmation tag does not match")
+    return OpenedWelcome(suite, group_secrets, group_info, secrets)
 
 
 __all__ = [
@@ -639,9 +651,8 @@ __all__ = [
     "CommitResult",
     "Group",
     "GroupConfig",
-    "KeyPackage",
+    "OpenedWelcome",
     "ProcessedMessage",
     "ProposalMessage",
-    "ProposalType",
-    "Writer",
+    "open_welcome",
 ]
