@@ -97,7 +97,7 @@ def encode_varint(value: int) -> bytes:
 class Reader:
     """Strict decoder over a bytes buffer."""
 
-    __slots__ = ("_data", "_pos", "_end")
+    __slots__ = ("_data", "_end", "_pos")
 
     def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
         self._data = data

@@ -77,7 +77,7 @@ class _Kem:
         return _expand(self.hash_name, self.hash_len, prk, data, length)
 
     # keys as bytes <-> objects
-    def private_key(self, data: bytes):  # noqa: ANN201
+    def private_key(self, data: bytes):
         try:
             if self.curve is None:
                 return self.x_cls.from_private_bytes(data)  # type: ignore[union-attr]
@@ -87,7 +87,7 @@ class _Kem:
         except (ValueError, TypeError) as exc:
             raise CryptoError(f"invalid HPKE private key: {exc}") from None
 
-    def public_key(self, data: bytes):  # noqa: ANN201
+    def public_key(self, data: bytes):
         try:
             if self.curve is None:
                 return self.x_pub_cls.from_public_bytes(data)  # type: ignore[union-attr]
@@ -95,14 +95,14 @@ class _Kem:
         except (ValueError, TypeError) as exc:
             raise CryptoError(f"invalid HPKE public key: {exc}") from None
 
-    def serialize_public(self, key) -> bytes:  # noqa: ANN001
+    def serialize_public(self, key) -> bytes:
         from cryptography.hazmat.primitives import serialization
 
         if self.curve is None:
             return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
-    def serialize_private(self, key) -> bytes:  # noqa: ANN001
+    def serialize_private(self, key) -> bytes:
         from cryptography.hazmat.primitives import serialization
 
         if self.curve is None:
@@ -110,7 +110,7 @@ class _Kem:
                                      serialization.NoEncryption())
         return key.private_numbers().private_value.to_bytes(self.private_len, "big")
 
-    def dh(self, private, public) -> bytes:  # noqa: ANN001
+    def dh(self, private, public) -> bytes:
         try:
             if self.curve is None:
                 return private.exchange(public)
@@ -138,7 +138,7 @@ class _Kem:
                 raise CryptoError("DeriveKeyPair found no valid scalar")
         return self.serialize_private(private), self.serialize_public(private.public_key())
 
-    def generate(self):  # noqa: ANN201
+    def generate(self):
         if self.curve is None:
             return self.x_cls.generate()  # type: ignore[union-attr]
         return ec.generate_private_key(self.curve())
@@ -187,7 +187,7 @@ class _SignatureScheme:
     hash_algorithm: type[hashes.HashAlgorithm] | None
     private_len: int
 
-    def private_key(self, data: bytes):  # noqa: ANN201
+    def private_key(self, data: bytes):
         try:
             if self.name == "ed25519":
                 return ed25519.Ed25519PrivateKey.from_private_bytes(data)
@@ -199,7 +199,7 @@ class _SignatureScheme:
         except (ValueError, TypeError) as exc:
             raise CryptoError(f"invalid {self.name} signature private key: {exc}") from None
 
-    def public_key(self, data: bytes):  # noqa: ANN201
+    def public_key(self, data: bytes):
         try:
             if self.name == "ed25519":
                 return ed25519.Ed25519PublicKey.from_public_bytes(data)
@@ -209,14 +209,14 @@ class _SignatureScheme:
         except (ValueError, TypeError) as exc:
             raise CryptoError(f"invalid {self.name} signature public key: {exc}") from None
 
-    def serialize_public(self, key) -> bytes:  # noqa: ANN001
+    def serialize_public(self, key) -> bytes:
         from cryptography.hazmat.primitives import serialization
 
         if self.curve is None:
             return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
-    def serialize_private(self, key) -> bytes:  # noqa: ANN001
+    def serialize_private(self, key) -> bytes:
         from cryptography.hazmat.primitives import serialization
 
         if self.curve is None:
@@ -224,12 +224,12 @@ class _SignatureScheme:
                                      serialization.NoEncryption())
         return key.private_numbers().private_value.to_bytes(self.private_len, "big")
 
-    def sign(self, private, data: bytes) -> bytes:  # noqa: ANN001
+    def sign(self, private, data: bytes) -> bytes:
         if self.curve is None:
             return private.sign(data)
         return private.sign(data, ec.ECDSA(self.hash_algorithm()))  # type: ignore[misc]
 
-    def verify(self, public, signature: bytes, data: bytes) -> None:  # noqa: ANN001
+    def verify(self, public, signature: bytes, data: bytes) -> None:
         try:
             if self.curve is None:
                 public.verify(signature, data)
@@ -240,7 +240,7 @@ class _SignatureScheme:
         except (ValueError, TypeError) as exc:
             raise InvalidSignatureError(f"malformed signature: {exc}") from None
 
-    def generate(self):  # noqa: ANN201
+    def generate(self):
         if self.name == "ed25519":
             return ed25519.Ed25519PrivateKey.generate()
         if self.name == "ed448":
@@ -428,11 +428,11 @@ class CipherSuite:
 
 
 @cache
-def _signature_private(scheme: _SignatureScheme, data: bytes):  # noqa: ANN202
+def _signature_private(scheme: _SignatureScheme, data: bytes):
     return scheme.private_key(data)
 
 
-def _cached_signature_private(scheme: _SignatureScheme, data: bytes):  # noqa: ANN202
+def _cached_signature_private(scheme: _SignatureScheme, data: bytes):
     # Parsing a key costs as much as a signature for ECDSA; a session reuses one key for life.
     return _signature_private(scheme, bytes(data))
 
@@ -440,7 +440,7 @@ def _cached_signature_private(scheme: _SignatureScheme, data: bytes):  # noqa: A
 _PUBLIC_CACHE: dict[tuple[str, bytes], object] = {}
 
 
-def _cached_signature_public(scheme: _SignatureScheme, data: bytes):  # noqa: ANN202
+def _cached_signature_public(scheme: _SignatureScheme, data: bytes):
     key = (scheme.name, bytes(data))
     public = _PUBLIC_CACHE.get(key)
     if public is None:

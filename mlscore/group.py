@@ -16,7 +16,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from .codec import Writer
+from . import framing as _protection
+from . import key_schedule as _schedule
 from .credentials import AuthenticationService
 from .crypto import CipherSuite, get_suite
 from .errors import EpochError, StateError, ValidationError
@@ -33,11 +34,9 @@ from .framing import (
     SenderType,
     WireFormat,
 )
-from . import framing as _protection
 from .key_package import KeyPackageBundle, validate_key_package
 from .key_schedule import EpochSecrets, GroupContext
-from . import key_schedule as _schedule
-from .leaf_node import PROTOCOL_VERSION_MLS10, Capabilities, LeafNode, LeafNodeSource, validate_leaf_node
+from .leaf_node import PROTOCOL_VERSION_MLS10, LeafNode, LeafNodeSource, validate_leaf_node
 from .messages import (
     Add,
     Commit,
@@ -47,7 +46,6 @@ from .messages import (
     KeyPackage,
     Proposal,
     ProposalOrRef,
-    ProposalType,
     Update,
     Welcome,
 )

@@ -499,7 +499,7 @@ class TwoPartySession:
         if self._on_state_change is not None:
             self._on_state_change(self)
 
-    def _capabilities(self, suite_id: int | None = None):  # noqa: ANN202
+    def _capabilities(self, suite_id: int | None = None):
         return default_capabilities(suite_id or self.config.cipher_suite,
                                     extensions=(ExtensionType.APP_DATA_DICTIONARY,))
 

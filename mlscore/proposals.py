@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .errors import ValidationError
 from .extensions import Extension, ExtensionType, RequiredCapabilities, check_unique, find_extension
 from .messages import (
     Add,
@@ -23,7 +24,6 @@ from .messages import (
     Remove,
     Update,
 )
-from .errors import ValidationError
 from .psk import PreSharedKeyID
 from .ratchet_tree import RatchetTree
 
@@ -159,7 +159,7 @@ def check_required_capabilities(tree: RatchetTree, extensions: Sequence[Extensio
         check_leaf_supports(leaf.capabilities, required, f"leaf {index}")
 
 
-def check_leaf_supports(capabilities, required: RequiredCapabilities, who: str) -> None:  # noqa: ANN001
+def check_leaf_supports(capabilities, required: RequiredCapabilities, who: str) -> None:
     from .extensions import DEFAULT_EXTENSION_TYPES
 
     missing_ext = [t for t in required.extension_types

@@ -86,7 +86,7 @@ def traffic_keys(spec: AeadSpec, secret: bytes) -> tuple[bytes, bytes]:
 class RecordProtection:
     """One direction's keys; the sequence number starts at zero for every instance."""
 
-    __slots__ = ("_aead", "_iv", "_iv_int", "limit", "sequence", "epoch")
+    __slots__ = ("_aead", "_iv", "_iv_int", "epoch", "limit", "sequence")
 
     def __init__(self, spec: AeadSpec, secret: bytes, *, epoch: int = 0) -> None:
         key, iv = traffic_keys(spec, secret)

@@ -73,7 +73,7 @@ def run_entry(name: str, index: int, entry: dict) -> Outcome:
         checker(name)(entry)
     except VectorSkip as skip:
         return Outcome(name, index, suite, "skipped", str(skip))
-    except Exception as exc:  # noqa: BLE001 - a runner reports every failure
+    except Exception as exc:
         return Outcome(name, index, suite, "failed", f"{type(exc).__name__}: {exc}")
     return Outcome(name, index, suite, "passed")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mlscore import tree_math as tm
 
 
-def _or_none(fn, *args):  # noqa: ANN001, ANN202
+def _or_none(fn, *args):
     try:
         return fn(*args)
     except ValueError:

@@ -1,0 +1,25 @@
+"""The official RFC 9420 test vectors, through the same runner as ``python -m interop vectors``."""
+
+from __future__ import annotations
+
+import pytest
+
+from interop.vectors import VECTOR_FILES, default_dir, load, run_entry
+
+VECTORS = default_dir()
+pytestmark = pytest.mark.skipif(not VECTORS.is_dir(), reason=f"test vectors not found at {VECTORS}")
+
+
+@pytest.mark.parametrize("name", VECTOR_FILES)
+def test_vector_file(name: str) -> None:
+    outcomes = [run_entry(name, index, entry) for index, entry in enumerate(load(name))]
+    assert outcomes, f"{name} has no entries"
+    bad = [o for o in outcomes if o.status != "passed"]
+    assert not bad, "\n".join(f"{o.file}[{o.index}] suite {o.cipher_suite}: {o.status}: {o.detail}" for o in bad[:10])
+
+
+def test_runner_reports_a_wrong_answer_as_failed() -> None:
+    entry = dict(load("psk_secret")[1])
+    entry["psk_secret"] = "00" * 32
+    outcome = run_entry("psk_secret", 1, entry)
+    assert outcome.status == "failed" and "psk_secret" in outcome.detail
