@@ -1,0 +1,142 @@
+"""The Safe Application Interface pieces of draft-ietf-mls-extensions that the profile uses.
+
+* ``app_data_dictionary`` (extension 0x0006, the draft's suggested value): a
+  sorted dictionary of component data in LeafNodes and the GroupContext.
+* ``app_components`` (0x0001) and ``safe_aad`` (0x0002): ComponentsLists that
+  say which components a member supports / which components use Safe AAD.
+* SafeAAD: when the GroupContext lists ``safe_aad``, every message's
+  ``authenticated_data`` starts with a sorted list of per-component items.
+
+Every function takes the component id as a parameter: the two-party profile's
+id is TBD in its draft, so it is configuration, not a constant baked in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Self
+
+from .codec import Reader, Struct, Writer
+from .errors import DecodeError, ValidationError
+from .extensions import Extension, ExtensionType, find_extension
+
+APP_COMPONENTS = 0x0001
+SAFE_AAD = 0x0002
+TWO_PARTY_PROFILE_DEFAULT = 0x8001
+"""Private-use component id (0x8000-0xFFFF) standing in for the profile draft's TBD1."""
+
+
+def _check_sorted_unique(ids: Sequence[int], what: str) -> None:
+    if any(b <= a for a, b in zip(ids, ids[1:], strict=False)):
+        raise DecodeError(f"{what} must be sorted by component id without duplicates")
+
+
+@dataclass(frozen=True)
+class ComponentData(Struct):
+    component_id: int
+    data: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.u16(self.component_id).opaque(self.data)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        return cls(r.u16(), r.opaque())
+
+
+@dataclass(frozen=True)
+class AppDataDictionary(Struct):
+    component_data: tuple[ComponentData, ...]
+
+    def __post_init__(self) -> None:
+        _check_sorted_unique([c.component_id for c in self.component_data], "AppDataDictionary")
+
+    def encode(self, w: Writer) -> None:
+        w.structs(self.component_data)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        return cls(tuple(r.structs(ComponentData)))
+
+    def get(self, component_id: int) -> bytes | None:
+        return next((c.data for c in self.component_data if c.component_id == component_id), None)
+
+
+@dataclass(frozen=True)
+class ComponentsList(Struct):
+    component_ids: tuple[int, ...]
+
+    def encode(self, w: Writer) -> None:
+        w.vector(self.component_ids, Writer.u16)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        return cls(tuple(r.vector(Reader.u16)))
+
+
+@dataclass(frozen=True)
+class SafeAADItem(Struct):
+    component_id: int
+    aad_item_data: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.u16(self.component_id).opaque(self.aad_item_data)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        return cls(r.u16(), r.opaque())
+
+
+@dataclass(frozen=True)
+class SafeAAD(Struct):
+    aad_items: tuple[SafeAADItem, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_sorted_unique([i.component_id for i in self.aad_items], "SafeAAD")
+
+    def encode(self, w: Writer) -> None:
+        w.structs(self.aad_items)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        return cls(tuple(r.structs(SafeAADItem)))
+
+
+def app_data_dictionary_extension(component_ids: Sequence[int]) -> Extension:
+    """An ``app_data_dictionary`` listing the components in both ``app_components`` and ``safe_aad``."""
+    ids = ComponentsList(tuple(sorted(set(component_ids)))).to_bytes()
+    dictionary = AppDataDictionary((ComponentData(APP_COMPONENTS, ids), ComponentData(SAFE_AAD, ids)))
+    return Extension(ExtensionType.APP_DATA_DICTIONARY, dictionary.to_bytes())
+
+
+def require_components(extensions: Sequence[Extension], component_ids: Sequence[int], where: str) -> None:
+    """Raise unless the extensions' app_data_dictionary lists each component in both lists."""
+    data = find_extension(extensions, ExtensionType.APP_DATA_DICTIONARY)
+    if data is None:
+        raise ValidationError(f"{where} has no app_data_dictionary extension")
+    dictionary = AppDataDictionary.from_bytes(data)
+    for list_id, name in ((APP_COMPONENTS, "app_components"), (SAFE_AAD, "safe_aad")):
+        encoded = dictionary.get(list_id)
+        listed = ComponentsList.from_bytes(encoded).component_ids if encoded is not None else ()
+        missing = [c for c in component_ids if c not in listed]
+        if missing:
+            raise ValidationError(f"{where} does not list component(s) {missing} in {name}")
+
+
+def encode_authenticated_data(safe_aad: SafeAAD, rest: bytes = b"") -> bytes:
+    return safe_aad.to_bytes() + rest
+
+
+def split_authenticated_data(data: bytes) -> tuple[SafeAAD, bytes]:
+    """The SafeAAD prefix of ``authenticated_data`` and whatever the application put after it."""
+    reader = Reader(data)
+    try:
+        safe_aad = SafeAAD.decode(reader)
+    except DecodeError as exc:
+        raise DecodeError(f"authenticated_data does not start with a SafeAAD: {exc}") from None
+    return safe_aad, reader.fixed(reader.remaining)
+
+
+def safe_aad_item(safe_aad: SafeAAD, component_id: int) -> bytes | None:
+    return next((i.aad_item_data for i in safe_aad.aad_items if i.component_id == component_id), None)
