@@ -18,9 +18,10 @@ from dataclasses import dataclass, field, replace
 
 from . import framing as _protection
 from . import key_schedule as _schedule
+from .codec import Reader, Writer
 from .credentials import AuthenticationService
 from .crypto import CipherSuite, get_suite
-from .errors import EpochError, StateError, ValidationError
+from .errors import DecodeError, EpochError, StateError, ValidationError
 from .extensions import Extension, ExtensionType, check_unique, find_extension
 from .framing import (
     AuthenticatedContent,
@@ -59,7 +60,7 @@ from .proposals import (
 )
 from .psk import PreSharedKeyID, PSKType, compute_psk_secret
 from .ratchet_tree import HPKECiphertext, RatchetTree, decode_ratchet_tree, encode_ratchet_tree
-from .secret_tree import SecretTree
+from .secret_tree import RatchetType, SecretTree
 from .treekem import PathState, apply_update_path, create_update_path, import_path_secret
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,49 @@ class Group:
     def _check_alive(self) -> None:
         if self._destroyed:
             raise StateError("this epoch's secrets were deleted")
+
+    # -- persistence ---------------------------------------------------------
+
+    STATE_FORMAT = 1
+
+    def to_state(self) -> bytes:
+        """Everything needed to continue this epoch later, secrets included: store it safely."""
+        self._check_alive()
+        w = Writer().u16(self.STATE_FORMAT).u16(self.suite.id)
+        self.context.encode(w)
+        w.opaque(encode_ratchet_tree(self.tree.nodes_for_export())).u32(self.own_leaf)
+        w.opaque(self._signature_priv)
+        w.vector(sorted(self._path_state.keys.items()), lambda w2, kv: w2.u32(kv[0]).opaque(kv[1]))
+        self._secrets.encode(w)
+        w.opaque(self.interim_transcript_hash)
+        w.vector(sorted(self._resumption_psks.items()), lambda w2, kv: w2.u64(kv[0]).opaque(kv[1]))
+        for ratchet in (RatchetType.HANDSHAKE, RatchetType.APPLICATION):
+            w.u32(self._secret_tree.generation(self.own_leaf, ratchet))
+        return w.getvalue()
+
+    @classmethod
+    def from_state(cls, data: bytes, config: GroupConfig | None = None) -> Group:
+        """Rebuild a Group from :meth:`to_state`; our sending ratchets continue where they were."""
+        r = Reader(data)
+        if r.u16() != cls.STATE_FORMAT:
+            raise DecodeError("unknown group state format")
+        suite = get_suite(r.u16())
+        context = GroupContext.decode(r)
+        tree = RatchetTree.from_nodes(suite, decode_ratchet_tree(r.opaque()))
+        own_leaf = r.u32()
+        signature_priv = r.opaque()
+        keys = dict(r.vector(lambda r2: (r2.u32(), r2.opaque())))
+        secrets = EpochSecrets.decode(r)
+        interim = r.opaque()
+        psks = dict(r.vector(lambda r2: (r2.u64(), r2.opaque())))
+        generations = (r.u32(), r.u32())
+        r.finish()
+        group = cls(suite=suite, context=context, tree=tree, own_leaf=own_leaf, signature_priv=signature_priv,
+                    path_state=PathState(own_leaf, keys), secrets=secrets, interim_transcript_hash=interim,
+                    config=config or GroupConfig(), resumption_psks=psks)
+        for ratchet, generation in zip((RatchetType.HANDSHAKE, RatchetType.APPLICATION), generations, strict=True):
+            group._secret_tree.skip_to(own_leaf, ratchet, generation)
+        return group
 
     # -- creation ----------------------------------------------------------
 

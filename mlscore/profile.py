@@ -40,6 +40,7 @@ from .key_package import NO_EXPIRY, KeyPackageBundle, create_key_package, defaul
 from .leaf_node import Lifetime
 from .messages import KeyPackage, Welcome
 from .profile_wire import EpochKeyUpdate, ProfileMessage, ProfileMessageType, TwoPartyMessageType
+from .store import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,43 @@ class TwoPartySession:
         """Wait for a ClientHello."""
         return cls(config, state=State.AWAITING_CLIENT_HELLO, initial_role=Role.RESPONDER,
                    current_role=Role.RESPONDER, on_state_change=on_state_change)
+
+    # -- persistence (what the draft requires both sides to keep) ---------------
+
+    STATE_FORMAT = 1
+
+    def to_state(self) -> bytes | None:
+        """The resumable state, or None before phase 1 completes (nothing to resume then)."""
+        if self.group is None or self.state is State.CLOSED:
+            return None
+        w = Writer().u16(self.STATE_FORMAT)
+        w.u8(_STATE_CODES[self.state]).u8(_ROLE_CODES[self.initial_role]).u8(_ROLE_CODES[self.current_role])
+        w.opaque(self.group.to_state()).optional(self.last_applied_commit, Writer.opaque)
+        w.optional(self.pending, lambda w2, p: w2.opaque(p.message).u8(p.msg_type).opaque(p.group.to_state()))
+        return w.getvalue()
+
+    @classmethod
+    def from_state(cls, data: bytes, config: ProfileConfig, *,
+                   on_state_change: Callable[[TwoPartySession], None] | None = None) -> TwoPartySession:
+        r = Reader(data)
+        if r.u16() != cls.STATE_FORMAT:
+            raise DecodeError("unknown session state format")
+        state = _decode_code(_STATE_CODES, r.u8(), "state")
+        initial_role = _decode_code(_ROLE_CODES, r.u8(), "role")
+        current_role = _decode_code(_ROLE_CODES, r.u8(), "role")
+        group_config = config.group_config(None)
+        group = Group.from_state(r.opaque(), group_config)
+        last_applied = r.optional(Reader.opaque)
+
+        def pending(r2: Reader) -> PendingCommit:
+            message = r2.opaque()
+            msg_type = decode_enum(TwoPartyMessageType, r2.u8(), "two-party message type")
+            return PendingCommit(message, msg_type, Group.from_state(r2.opaque(), group_config))
+
+        pending_commit = r.optional(pending)
+        r.finish()
+        return cls(config, state=state, initial_role=initial_role, current_role=current_role, group=group,
+                   pending=pending_commit, last_applied_commit=last_applied, on_state_change=on_state_change)
 
     # -- properties ----------------------------------------------------------
 
@@ -386,10 +424,12 @@ class TwoPartySession:
             return True
         return False
 
-    def close(self, *, forget: bool = True) -> None:
-        """End the session; with ``forget`` the group state is deleted for good."""
-        if forget:
-            self._forget()
+    def close(self) -> None:
+        """End the relationship: the group state is deleted and can never be resumed.
+
+        To keep it for a later resumption, call :meth:`connection_lost` instead.
+        """
+        self._forget()
         self.state = State.CLOSED
         self._changed()
 
@@ -511,6 +551,35 @@ class TwoPartySession:
         required = RequiredCapabilities(extension_types=(ExtensionType.APP_DATA_DICTIONARY,))
         return (safe_app.app_data_dictionary_extension([self.config.component_id]),
                 Extension(ExtensionType.REQUIRED_CAPABILITIES, required.to_bytes()))
+
+
+_STATE_CODES = {state: code for code, state in enumerate(State, start=1)}
+_ROLE_CODES = {Role.INITIATOR: 1, Role.RESPONDER: 2}
+
+
+def _decode_code(codes: dict, value: int, what: str):
+    for item, code in codes.items():
+        if code == value:
+            return item
+    raise DecodeError(f"unknown {what} code {value}")
+
+
+def persist_to(store: SessionStore) -> Callable[[TwoPartySession], None]:
+    """An ``on_state_change`` callback that keeps ``store`` in step with the session.
+
+    A closed session's state is deleted, so a failed group can never be resumed.
+    """
+    known: dict[int, bytes] = {}
+
+    def save(session: TwoPartySession) -> None:
+        state = session.to_state()
+        if state is not None and session.group_id is not None:
+            known[id(session)] = session.group_id
+            store.save(session.group_id, state)
+        elif session.state is State.CLOSED and id(session) in known:
+            store.delete(known.pop(id(session)))
+
+    return save
 
 
 def _commit_hash(encoded: bytes) -> bytes:

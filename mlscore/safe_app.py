@@ -13,6 +13,7 @@ id is TBD in its draft, so it is configuration, not a constant baked in here.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
@@ -28,7 +29,7 @@ TWO_PARTY_PROFILE_DEFAULT = 0x8001
 
 
 def _check_sorted_unique(ids: Sequence[int], what: str) -> None:
-    if any(b <= a for a, b in zip(ids, ids[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(ids)):
         raise DecodeError(f"{what} must be sorted by component id without duplicates")
 
 
