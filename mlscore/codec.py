@@ -70,7 +70,12 @@ class Writer:
 
     def structs(self, items: Iterable[Struct]) -> Writer:
         """A ``<V>`` vector of :class:`Struct` values."""
-        return self.vector(items, lambda w, item: item.encode(w))
+        return self.opaque(b"".join(item.to_bytes() for item in items))
+
+    def struct(self, item: Struct) -> Writer:
+        """A nested struct, from its cached encoding."""
+        self._parts += item.to_bytes()
+        return self
 
     def optional(self, value: T | None, encode_item: Callable[[Writer, T], object]) -> Writer:
         """``optional<T>``: a presence byte then the value."""
@@ -84,7 +89,12 @@ class Writer:
         return bytes(self._parts)
 
 
+_SMALL_VARINTS = [bytes([i]) for i in range(0x40)]
+
+
 def encode_varint(value: int) -> bytes:
+    if 0 <= value < 0x40:
+        return _SMALL_VARINTS[value]
     if value < 0 or value > MAX_VARINT:
         raise ValueError(f"varint out of range: {value}")
     if value < 0x40:
@@ -197,9 +207,14 @@ class Struct:
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
-        writer = Writer()
-        self.encode(writer)
-        return writer.getvalue()
+        """The encoding, computed once: wire structs are frozen, so it cannot go stale."""
+        cached = self.__dict__.get("_encoded")
+        if cached is None:
+            writer = Writer()
+            self.encode(writer)
+            cached = writer.getvalue()
+            self.__dict__["_encoded"] = cached
+        return cached
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:

@@ -76,7 +76,7 @@ def encode_content_body(w: Writer, content_type: ContentType, content: Content) 
         encode_proposal(w, content)  # type: ignore[arg-type]
     else:
         assert isinstance(content, Commit)
-        content.encode(w)
+        w.struct(content)
 
 
 def decode_content_body(r: Reader, content_type: ContentType) -> Content:
@@ -98,7 +98,7 @@ class FramedContent(Struct):
 
     def encode(self, w: Writer) -> None:
         w.opaque(self.group_id).u64(self.epoch)
-        self.sender.encode(w)
+        w.struct(self.sender)
         w.opaque(self.authenticated_data).u8(self.content_type)
         encode_content_body(w, self.content_type, self.content)
 
@@ -136,11 +136,11 @@ def framed_content_tbs(wire_format: WireFormat, content: FramedContent,
                        context: GroupContext | None) -> bytes:
     """FramedContentTBS; member senders sign over the GroupContext too (either wire format)."""
     w = Writer().u16(PROTOCOL_VERSION_MLS10).u16(wire_format)
-    content.encode(w)
+    w.struct(content)
     if content.sender.sender_type == SenderType.MEMBER:
         if context is None:
             raise ValueError("member content is signed over the GroupContext")
-        context.encode(w)
+        w.struct(context)
     return w.getvalue()
 
 
@@ -152,7 +152,7 @@ class AuthenticatedContent(Struct):
 
     def encode(self, w: Writer) -> None:
         w.u16(self.wire_format)
-        self.content.encode(w)
+        w.struct(self.content)
         self.auth.encode(w)
 
     @classmethod
@@ -164,7 +164,7 @@ class AuthenticatedContent(Struct):
     def confirmed_transcript_hash_input(self) -> bytes:
         """ConfirmedTranscriptHashInput: wire_format, content, signature."""
         w = Writer().u16(self.wire_format)
-        self.content.encode(w)
+        w.struct(self.content)
         return w.opaque(self.auth.signature).getvalue()
 
 
@@ -175,7 +175,7 @@ class PublicMessage(Struct):
     membership_tag: bytes | None = None
 
     def encode(self, w: Writer) -> None:
-        self.content.encode(w)
+        w.struct(self.content)
         self.auth.encode(w)
         if self.content.sender.sender_type == SenderType.MEMBER:
             if self.membership_tag is None:
@@ -252,7 +252,7 @@ class MLSMessage(Struct):
 
     def encode(self, w: Writer) -> None:
         w.u16(self.version).u16(self.wire_format)
-        self.body.encode(w)
+        w.struct(self.body)
 
     @classmethod
     def decode(cls, r: Reader) -> Self:

@@ -65,13 +65,13 @@ class LeafNode(Struct):
 
     def _encode_content(self, w: Writer) -> None:
         w.opaque(self.encryption_key).opaque(self.signature_key)
-        self.credential.encode(w)
-        self.capabilities.encode(w)
+        w.struct(self.credential)
+        w.struct(self.capabilities)
         w.u8(self.leaf_node_source)
         if self.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
             if self.lifetime is None:
                 raise ValueError("a key_package leaf node needs a lifetime")
-            self.lifetime.encode(w)
+            w.struct(self.lifetime)
         elif self.leaf_node_source == LeafNodeSource.COMMIT:
             w.opaque(self.parent_hash)
         w.structs(self.extensions)

@@ -27,7 +27,7 @@ class KeyPackage(Struct):
 
     def _encode_content(self, w: Writer) -> None:
         w.u16(self.version).u16(self.cipher_suite).opaque(self.init_key)
-        self.leaf_node.encode(w)
+        w.struct(self.leaf_node)
         w.structs(self.extensions)
 
     def encode(self, w: Writer) -> None:
@@ -70,7 +70,7 @@ class Add(Struct):
     proposal_type = ProposalType.ADD
 
     def encode(self, w: Writer) -> None:
-        self.key_package.encode(w)
+        w.struct(self.key_package)
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
@@ -83,7 +83,7 @@ class Update(Struct):
     proposal_type = ProposalType.UPDATE
 
     def encode(self, w: Writer) -> None:
-        self.leaf_node.encode(w)
+        w.struct(self.leaf_node)
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
@@ -109,7 +109,7 @@ class PreSharedKey(Struct):
     proposal_type = ProposalType.PSK
 
     def encode(self, w: Writer) -> None:
-        self.psk.encode(w)
+        w.struct(self.psk)
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
@@ -168,7 +168,7 @@ _PROPOSAL_CLASSES: dict[int, type[Struct]] = {
 
 def encode_proposal(w: Writer, proposal: Proposal) -> None:
     w.u16(proposal.proposal_type)
-    proposal.encode(w)
+    w.struct(proposal)
 
 
 def decode_proposal(r: Reader) -> Proposal:
@@ -226,7 +226,7 @@ class Commit(Struct):
     path: UpdatePath | None = None
 
     def encode(self, w: Writer) -> None:
-        w.structs(self.proposals).optional(self.path, lambda w2, path: path.encode(w2))
+        w.structs(self.proposals).optional(self.path, Writer.struct)
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
@@ -242,7 +242,7 @@ class GroupInfo(Struct):
     signature: bytes = b""
 
     def _encode_content(self, w: Writer) -> None:
-        self.group_context.encode(w)
+        w.struct(self.group_context)
         w.structs(self.extensions).opaque(self.confirmation_tag).u32(self.signer)
 
     def encode(self, w: Writer) -> None:
@@ -289,7 +289,7 @@ class EncryptedGroupSecrets(Struct):
 
     def encode(self, w: Writer) -> None:
         w.opaque(self.new_member)
-        self.encrypted_group_secrets.encode(w)
+        w.struct(self.encrypted_group_secrets)
 
     @classmethod
     def decode(cls, r: Reader) -> Self:

@@ -44,7 +44,7 @@ def encode_node(w: Writer, node: Node) -> None:
         w.u8(NodeType.LEAF)
     else:
         w.u8(NodeType.PARENT)
-    node.encode(w)
+    w.struct(node)
 
 
 def decode_node(r: Reader) -> Node:
@@ -100,7 +100,7 @@ class UpdatePath(Struct):
     nodes: tuple[UpdatePathNode, ...]
 
     def encode(self, w: Writer) -> None:
-        self.leaf_node.encode(w)
+        w.struct(self.leaf_node)
         w.structs(self.nodes)
 
     @classmethod
@@ -274,7 +274,7 @@ class RatchetTree:
         w = Writer()
         if tree_math.is_leaf(index):
             leaf = None if (index // 2) in removed else node
-            w.raw(_LEAF_TYPE).u32(index // 2).optional(leaf, lambda w2, n: n.encode(w2))
+            w.raw(_LEAF_TYPE).u32(index // 2).optional(leaf, Writer.struct)
             return self.suite.hash(w.getvalue())
         parent = node
         if parent is not None and removed:
@@ -282,7 +282,7 @@ class RatchetTree:
             parent = ParentNode(parent.encryption_key, parent.parent_hash,
                                 tuple(i for i in parent.unmerged_leaves if i not in removed))
         hash_of = (lambda x: self._compute_hash(x, removed)) if removed else self.tree_hash
-        w.raw(_PARENT_TYPE).optional(parent, lambda w2, n: n.encode(w2))
+        w.raw(_PARENT_TYPE).optional(parent, Writer.struct)
         w.opaque(hash_of(tree_math.left(index))).opaque(hash_of(tree_math.right(index)))
         return self.suite.hash(w.getvalue())
 
