@@ -149,6 +149,7 @@ class TwoPartySession:
         self._on_state_change = on_state_change
         self._rekey_bytes = 0
         self._rekey_since: float | None = None
+        self._request_received = False  # a ResumptionRequest arrived on the current connection
 
     def __repr__(self) -> str:
         epoch = self.group.epoch if self.group else None
@@ -333,10 +334,19 @@ class TwoPartySession:
                               State.AWAITING_RESUMPTION_RESPONSE):
             raise StateError(f"ResumptionRequest not allowed in state {self.state.value}")
         assert self.group is not None
+        if self._request_received:
+            # A ResumptionRequest starts a connection; a second one on it is a replay.
+            raise StateError("a second ResumptionRequest on the same connection")
+        self._request_received = True
         message = self._checked_commit(body, allowed)
         epoch = _message_epoch(message)
         digest = _commit_hash(body)
         colliding = self.state is State.AWAITING_RESUMPTION_RESPONSE
+        if colliding and self.initial_role is Role.INITIATOR:
+            # Both requests crossed, so the peer is processing ours: exactly one side may
+            # process, and it is the initial responder (docs/profile.md, "Crossed resumptions").
+            log.info("crossed resumption: we are the initial initiator, ignoring the peer's request")
+            return [ResumptionIgnored(self.group.epoch)]
         if digest == self.last_applied_commit:
             # Rule 1: we applied it before the break; its confirmation was lost.
             self._drop_pending()
@@ -348,9 +358,6 @@ class TwoPartySession:
         else:
             if epoch != self.group.epoch:
                 raise EpochError(f"ResumptionRequest commit for epoch {epoch}, we are at {self.group.epoch}")
-            if colliding and self.initial_role is Role.INITIATOR:
-                log.info("resumption collision: we are the initial initiator, ignoring the peer's request")
-                return [ResumptionIgnored(self.group.epoch)]
             self._drop_pending()
             self._adopt(self._apply_peer_commit(self.group, message, body))
         self.current_role = Role.RESPONDER
@@ -391,6 +398,7 @@ class TwoPartySession:
                               State.AWAITING_RESUMPTION_RESPONSE):
             raise StateError(f"cannot resume in state {self.state.value}")
         self.current_role = Role.INITIATOR
+        self._request_received = False
         if self.pending is not None:
             self.state = State.AWAITING_RESUMPTION_RESPONSE
             action = self._send(ProfileMessageType.RESUMPTION_REQUEST, self.pending.message)
@@ -403,6 +411,7 @@ class TwoPartySession:
         """The transport broke: forget per-connection counters, keep the group state."""
         self._rekey_bytes = 0
         self._rekey_since = None
+        self._request_received = False
         if self.group is None and self.state is not State.CLOSED:
             # A break in phase 1 discards the partial state (section 5 of the draft).
             self.state = State.CLOSED
