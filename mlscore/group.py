@@ -60,6 +60,7 @@ from .proposals import (
 )
 from .psk import PreSharedKeyID, PSKType, compute_psk_secret
 from .ratchet_tree import HPKECiphertext, RatchetTree, decode_ratchet_tree, encode_ratchet_tree
+from .safe_app import ExporterTree
 from .secret_tree import RatchetType, SecretTree
 from .treekem import PathState, apply_update_path, create_update_path, import_path_secret
 
@@ -149,6 +150,7 @@ class Group:
         while len(self._resumption_psks) > config.resumption_psk_history:
             del self._resumption_psks[min(self._resumption_psks)]
         self._destroyed = False
+        self._exporter_tree: ExporterTree | None = None
 
     def __repr__(self) -> str:
         return (f"Group(group_id={self.context.group_id.hex()}, epoch={self.epoch}, "
@@ -183,6 +185,13 @@ class Group:
         self._check_alive()
         return _schedule.mls_exporter(self.suite, self._secrets.exporter_secret, label, context, length)
 
+    def safe_export(self, component_id: int) -> bytes:
+        """The draft-ietf-mls-extensions safe export for ``component_id``; once per epoch."""
+        self._check_alive()
+        if self._exporter_tree is None:
+            self._exporter_tree = ExporterTree(self.suite, self._secrets.application_export_secret)
+        return self._exporter_tree.export(component_id)
+
     def ratchet_tree_extension(self) -> Extension:
         return Extension(ExtensionType.RATCHET_TREE, encode_ratchet_tree(self.tree.nodes_for_export()))
 
@@ -191,6 +200,7 @@ class Group:
         self._secrets = None  # type: ignore[assignment]
         self._secret_tree = None  # type: ignore[assignment]
         self._path_state = None  # type: ignore[assignment]
+        self._exporter_tree = None
         self._proposals.clear()
         self._destroyed = True
 

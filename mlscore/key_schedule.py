@@ -47,6 +47,7 @@ class EpochSecrets:
     epoch_authenticator: bytes = field(repr=False)
     init_secret: bytes = field(repr=False)
     welcome_secret: bytes = field(repr=False, default=b"")
+    application_export_secret: bytes = field(repr=False, default=b"")
 
     def encode(self, w: Writer) -> None:
         for item in fields(self):
@@ -67,6 +68,7 @@ _LABELS = (
     ("resumption_psk", "resumption"),
     ("epoch_authenticator", "authentication"),
     ("init_secret", "init"),
+    ("application_export_secret", "application_export"),  # draft-ietf-mls-extensions safe exporter
 )
 
 

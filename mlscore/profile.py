@@ -235,6 +235,12 @@ class TwoPartySession:
             raise StateError(f"no keys in state {self.state.value}")
         return self.group.export_secret(label, context, length)
 
+    def safe_export(self) -> bytes:
+        """This profile's safe-exporter secret for the current epoch (once per epoch)."""
+        if self.group is None or self.state is State.CLOSED:
+            raise StateError(f"no keys in state {self.state.value}")
+        return self.group.safe_export(self.config.component_id)
+
     # -- incoming --------------------------------------------------------------
 
     def receive(self, data: bytes | ProfileMessage, *, now: int | None = None) -> list[Action]:

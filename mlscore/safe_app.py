@@ -18,9 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
+from . import tree_math
 from .codec import Reader, Struct, Writer
+from .crypto import CipherSuite
 from .errors import DecodeError, ValidationError
 from .extensions import Extension, ExtensionType, find_extension
+from .secret_tree import take_leaf_secret
 
 APP_COMPONENTS = 0x0001
 SAFE_AAD = 0x0002
@@ -141,3 +144,32 @@ def split_authenticated_data(data: bytes) -> tuple[SafeAAD, bytes]:
 
 def safe_aad_item(safe_aad: SafeAAD, component_id: int) -> bytes | None:
     return next((i.aad_item_data for i in safe_aad.aad_items if i.component_id == component_id), None)
+
+
+EXPORTER_TREE_LEAVES = 1 << 16
+"""One exporter-tree leaf per 16-bit component id."""
+
+
+class ExporterTree:
+    """The safe exporter of draft-ietf-mls-extensions: one secret per component, used once.
+
+    The root is the epoch's ``application_export_secret``; the tree is derived
+    like RFC 9420's secret tree over 2^16 leaves, and the secret of leaf
+    ``component_id`` is that component's export.  Exporting consumes the leaf
+    (and every parent on the way down), so what was exported can be deleted
+    later in the same epoch: forward secrecy inside an epoch, which the plain
+    MLS-Exporter cannot give because exporter_secret lives all epoch.
+    """
+
+    def __init__(self, suite: CipherSuite, application_export_secret: bytes) -> None:
+        self.suite = suite
+        self._nodes = {tree_math.root(EXPORTER_TREE_LEAVES): application_export_secret}
+
+    def __repr__(self) -> str:
+        return f"ExporterTree(stored_nodes={len(self._nodes)})"
+
+    def export(self, component_id: int) -> bytes:
+        """The component's secret for this epoch; a second call raises ReplayError."""
+        if not 0 <= component_id < EXPORTER_TREE_LEAVES:
+            raise ValidationError(f"component id {component_id} is not a 16-bit value")
+        return take_leaf_secret(self.suite, self._nodes, component_id, EXPORTER_TREE_LEAVES)

@@ -56,6 +56,25 @@ def sender_data_key_nonce(suite: CipherSuite, sender_data_secret: bytes, ciphert
             suite.expand_with_label(sender_data_secret, "nonce", sample, suite.aead_nonce_len))
 
 
+def take_leaf_secret(suite: CipherSuite, nodes: dict[int, bytes], leaf: int, n_leaves: int) -> bytes:
+    """Derive a leaf's secret down from the nearest stored ancestor, consuming as it goes.
+
+    ``nodes`` maps node index to secret; each parent on the way is replaced by
+    its two children and the leaf's own secret is removed and returned, so a
+    secret tree never keeps what it has handed out (RFC 9420 section 9.2).
+    """
+    target = 2 * leaf
+    path = [target, *tree_math.direct_path(target, n_leaves)]
+    start = next((i for i, node in enumerate(path) if node in nodes), None)
+    if start is None:
+        raise ReplayError(f"the secret of leaf {leaf} was already consumed")
+    for i in range(start, 0, -1):
+        secret = nodes.pop(path[i])
+        nodes[tree_math.left(path[i])] = suite.expand_with_label(secret, "tree", b"left", suite.hash_len)
+        nodes[tree_math.right(path[i])] = suite.expand_with_label(secret, "tree", b"right", suite.hash_len)
+    return nodes.pop(target)
+
+
 class SecretTree:
     """Per-epoch tree of sender ratchets rooted at the encryption_secret."""
 
@@ -72,17 +91,7 @@ class SecretTree:
         return f"SecretTree(n_leaves={self.n_leaves}, ratchets={len(self._ratchets)})"
 
     def _leaf_secret(self, leaf: int) -> bytes:
-        target = 2 * leaf
-        path = [target, *tree_math.direct_path(target, self.n_leaves)]
-        start = next(i for i, node in enumerate(path) if node in self._nodes)
-        for i in range(start, 0, -1):
-            node = path[i]
-            secret = self._nodes.pop(node)
-            self._nodes[tree_math.left(node)] = self.suite.expand_with_label(secret, "tree", b"left",
-                                                                              self.suite.hash_len)
-            self._nodes[tree_math.right(node)] = self.suite.expand_with_label(secret, "tree", b"right",
-                                                                               self.suite.hash_len)
-        return self._nodes.pop(target)
+        return take_leaf_secret(self.suite, self._nodes, leaf, self.n_leaves)
 
     def _ratchet(self, leaf: int, ratchet: RatchetType) -> _Ratchet:
         if not 0 <= leaf < self.n_leaves:
