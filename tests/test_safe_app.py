@@ -34,7 +34,7 @@ def test_dictionary_round_trip_and_order() -> None:
     assert dictionary.get(0x8001) == b"b" and dictionary.get(7) is None
     with pytest.raises(DecodeError, match="sorted"):
         AppDataDictionary((ComponentData(2, b""), ComponentData(1, b"")))
-    unsorted = bytes.fromhex("08" "0002 00" "0001 00".replace(" ", ""))
+    unsorted = bytes.fromhex("06" "000200" "000100")
     with pytest.raises(DecodeError, match="sorted"):
         AppDataDictionary.from_bytes(unsorted)
     with pytest.raises(DecodeError, match="sorted"):
