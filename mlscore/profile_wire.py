@@ -90,16 +90,23 @@ class MessageBuffer:
         self._max_size = max_size
 
     def feed(self, data: bytes) -> list[ProfileMessage]:
+        return [ProfileMessage.from_bytes(frame) for frame in self.feed_frames(data)]
+
+    def feed_frames(self, data: bytes) -> list[bytes]:
+        """Whole frames (type byte, length, body) without interpreting the type byte.
+
+        Transports use this to carry a frame type of their own beside the
+        profile's messages (mlstls's key-switch marker).
+        """
         self._buffer += data
-        messages = []
+        frames = []
         while True:
             size = self._complete_size()
             if size is None:
                 break
-            chunk = bytes(self._buffer[:size])
+            frames.append(bytes(self._buffer[:size]))
             del self._buffer[:size]
-            messages.append(ProfileMessage.from_bytes(chunk))
-        return messages
+        return frames
 
     @property
     def pending(self) -> int:

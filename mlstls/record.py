@@ -53,6 +53,8 @@ class AeadSpec:
         return ChaCha20Poly1305(key) if self.name == "chacha20-poly1305" else AESGCM(key)
 
 
+_RECORD_TYPES = frozenset({ContentType.ALERT, ContentType.HANDSHAKE, ContentType.APPLICATION_DATA})
+
 AES_GCM_LIMIT = int(2**24.5)
 CHACHA_LIMIT = 2**62  # effectively the sequence number space
 
@@ -143,7 +145,11 @@ class RecordProtection:
 
 
 class RecordSplitter:
-    """Cuts whole TLSCiphertext records out of a TCP byte stream."""
+    """Cuts whole records out of a TCP byte stream.
+
+    Protected records (type application_data) and, before keys exist, plaintext
+    handshake and alert records; the caller decides which it accepts when.
+    """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -156,13 +162,18 @@ class RecordSplitter:
         buffer = self._buffer
         while len(buffer) - offset >= HEADER_SIZE:
             header = bytes(buffer[offset : offset + HEADER_SIZE])
-            if header[0] != ContentType.APPLICATION_DATA or header[1:3] != LEGACY_VERSION:
-                raise DecodeError(f"not a protected TLS 1.3 record header: {header.hex()}")
+            kind = header[0]
+            if kind not in _RECORD_TYPES or header[1:3] != LEGACY_VERSION:
+                raise DecodeError(f"not a TLS 1.3 record header: {header.hex()}")
             length = int.from_bytes(header[3:5], "big")
-            if length > MAX_CIPHERTEXT:
-                raise DecodeError(f"record length {length} exceeds {MAX_CIPHERTEXT}")
-            if length < 17:
+            protected = kind == ContentType.APPLICATION_DATA
+            limit = MAX_CIPHERTEXT if protected else MAX_PLAINTEXT
+            if length > limit:
+                raise DecodeError(f"record length {length} exceeds {limit}")
+            if protected and length < 17:
                 raise DecodeError(f"record length {length} is too short for a tag and a type")
+            if not protected and length == 0:
+                raise DecodeError("empty plaintext record")
             end = offset + HEADER_SIZE + length
             if end > len(buffer):
                 break
@@ -175,3 +186,12 @@ class RecordSplitter:
     @property
     def pending(self) -> int:
         return len(self._buffer)
+
+
+def plaintext_records(content_type: ContentType, data: bytes) -> bytes:
+    """TLSPlaintext records (before any keys exist), fragmented at 2^14 bytes."""
+    out = bytearray()
+    for start in range(0, len(data), MAX_PLAINTEXT):
+        fragment = data[start : start + MAX_PLAINTEXT]
+        out += bytes([content_type]) + LEGACY_VERSION + len(fragment).to_bytes(2, "big") + fragment
+    return bytes(out)

@@ -71,6 +71,8 @@ def test_header_and_length_checks() -> None:
         splitter.feed(b"\x17\x03\x03\xff\xff")
     with pytest.raises(DecodeError, match="header"):
         RecordSplitter().feed(b"\x16\x03\x01\x00\x20")
+    with pytest.raises(DecodeError, match="header"):
+        RecordSplitter().feed(b"\x18\x03\x03\x00\x20")
     with pytest.raises(DecodeError, match="too short"):
         RecordSplitter().feed(b"\x17\x03\x03\x00\x05")
     sender, _ = pair()

@@ -1,0 +1,244 @@
+"""asyncio streams over MLS-TLS, mirroring ``asyncio.open_connection`` / ``asyncio.start_server``.
+
+    reader, writer = await mlstls.open_connection("127.0.0.1", 8443, configuration=config)
+    writer.write(b"hello")
+    await writer.drain()
+    data = await reader.read(100)
+
+The reader is a plain :class:`asyncio.StreamReader`; the writer has the
+:class:`asyncio.StreamWriter` methods plus :meth:`MlsTlsWriter.rekey` and
+:attr:`MlsTlsWriter.epoch`.  All I/O and timing live here; the protocol
+logic is the sans-I/O :class:`~mlstls.connection.MlsTlsConnection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mlscore.errors import MLSError
+
+from .connection import (
+    ConnectionTerminated,
+    DataReceived,
+    EpochChanged,
+    HandshakeCompleted,
+    MlsTlsConfiguration,
+    MlsTlsConnection,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.25
+"""How often the time-based rekey policy is checked."""
+
+
+class HandshakeError(MLSError):
+    """The MLS-TLS handshake failed; the message says why (the alert sent or received)."""
+
+
+class MlsTlsProtocol(asyncio.Protocol):
+    """Glue between an asyncio transport and an :class:`MlsTlsConnection`."""
+
+    def __init__(self, configuration: MlsTlsConfiguration,
+                 on_epoch: Callable[[int], None] | None = None) -> None:
+        self.connection = MlsTlsConnection(configuration)
+        self.reader = asyncio.StreamReader(limit=1 << 24)
+        self.transport: asyncio.Transport | None = None
+        self.handshake: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._on_epoch = on_epoch
+        self.terminated: ConnectionTerminated | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.connection.is_client:
+            self.connection.connect(self._loop.time())
+        self._flush()
+        self._timer = self._loop.call_later(POLL_INTERVAL, self._poll)
+
+    def data_received(self, data: bytes) -> None:
+        self.connection.receive_data(data, self._loop.time())
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.reader.feed_eof()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connection.connection_lost()
+        self._process_events()
+        if not self.handshake.done():
+            self.handshake.set_exception(HandshakeError(f"connection lost during the handshake: {exc}"))
+        self.reader.feed_eof()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectionResetError("connection lost"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # internals
+    def write(self, data: bytes) -> None:
+        self.connection.send_data(data)
+        self._flush()
+
+    async def drain(self) -> None:
+        if self.connection.closed and self.terminated and self.terminated.alert != 0:
+            raise ConnectionResetError(self.terminated.reason)
+        if self._paused:
+            self._drain_waiter = self._loop.create_future()
+            await self._drain_waiter
+
+    def _poll(self) -> None:
+        self.connection.poll(self._loop.time())
+        self._flush()
+        if not self.connection.closed:
+            self._timer = self._loop.call_later(POLL_INTERVAL, self._poll)
+
+    def _flush(self) -> None:
+        data = self.connection.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+        self._process_events()
+
+    def _process_events(self) -> None:
+        while (event := self.connection.next_event()) is not None:
+            if isinstance(event, DataReceived):
+                self.reader.feed_data(event.data)
+            elif isinstance(event, HandshakeCompleted):
+                if not self.handshake.done():
+                    self.handshake.set_result(event.epoch)
+            elif isinstance(event, EpochChanged):
+                if self._on_epoch is not None:
+                    self._on_epoch(event.epoch)
+            elif isinstance(event, ConnectionTerminated):
+                self.terminated = event
+                if not self.handshake.done():
+                    self.handshake.set_exception(HandshakeError(event.reason))
+                if event.alert != 0:
+                    self.reader.set_exception(ConnectionResetError(event.reason))
+                else:
+                    self.reader.feed_eof()
+                if self.transport is not None:
+                    data = self.connection.data_to_send()
+                    if data:
+                        self.transport.write(data)
+                    self.transport.close()
+
+
+class MlsTlsWriter:
+    """The writing half, with the :class:`asyncio.StreamWriter` interface."""
+
+    def __init__(self, protocol: MlsTlsProtocol) -> None:
+        self._protocol = protocol
+
+    @property
+    def connection(self) -> MlsTlsConnection:
+        return self._protocol.connection
+
+    @property
+    def epoch(self) -> int | None:
+        return self.connection.epoch
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._protocol.transport
+
+    def write(self, data: bytes) -> None:
+        self._protocol.write(bytes(data))
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+    async def drain(self) -> None:
+        await self._protocol.drain()
+
+    def rekey(self) -> None:
+        """Start a PCS rekey now."""
+        self.connection.rekey()
+        self._protocol._flush()
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def is_closing(self) -> bool:
+        return self.connection.closed or (self.transport is None or self.transport.is_closing())
+
+    def close(self) -> None:
+        self.connection.close()
+        self._protocol._flush()
+
+    async def wait_closed(self) -> None:
+        await self._protocol.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "mls_epoch":
+            return self.epoch
+        if name == "mls_session":
+            return self.connection.session
+        return self.transport.get_extra_info(name, default) if self.transport else default
+
+
+async def open_connection(host: str, port: int, *, configuration: MlsTlsConfiguration,
+                          handshake_timeout: float = 10.0, **kwargs: Any) -> tuple[asyncio.StreamReader, MlsTlsWriter]:
+    """Connect, run the MLS handshake (or resume), and return (reader, writer)."""
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(lambda: MlsTlsProtocol(configuration), host, port, **kwargs)
+    try:
+        await asyncio.wait_for(protocol.handshake, handshake_timeout)
+    except BaseException:
+        if protocol.transport is not None:
+            protocol.transport.close()
+        raise
+    return protocol.reader, MlsTlsWriter(protocol)
+
+
+ClientConnected = Callable[[asyncio.StreamReader, MlsTlsWriter], Awaitable[None] | None]
+
+
+async def start_server(client_connected_cb: ClientConnected, host: str | None = None, port: int = 0, *,
+                       configuration: MlsTlsConfiguration, handshake_timeout: float = 10.0,
+                       **kwargs: Any) -> asyncio.Server:
+    """Serve MLS-TLS; ``client_connected_cb`` runs once a connection's handshake is done."""
+    loop = asyncio.get_running_loop()
+    if configuration.is_client:
+        raise ValueError("a server configuration needs is_client=False")
+    tasks: set[asyncio.Task[None]] = set()
+
+    def factory() -> MlsTlsProtocol:
+        protocol = MlsTlsProtocol(configuration)
+        task = loop.create_task(_serve_one(protocol, client_connected_cb, handshake_timeout))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return protocol
+
+    return await loop.create_server(factory, host, port, **kwargs)
+
+
+async def _serve_one(protocol: MlsTlsProtocol, callback: ClientConnected, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(protocol.handshake, timeout)
+    except (HandshakeError, TimeoutError) as exc:
+        log.info("MLS-TLS handshake from a client failed: %s", exc)
+        if protocol.transport is not None:
+            protocol.transport.close()
+        return
+    result = callback(protocol.reader, MlsTlsWriter(protocol))
+    if asyncio.iscoroutine(result):
+        await result
