@@ -19,6 +19,7 @@ byte stream cannot express without such a marker).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -377,10 +378,8 @@ class MlsTlsConnection:
     def _fail(self, error: Exception) -> None:
         description = alert_for(error)
         log.warning("MLS-TLS connection failed: %s: %s", type(error).__name__, error)
-        try:
+        with contextlib.suppress(MLSError):
             self._alert(description)
-        except MLSError:
-            pass
         self._terminate(description, f"{type(error).__name__}: {error}", by_peer=False)
 
     def _terminate(self, description: AlertDescription, reason: str, *, by_peer: bool) -> None:

@@ -91,7 +91,7 @@ async def test_unknown_resumption_is_refused_with_an_alert() -> None:
                                               configuration=MlsTlsConfiguration(profile, store=store))
             group_id = writer.connection.session.group_id
             writer.close()
-        with pytest.raises(HandshakeError, match="ILLEGAL_PARAMETER|no stored session"):
+        with pytest.raises(HandshakeError, match=r"ILLEGAL_PARAMETER|no stored session"):
             await open_connection("127.0.0.1", port, configuration=MlsTlsConfiguration(
                 profile, store=store, resume_group_id=group_id))
 

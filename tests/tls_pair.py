@@ -30,7 +30,7 @@ class TlsPair:
     def pump(self, limit: int = 100) -> None:
         for _ in range(limit):
             moved = False
-            for src, dst, name in ((self.client, self.server, "server"), (self.server, self.client, "client")):
+            for src, dst in ((self.client, self.server), (self.server, self.client)):
                 data = src.data_to_send()
                 if data:
                     dst.receive_data(data)
