@@ -152,7 +152,7 @@ class MlsTlsConnection:
         self._send: RecordProtection | None = None
         self._recv: RecordProtection | None = None
         self._pending_recv: RecordProtection | None = None
-        self._out = bytearray()
+        self._out: list[bytes] = []
         self._events: deque[Event] = deque()
         self._resumed = False
         self._handshake_done = False
@@ -215,8 +215,8 @@ class MlsTlsConnection:
             raise StateError("the handshake has not completed")
         view = memoryview(data)
         for start in range(0, len(data), MAX_PLAINTEXT):
-            self._out += self._send.seal(ContentType.APPLICATION_DATA, bytes(view[start : start + MAX_PLAINTEXT]),
-                                         self.configuration.padding)
+            self._out.append(self._send.seal(ContentType.APPLICATION_DATA, bytes(view[start : start + MAX_PLAINTEXT]),
+                                             self.configuration.padding))
         self.bytes_sent += len(data)
         self._maybe_rekey(len(data))
 
@@ -240,7 +240,7 @@ class MlsTlsConnection:
             self._terminate(AlertDescription.CLOSE_NOTIFY, "transport lost", by_peer=True)
 
     def data_to_send(self) -> bytes:
-        out = bytes(self._out)
+        out = b"".join(self._out)
         self._out.clear()
         return out
 
@@ -266,12 +266,12 @@ class MlsTlsConnection:
             content_type, payload = ContentType(kind), body
         if content_type == ContentType.APPLICATION_DATA:
             if payload:
-                self._events.append(DataReceived(payload))
+                self._events.append(DataReceived(bytes(payload)))
         elif content_type == ContentType.HANDSHAKE:
-            for frame in self._frames.feed_frames(payload):
+            for frame in self._frames.feed_frames(bytes(payload)):
                 self._frame(frame)
         elif content_type == ContentType.ALERT:
-            self._peer_alert(payload)
+            self._peer_alert(bytes(payload))
         else:
             raise StateError(f"unexpected record content type {content_type}")
 
@@ -320,10 +320,10 @@ class MlsTlsConnection:
 
     def _send_handshake(self, data: bytes) -> None:
         if self._send is None:
-            self._out += plaintext_records(ContentType.HANDSHAKE, data)
+            self._out.append(plaintext_records(ContentType.HANDSHAKE, data))
             return
         for start in range(0, len(data), MAX_PLAINTEXT):
-            self._out += self._send.seal(ContentType.HANDSHAKE, data[start : start + MAX_PLAINTEXT])
+            self._out.append(self._send.seal(ContentType.HANDSHAKE, data[start : start + MAX_PLAINTEXT]))
 
     def _install(self, epoch: int, reason: str) -> None:
         assert self.session is not None and self.session.group is not None
@@ -361,9 +361,9 @@ class MlsTlsConnection:
     def _alert(self, description: AlertDescription, *, warning: bool = False) -> None:
         payload = bytes([1 if warning else 2, description])
         if self._send is not None:
-            self._out += self._send.seal(ContentType.ALERT, payload)
+            self._out.append(self._send.seal(ContentType.ALERT, payload))
         else:
-            self._out += plaintext_records(ContentType.ALERT, payload)
+            self._out.append(plaintext_records(ContentType.ALERT, payload))
 
     def _peer_alert(self, payload: bytes) -> None:
         if len(payload) != 2:

@@ -55,6 +55,8 @@ class AeadSpec:
 
 _RECORD_TYPES = frozenset({ContentType.ALERT, ContentType.HANDSHAKE, ContentType.APPLICATION_DATA})
 
+_TYPE_BYTES = {kind: bytes([kind]) for kind in _RECORD_TYPES}
+
 AES_GCM_LIMIT = int(2**24.5)
 CHACHA_LIMIT = 2**62  # effectively the sequence number space
 
@@ -115,15 +117,18 @@ class RecordProtection:
             raise ValueError(f"record plaintext of {len(data)} bytes exceeds {MAX_PLAINTEXT}")
         if self.sequence >= self.limit:
             raise KeyLimitReached(f"key usage limit of {self.limit} records reached: rekey first")
-        inner = data + bytes([content_type]) + bytes(min(padding, MAX_PLAINTEXT + 1 - len(data) - 1))
+        if padding:
+            inner = data + bytes([content_type]) + bytes(min(padding, MAX_PLAINTEXT - len(data)))
+        else:
+            inner = data + _TYPE_BYTES[content_type]
         length = len(inner) + 16
         header = bytes([ContentType.APPLICATION_DATA]) + LEGACY_VERSION + length.to_bytes(2, "big")
         sealed = self._aead.encrypt(self._nonce(), inner, header)
         self.sequence += 1
         return header + sealed
 
-    def open(self, header: bytes, body: bytes) -> tuple[ContentType, bytes]:
-        """Decrypt one record; the sequence number advances only on success."""
+    def open(self, header: bytes, body: bytes) -> tuple[ContentType, memoryview]:
+        """Decrypt one record (the payload is a view, valid until copied); advances only on success."""
         if self.sequence >= self.limit:
             raise KeyLimitReached("peer exceeded the key usage limit")
         try:
@@ -131,9 +136,11 @@ class RecordProtection:
         except InvalidTag:
             raise CryptoError("record authentication failed (bad tag, replayed or reordered record)") from None
         self.sequence += 1
-        end = len(inner.rstrip(b"\x00"))
-        if end == 0:
-            raise RecordError("record has no content type (all padding)")
+        end = len(inner)
+        if end == 0 or inner[-1] == 0:  # padding present: find the content type byte
+            end = len(inner.rstrip(b"\x00"))
+            if end == 0:
+                raise RecordError("record has no content type (all padding)")
         content_type = inner[end - 1]
         try:
             kind = ContentType(content_type)
@@ -141,7 +148,7 @@ class RecordProtection:
             raise RecordError(f"unknown inner content type {content_type}") from None
         if end - 1 > MAX_PLAINTEXT:
             raise RecordError("record plaintext exceeds 2^14 bytes")
-        return kind, inner[: end - 1]
+        return kind, memoryview(inner)[: end - 1]
 
 
 class RecordSplitter:

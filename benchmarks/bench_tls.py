@@ -1,0 +1,125 @@
+"""stdlib ``ssl`` over asyncio streams vs ``mlstls`` on loopback, in one run.
+
+    python -m benchmarks.bench_tls [--megabytes N] [--seconds S]
+
+Reports connection set-up time, bulk throughput, and throughput while
+rekeying every second, each as a ratio to stdlib ssl measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import ssl
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mlscore.profile import RekeyPolicy
+from mlstls import MlsTlsConfiguration, open_connection, start_server
+from tests.profile_net import config
+
+CHUNK = 256 * 1024
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def run(megabytes: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        cert, key = self_signed(Path(folder))
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(cert, key)
+        client_ctx = ssl.create_default_context(cafile=str(cert))
+        server_ctx.minimum_version = client_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+
+        done = asyncio.Event()
+        expected = megabytes * (1 << 20)
+
+        async def counting_sink(reader, writer) -> None:
+            total = 0
+            while total < expected and (data := await reader.read(1 << 20)):
+                total += len(data)
+            writer.write(b"%d" % total)
+            await writer.drain()
+            done.set()
+
+        tls_server = await asyncio.start_server(counting_sink, "127.0.0.1", 0, ssl=server_ctx)
+        tls_port = tls_server.sockets[0].getsockname()[1]
+        mls_server = await start_server(counting_sink, "127.0.0.1", 0, configuration=MlsTlsConfiguration(
+            config(b"server"), is_client=False))
+        mls_port = mls_server.sockets[0].getsockname()[1]
+
+        async def push(connect, rekey: float | None) -> tuple[float, float]:
+            started = time.perf_counter()
+            reader, writer = await connect()
+            setup = time.perf_counter() - started
+            payload = bytes(CHUNK)
+            last = started = time.perf_counter()
+            for _ in range(expected // CHUNK):
+                writer.write(payload)
+                await writer.drain()
+                if rekey is not None and time.perf_counter() - last >= rekey:
+                    writer.rekey()
+                    last = time.perf_counter()
+            count = int(await reader.read(100))
+            elapsed = time.perf_counter() - started
+            assert count == expected, count
+            writer.close()
+            return setup, megabytes / elapsed
+
+        def tls():
+            return asyncio.open_connection("127.0.0.1", tls_port, ssl=client_ctx, server_hostname="localhost")
+
+        def mls():
+            return open_connection("127.0.0.1", mls_port, configuration=MlsTlsConfiguration(
+                config(b"client", rekey=RekeyPolicy())))
+
+        results: dict[str, list[tuple[float, float]]] = {"ssl": [], "mlstls": [], "mlstls+rekey/1s": []}
+        for _ in range(rounds):
+            results["ssl"].append(await push(tls, None))
+            results["mlstls"].append(await push(mls, None))
+            results["mlstls+rekey/1s"].append(await push(mls, 1.0))
+        tls_server.close()
+        mls_server.close()
+
+    base_setup = statistics.median(r[0] for r in results["ssl"])
+    base_rate = statistics.median(r[1] for r in results["ssl"])
+    print(f"{'':18} {'set-up ms':>10} {'MB/s':>8} {'set-up ratio':>13} {'throughput ratio':>17}")
+    for name, samples in results.items():
+        setup = statistics.median(s[0] for s in samples)
+        rate = statistics.median(s[1] for s in samples)
+        print(f"{name:18} {1000 * setup:10.2f} {rate:8.1f} {setup / base_setup:13.2f} {rate / base_rate:17.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--megabytes", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.megabytes, args.rounds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
