@@ -169,3 +169,20 @@ def test_keys_changed_events_carry_epochs() -> None:
     pair = Pair()
     events = pair.bob.receive(sent(pair.alice.update())[0])
     assert any(isinstance(e, KeysChanged) and e.epoch == 2 for e in events)
+
+
+def test_rekey_policy_by_bytes_and_time() -> None:
+    import dataclasses
+
+    from mlscore.profile import RekeyPolicy
+
+    waiting, _ = TwoPartySession.initiator(config(b"a", rekey=RekeyPolicy(max_bytes=1000)))
+    assert not waiting.rekey_due(0.0, 5000)  # never before the group exists
+    pair = Pair()
+    pair.alice.config = dataclasses.replace(pair.alice.config, rekey=RekeyPolicy(max_bytes=1000, max_seconds=10.0))
+    assert not pair.alice.rekey_due(100.0, 400)
+    assert pair.alice.rekey_due(101.0, 700)  # 1100 bytes
+    assert not pair.alice.rekey_due(102.0, 10)  # counters restart after a trigger
+    assert pair.alice.rekey_due(111.5, 0)  # 10 s since the last trigger
+    pair.alice.update()
+    assert not pair.alice.rekey_due(200.0, 10**6)  # a rekey is already in flight
