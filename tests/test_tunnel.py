@@ -60,7 +60,7 @@ async def push(local_port: int, total: int, during=None) -> tuple[str, str]:
     writer.write_eof()
     answer = await asyncio.wait_for(reader.read(200), TIMEOUT)
     writer.close()
-    return sent.hexdigest() + " %d" % total, answer.decode()
+    return f"{sent.hexdigest()} {total}", answer.decode()
 
 
 async def test_100_megabytes_across_hundreds_of_rekeys() -> None:
