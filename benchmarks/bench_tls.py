@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from mlscore.profile import RekeyPolicy
 from mlstls import MlsTlsConfiguration, open_connection, start_server
+from mlstls.alongside import TlsSettings
 from tests.profile_net import config
 
 CHUNK = 256 * 1024
@@ -69,6 +70,9 @@ async def run(megabytes: int, rounds: int) -> None:
         mls_server = await start_server(counting_sink, "127.0.0.1", 0, configuration=MlsTlsConfiguration(
             config(b"server"), is_client=False))
         mls_port = mls_server.sockets[0].getsockname()[1]
+        along_server = await start_server(counting_sink, "127.0.0.1", 0, configuration=MlsTlsConfiguration(
+            config(b"server"), is_client=False, tls=TlsSettings(certfile=str(cert), keyfile=str(key))))
+        along_port = along_server.sockets[0].getsockname()[1]
 
         async def push(connect, rekey: float | None) -> tuple[float, float]:
             started = time.perf_counter()
@@ -95,21 +99,26 @@ async def run(megabytes: int, rounds: int) -> None:
             return open_connection("127.0.0.1", mls_port, configuration=MlsTlsConfiguration(
                 config(b"client", rekey=RekeyPolicy())))
 
-        results: dict[str, list[tuple[float, float]]] = {"ssl": [], "mlstls": [], "mlstls+rekey/1s": []}
+        def along():
+            return open_connection("127.0.0.1", along_port, configuration=MlsTlsConfiguration(
+                config(b"client", rekey=RekeyPolicy()), tls=TlsSettings(cafile=str(cert), server_hostname="localhost")))
+
+        modes = {"ssl": (tls, None), "mlstls in place": (mls, None), "in place+rekey/1s": (mls, 1.0),
+                 "mlstls alongside": (along, None), "alongside+rekey/1s": (along, 1.0)}
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
         for _ in range(rounds):
-            results["ssl"].append(await push(tls, None))
-            results["mlstls"].append(await push(mls, None))
-            results["mlstls+rekey/1s"].append(await push(mls, 1.0))
-        tls_server.close()
-        mls_server.close()
+            for name, (connect, rekey) in modes.items():
+                results[name].append(await push(connect, rekey))
+        for server in (tls_server, mls_server, along_server):
+            server.close()
 
     base_setup = statistics.median(r[0] for r in results["ssl"])
     base_rate = statistics.median(r[1] for r in results["ssl"])
-    print(f"{'':18} {'set-up ms':>10} {'MB/s':>8} {'set-up ratio':>13} {'throughput ratio':>17}")
+    print(f"{'':20} {'set-up ms':>10} {'MB/s':>8} {'set-up ratio':>13} {'throughput ratio':>17}")
     for name, samples in results.items():
         setup = statistics.median(s[0] for s in samples)
         rate = statistics.median(s[1] for s in samples)
-        print(f"{name:18} {1000 * setup:10.2f} {rate:8.1f} {setup / base_setup:13.2f} {rate / base_rate:17.2f}")
+        print(f"{name:20} {1000 * setup:10.2f} {rate:8.1f} {setup / base_setup:13.2f} {rate / base_rate:17.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,3 +97,31 @@ def _ca_builder(subject: x509.Name, issuer: x509.Name, public_key: object, issue
             .add_extension(usage, critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key), critical=False))  # type: ignore[arg-type]
+
+
+def self_signed_server_certificate(directory: str, hostname: str = "localhost",
+                                   now: datetime.datetime | None = None) -> tuple[str, str]:
+    """A self-signed ECDSA server certificate for ``hostname`` (PEM files: cert, key) for TLS tests."""
+    import ipaddress
+    from pathlib import Path
+
+    now = now or datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    try:
+        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(hostname))
+    except ValueError:
+        alt = x509.DNSName(hostname)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+                   .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    folder = Path(directory)
+    cert_path, key_path = folder / f"{hostname}.pem", folder / f"{hostname}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return str(cert_path), str(key_path)

@@ -24,6 +24,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from mlscore.errors import (
     CredentialError,
@@ -45,6 +46,9 @@ from mlscore.profile import (
 )
 from mlscore.profile_wire import MessageBuffer, ProfileMessage, ProfileMessageType
 from mlscore.store import SessionStore
+
+if TYPE_CHECKING:
+    from .alongside import TlsSettings
 
 from .record import (
     MAX_PLAINTEXT,
@@ -138,13 +142,17 @@ class MlsTlsConfiguration:
     store: SessionStore | None = None
     resume_group_id: bytes | None = None
     padding: int = 0
+    tls: TlsSettings | None = None
+    """Set for MLS *alongside* TLS 1.3 (mlstls.alongside); None for MLS in place of TLS."""
 
 
 class MlsTlsConnection:
     """One MLS-TLS connection (either side)."""
 
-    def __init__(self, configuration: MlsTlsConfiguration, *, session: TwoPartySession | None = None) -> None:
+    def __init__(self, configuration: MlsTlsConfiguration, *, session: TwoPartySession | None = None,
+                 binding: bytes = b"") -> None:
         self.configuration = configuration
+        self.binding = binding  # MLS-Exporter context: empty per the draft, the TLS exporter alongside TLS
         self.is_client = configuration.is_client
         self.session = session
         self._splitter = RecordSplitter()
@@ -330,8 +338,8 @@ class MlsTlsConnection:
         suite_id = self.session.group.suite.id
         length = self.session.group.suite.hash_len
         spec = SUITE_AEADS[suite_id]
-        client = RecordProtection(spec, self.session.export_secret(CLIENT_LABEL, b"", length), epoch=epoch)
-        server = RecordProtection(spec, self.session.export_secret(SERVER_LABEL, b"", length), epoch=epoch)
+        client = RecordProtection(spec, self.session.export_secret(CLIENT_LABEL, self.binding, length), epoch=epoch)
+        server = RecordProtection(spec, self.session.export_secret(SERVER_LABEL, self.binding, length), epoch=epoch)
         mine, theirs = (client, server) if self.is_client else (server, client)
         self.last_rekey = self._now
         if self._send is None:

@@ -44,7 +44,12 @@ class MlsTlsProtocol(asyncio.Protocol):
 
     def __init__(self, configuration: MlsTlsConfiguration,
                  on_epoch: Callable[[int], None] | None = None) -> None:
-        self.connection = MlsTlsConnection(configuration)
+        if configuration.tls is not None:
+            from .alongside import AlongsideConnection
+
+            self.connection: MlsTlsConnection = AlongsideConnection(configuration)  # type: ignore[assignment]
+        else:
+            self.connection = MlsTlsConnection(configuration)
         self.reader = asyncio.StreamReader(limit=1 << 24)
         self.transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future[int] = asyncio.get_running_loop().create_future()
