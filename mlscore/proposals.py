@@ -131,9 +131,13 @@ def apply_proposals(tree: RatchetTree, proposals: Sequence[CoveredProposal],
     for covered in proposals:
         if isinstance(covered.proposal, Remove):
             tree.remove_leaf(covered.proposal.removed)
+    required = _required_capabilities(result.extensions if result.extensions is not None else extensions)
     for covered in proposals:
         if isinstance(covered.proposal, Add):
-            result.added_leaves.append(tree.add_leaf(covered.proposal.key_package.leaf_node))
+            leaf = covered.proposal.key_package.leaf_node
+            if required is not None:
+                check_leaf_supports(leaf.capabilities, required, "the added member")
+            result.added_leaves.append(tree.add_leaf(leaf))
     for covered in proposals:
         if isinstance(covered.proposal, PreSharedKey):
             result.psks.append(covered.proposal.psk)
@@ -146,12 +150,16 @@ def apply_proposals(tree: RatchetTree, proposals: Sequence[CoveredProposal],
     return result
 
 
+def _required_capabilities(extensions: Sequence[Extension]) -> RequiredCapabilities | None:
+    data = find_extension(extensions, ExtensionType.REQUIRED_CAPABILITIES)
+    return RequiredCapabilities.from_bytes(data) if data is not None else None
+
+
 def check_required_capabilities(tree: RatchetTree, extensions: Sequence[Extension]) -> None:
     """Every member must support what a ``required_capabilities`` extension demands."""
-    data = find_extension(extensions, ExtensionType.REQUIRED_CAPABILITIES)
-    if data is None:
+    required = _required_capabilities(extensions)
+    if required is None:
         return
-    required = RequiredCapabilities.from_bytes(data)
     for index in range(tree.n_leaves):
         leaf = tree.leaf(index)
         if leaf is None:

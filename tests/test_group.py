@@ -154,3 +154,19 @@ def test_repr_has_no_secrets() -> None:
     for secret in secrets:
         if secret:
             assert secret.hex() not in text and repr(secret) not in text
+
+
+def test_add_of_a_member_lacking_required_capabilities_is_refused() -> None:
+    from mlscore.extensions import Extension, ExtensionType, RequiredCapabilities
+    from mlscore.group import Group
+    from mlscore.key_package import create_key_package, default_capabilities
+
+    required = Extension(ExtensionType.REQUIRED_CAPABILITIES,
+                         RequiredCapabilities(extension_types=(0x0006,)).to_bytes())
+    founder = bundle(b"founder")
+    capable = default_capabilities(1, extensions=(0x0006,))
+    founder = create_key_package(1, founder.key_package.leaf_node.credential, founder.signature_priv,
+                                 capabilities=capable)
+    group = Group.create(founder, extensions=[required])
+    with pytest.raises(ValidationError, match="lacks required capabilities"):
+        group.commit([Add(bundle(b"plain").key_package)])
