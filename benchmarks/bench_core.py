@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from benchmarks.mlsrs_baseline import mlsrs_commit_round_seconds, mlsrs_setup_seconds
 from interop import mlsrs
 from mlscore.group import Group
 from mlscore.messages import Add
@@ -47,36 +48,12 @@ def mlscore_commit_round(rounds: int) -> float:
     return median_ms(round_trip, rounds)
 
 
-def mlsrs_commit_round(rounds: int) -> float:
-    a, b = mlsrs.MlsRsPeer(b"a"), mlsrs.MlsRsPeer(b"b")
-    a.create_group()
-    _, welcome, tree = a.add(b.key_package())
-    b.join(welcome, tree)
-    peers = [a, b]
-
-    def round_trip() -> None:
-        peers[1].process(peers[0].commit())
-        peers.reverse()
-
-    return median_ms(round_trip, rounds)
-
-
 def mlscore_setup() -> float:
     def setup() -> None:
         alice = Group.create(bundle(b"alice"))
         bob_bundle = bundle(b"bob")
         result = alice.commit([Add(bob_bundle.key_package)], force_path=False)
         Group.join(result.welcome, bob_bundle)
-
-    return median_ms(setup, 30)
-
-
-def mlsrs_setup() -> float:
-    def setup() -> None:
-        a, b = mlsrs.MlsRsPeer(b"a"), mlsrs.MlsRsPeer(b"b")
-        a.create_group()
-        _, welcome, tree = a.add(b.key_package())
-        b.join(welcome, tree)
 
     return median_ms(setup, 30)
 
@@ -99,6 +76,8 @@ def profile_costs(rounds: int) -> dict[str, float]:
         sizes["phase1"] = len(sent(hello)[0]) + len(sent(reply)[0])
 
     def resume() -> None:
+        pair.alice.connection_lost()  # each resumption is a new connection
+        pair.bob.connection_lost()
         request = sent(pair.alice.resume())
         sizes["resumption"] = len(request[0])
         response = sent(pair.bob.receive(request[0]))
@@ -120,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     ours = mlscore_commit_round(args.rounds)
     print(f"commit round (suite 1, create + merge + peer processes): mlscore {ours:.3f} ms")
     if mlsrs.MLSRS_AVAILABLE:
-        theirs = mlsrs_commit_round(args.rounds)
+        theirs = 1000 * mlsrs_commit_round_seconds(args.rounds)
         print(f"                                                          mls-rs  {theirs:.3f} ms")
         print(f"  ratio mlscore/mls-rs = {ours / theirs:.2f} (goal <= 1.00)")
-        setup_ours, setup_theirs = mlscore_setup(), mlsrs_setup()
+        setup_ours, setup_theirs = mlscore_setup(), 1000 * mlsrs_setup_seconds(30)
         print(f"two-party setup (KeyPackage + Add + Welcome + join): mlscore {setup_ours:.3f} ms, "
               f"mls-rs {setup_theirs:.3f} ms, ratio {setup_ours / setup_theirs:.2f}")
     else:

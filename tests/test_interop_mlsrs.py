@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from interop import mlsrs
+from mlscore.errors import MLSError
 
 pytestmark = pytest.mark.skipif(not mlsrs.MLSRS_AVAILABLE, reason=mlsrs.MLSRS_REASON)
 
@@ -17,15 +18,16 @@ def test_both_roles_fifty_rounds() -> None:
 
 
 def test_mlsrs_rejects_a_tampered_commit_from_us() -> None:
-    peer = mlsrs.MlsRsPeer(b"mls-rs")
-    peer.create_group()
-    bundle = mlsrs._ours(b"mlscore")
     from mlscore.framing import MLSMessage
     from mlscore.group import Group
 
-    _, welcome, tree = peer.add(MLSMessage(bundle.key_package).to_bytes())
-    ours = Group.join(welcome, bundle, ratchet_tree=tree, config=mlsrs.CONFIG)
+    peer = mlsrs.MlsRsPeer.new(b"mls-rs")
+    peer.create_group()
+    bundle = mlsrs._ours(b"mlscore")
+    _, welcome = peer.add(MLSMessage(bundle.key_package).to_bytes())
+    peer.merge_pending()
+    ours = Group.join(welcome, bundle, config=mlsrs.CONFIG)
     commit = bytearray(ours.commit().message.to_bytes())
     commit[-5] ^= 0xFF  # inside the membership tag
-    with pytest.raises(Exception):  # noqa: B017 - mls-rs raises its own error type
+    with pytest.raises(MLSError):
         peer.process(bytes(commit))
