@@ -1,0 +1,458 @@
+"""Every touch point into aioquic internals lives here (aioquic 1.x; tested on 1.7).
+
+1. ``QuicConnection._initialize``: after aioquic builds its TLS context and crypto
+   pairs, we replace ``self.tls`` with :class:`MlsHandshakeContext` (the same
+   duck-typed interface: ``handle_message``, ``state``, ``alpn_negotiated``,
+   ``received_extensions``, ``alpn_cb``, ``update_traffic_key_cb`` ...) and the
+   1-RTT :class:`~aioquic.quic.crypto.CryptoPair` with :class:`MlsCryptoPair`.
+2. ``QuicConnection._handle_crypto_frame``: we note the packet number space of
+   the CRYPTO data before aioquic hands it on (``tls.Context`` infers it from its
+   state; the MLS context needs it).
+3. ``CryptoPair._update_key`` / ``CryptoContext.decrypt_packet``: a Key Phase
+   flip installs the next MLS epoch's secrets instead of deriving "quic ku";
+   the header-protection key stays, as in RFC 9001.
+4. ``aioquic.asyncio.server.QuicConnection`` / ``aioquic.asyncio.client.QuicConnection``:
+   the name aioquic's ``serve``/``connect`` instantiate is wrapped by a factory
+   that builds :class:`MlsQuicConnection` when (and only when) the configuration
+   is an ``MlsQuicConfiguration``; every other use of aioquic is untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+from aioquic import tls
+from aioquic.buffer import Buffer
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.crypto import CryptoContext, CryptoPair, KeyUnavailableError, apply_key_phase
+from aioquic.quic.events import QuicEvent
+from aioquic.quic.packet import decode_packet_number
+
+from mlscore.codec import Reader, Writer
+from mlscore.errors import CredentialError, DecodeError, MLSError, StateError, ValidationError
+from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
+from mlscore.profile import KeysChanged, SendMessage, State, TwoPartySession, persist_to
+from mlscore.profile_wire import MessageBuffer, ProfileMessage, ProfileMessageType
+
+log = logging.getLogger(__name__)
+
+HELLO_EXTRAS = 0x40
+"""Our frame beside the profile messages: transport parameters and ALPN (hashed into every key)."""
+CLIENT_CONFIRM = 0x41
+"""The client's key confirmation in the Handshake space (like TLS Finished)."""
+
+LABELS = {
+    (tls.Epoch.HANDSHAKE, True): "quic-mls client hs",
+    (tls.Epoch.HANDSHAKE, False): "quic-mls server hs",
+    (tls.Epoch.ONE_RTT, True): "quic-mls client 1rtt",
+    (tls.Epoch.ONE_RTT, False): "quic-mls server 1rtt",
+}
+
+QUIC_SUITES = {
+    1: tls.CipherSuite.AES_128_GCM_SHA256,
+    2: tls.CipherSuite.AES_128_GCM_SHA256,
+    3: tls.CipherSuite.CHACHA20_POLY1305_SHA256,
+    4: tls.CipherSuite.AES_256_GCM_SHA384,
+    5: tls.CipherSuite.AES_256_GCM_SHA384,
+    6: tls.CipherSuite.CHACHA20_POLY1305_SHA256,
+    7: tls.CipherSuite.AES_256_GCM_SHA384,
+}
+"""MLS suite -> QUIC packet protection (docs/quic.md)."""
+
+
+class EpochChanged(QuicEvent):
+    """The 1-RTT keys now come from MLS epoch ``epoch`` (a PCS rekey took effect)."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        self.epoch = epoch
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"EpochChanged(epoch={self.epoch}, reason={self.reason!r})"
+
+
+def _alert_for(error: MLSError) -> type[tls.Alert]:
+    for kind, alert in ((CredentialError, tls.AlertBadCertificate), (DecodeError, tls.AlertDecodeError),
+                        (StateError, tls.AlertUnexpectedMessage), (ValidationError, tls.AlertIllegalParameter)):
+        if isinstance(error, kind):
+            return alert
+    return tls.AlertHandshakeFailure
+
+
+def _frame(kind: int, body: bytes) -> bytes:
+    return Writer().u8(kind).opaque(body).getvalue()
+
+
+# -- key phase: next secrets come from MLS, not "quic ku" -------------------------------
+
+class MlsCryptoContext(CryptoContext):
+    """A 1-RTT receive context whose next Key Phase uses the pair's next MLS secret."""
+
+    pair: MlsCryptoPair
+
+    def decrypt_packet(self, packet: bytes, encrypted_offset: int,
+                       expected_packet_number: int) -> tuple[bytes, bytes, int, bool]:
+        if self.aead is None:
+            raise KeyUnavailableError("Decryption key is not available")
+        plain_header, packet_number = self.hp.remove(packet, encrypted_offset)
+        first_byte = plain_header[0]
+        packet_number = decode_packet_number(
+            packet_number, ((first_byte & 0x03) + 1) * 8, expected_packet_number)
+        crypto: CryptoContext = self
+        if not first_byte & 0x80 and ((first_byte & 4) >> 2) != self.key_phase:
+            crypto = self.pair.next_context(receive=True)
+        payload = crypto.aead.decrypt(packet[len(plain_header):], plain_header, packet_number)
+        return plain_header, payload, packet_number, crypto is not self
+
+
+class MlsCryptoPair(CryptoPair):
+    """1-RTT keys that move to the next MLS epoch at each Key Phase flip."""
+
+    def __init__(self, original: CryptoPair) -> None:
+        super().__init__()
+        recv = MlsCryptoContext(setup_cb=original.recv._setup_cb, teardown_cb=original.recv._teardown_cb)
+        recv.pair = self
+        self.recv = recv
+        self.send = CryptoContext(setup_cb=original.send._setup_cb, teardown_cb=original.send._teardown_cb)
+        self.epoch: int | None = None
+        self._next: tuple[int, bytes, bytes] | None = None  # (epoch, recv secret, send secret)
+
+    def prepare_next(self, epoch: int, recv_secret: bytes, send_secret: bytes) -> None:
+        """Secrets of the epoch the next flip moves to (known to both sides before the flip)."""
+        if self.epoch is None or epoch <= self.epoch:
+            return
+        self._next = (epoch, recv_secret, send_secret)
+
+    @property
+    def next_epoch(self) -> int | None:
+        return self._next[0] if self._next else None
+
+    def next_context(self, *, receive: bool) -> CryptoContext:
+        if self._next is None:
+            raise KeyUnavailableError("key phase flipped but no next MLS epoch is known")
+        _, recv_secret, send_secret = self._next
+        current = self.recv if receive else self.send
+        crypto = CryptoContext(key_phase=int(not current.key_phase))
+        crypto.setup(cipher_suite=current.cipher_suite, secret=recv_secret if receive else send_secret,
+                     version=current.version)
+        return crypto
+
+    def _update_key(self, trigger: str) -> None:
+        if self._next is None:
+            raise KeyUnavailableError("no next MLS epoch to update to")
+        apply_key_phase(self.recv, self.next_context(receive=True), trigger=trigger)
+        apply_key_phase(self.send, self.next_context(receive=False), trigger=trigger)
+        self.epoch = self._next[0]
+        self._next = None
+        self._update_key_requested = False
+
+
+# -- the MLS handshake in place of tls.Context ------------------------------------------------
+
+class MlsHandshakeContext:
+    """Drives the two-party profile over QUIC CRYPTO frames (duck-types aioquic's tls.Context)."""
+
+    def __init__(self, connection: MlsQuicConnection, original: tls.Context) -> None:
+        self._connection = connection
+        self.is_client = connection._is_client
+        config = connection._configuration
+        self.configuration = config
+        self.handshake_extensions = original.handshake_extensions
+        self.alpn_cb = original.alpn_cb
+        self.update_traffic_key_cb = original.update_traffic_key_cb
+        self.get_session_ticket_cb = None
+        self.new_session_ticket_cb = None
+        self.state = tls.State.CLIENT_HANDSHAKE_START if self.is_client else tls.State.SERVER_EXPECT_CLIENT_HELLO
+        self.alpn_negotiated: str | None = None
+        self.early_data_accepted = False
+        self.session_resumed = False
+        self.received_extensions: list[tuple[int, bytes]] = []
+        self.legacy_session_id = b""
+        self.client_random = b""
+        self.session_ticket = None
+        self.certificate = self.certificate_chain = self.certificate_private_key = None
+        self.current_epoch = tls.Epoch.INITIAL
+        self.session: TwoPartySession | None = None
+        self._buffers = {epoch: MessageBuffer() for epoch in tls.Epoch}
+        self._hello_frames: dict[bool, bytes] = {}  # is_client -> our/their HELLO_EXTRAS frame
+        self._quic_suite: tls.CipherSuite | None = None
+        self._handshake_installed = False
+
+    # aioquic calls this with CRYPTO data of the space noted in current_epoch
+    def handle_message(self, input_data: bytes, output_buf: dict[tls.Epoch, Buffer]) -> None:
+        try:
+            if self.state == tls.State.CLIENT_HANDSHAKE_START:
+                self._start_client(output_buf)
+                return
+            for frame in self._buffers[self.current_epoch].feed_frames(input_data):
+                self._handle_frame(self.current_epoch, frame, output_buf)
+        except MLSError as exc:
+            raise _alert_for(exc)(f"{type(exc).__name__}: {exc}") from exc
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def _start_client(self, out: dict[tls.Epoch, Buffer]) -> None:
+        config = self.configuration
+        hello = self._our_hello()
+        state = None
+        if config.resume_group_id is not None and config.store is not None:
+            state = config.store.load(config.resume_group_id)
+        if state is not None:
+            self.session = TwoPartySession.from_state(state, config.profile, on_state_change=self._persist())
+            self.session.connection_lost()
+            actions = self.session.resume()
+            self.session_resumed = True
+        else:
+            self.session, actions = TwoPartySession.initiator(config.profile, on_state_change=self._persist())
+        out[tls.Epoch.INITIAL].push_bytes(hello)
+        self._act(actions, out)
+        self.state = tls.State.CLIENT_EXPECT_SERVER_HELLO
+
+    def _handle_frame(self, epoch: tls.Epoch, frame: bytes, out: dict[tls.Epoch, Buffer]) -> None:
+        kind = frame[0]
+        if kind == HELLO_EXTRAS:
+            self._receive_hello(epoch, frame, out)
+            return
+        if kind == CLIENT_CONFIRM:
+            self._receive_confirm(epoch, frame)
+            return
+        message = ProfileMessage.from_bytes(frame)
+        if self.session is None:
+            self._start_server_session(message)
+        assert self.session is not None
+        self._act(self.session.receive(message), out)
+        if (not self.is_client and message.msg_type == ProfileMessageType.RESUMPTION_REQUEST
+                and self.session.pending is not None and not self._handshake_installed):
+            # Our ResumptionResponse waits for the client's EpochKeyUpdate, which the client
+            # sends in the Handshake space: key that space from our pending epoch.
+            self._install(tls.Epoch.HANDSHAKE, self.session.pending.group)
+
+    def _our_hello(self) -> bytes:
+        config = self.configuration
+        alpns = [self.alpn_negotiated] if (not self.is_client and self.alpn_negotiated) else (
+            config.alpn_protocols or [])
+        body = Writer().opaque(self.handshake_extensions[0][1])
+        body.vector([a.encode() for a in alpns], Writer.opaque)
+        frame = _frame(HELLO_EXTRAS, body.getvalue())
+        self._hello_frames[self.is_client] = frame
+        return frame
+
+    def _receive_hello(self, epoch: tls.Epoch, frame: bytes, out: dict[tls.Epoch, Buffer]) -> None:
+        if epoch != tls.Epoch.INITIAL or (not self.is_client) in self._hello_frames:
+            raise StateError("unexpected transport-parameters frame")
+        reader = Reader(frame[1:])
+        body = Reader(reader.opaque())
+        reader.finish()
+        transport_parameters = body.opaque()
+        alpns = [a.decode("ascii", "replace") for a in body.vector(Reader.opaque)]
+        body.finish()
+        self._hello_frames[not self.is_client] = frame
+        self.received_extensions = [(tls.ExtensionType.QUIC_TRANSPORT_PARAMETERS, transport_parameters)]
+        ours = self.configuration.alpn_protocols or []
+        if self.is_client:
+            if len(alpns) != 1 or alpns[0] not in ours:
+                raise ValidationError(f"server chose ALPN {alpns}, we offered {ours}")
+            self.alpn_negotiated = alpns[0]
+        else:
+            common = [a for a in ours if a in alpns]
+            if ours and not common:
+                raise ValidationError(f"no common ALPN: client offered {alpns}, we support {ours}")
+            self.alpn_negotiated = common[0] if common else None
+        self.alpn_cb(self.alpn_negotiated)  # aioquic parses the transport parameters here
+        if not self.is_client:
+            out[tls.Epoch.INITIAL].push_bytes(self._our_hello())
+
+    def _confirm_value(self) -> bytes:
+        assert self.session is not None
+        return self.session.export_secret("quic-mls client finished", self._binding(), 32)
+
+    def _receive_confirm(self, epoch: tls.Epoch, frame: bytes) -> None:
+        if self.is_client or epoch != tls.Epoch.HANDSHAKE or self.session is None:
+            raise StateError("unexpected confirmation frame")
+        reader = Reader(frame[1:])
+        value = reader.opaque()
+        reader.finish()
+        if self.session.state is not State.SYNCED or not hmac.compare_digest(value, self._confirm_value()):
+            raise ValidationError("client key confirmation does not match")
+        self.state = tls.State.SERVER_POST_HANDSHAKE
+
+    def _start_server_session(self, message: ProfileMessage) -> None:
+        config = self.configuration
+        if message.msg_type == ProfileMessageType.CLIENT_HELLO:
+            self.session = TwoPartySession.responder(config.profile, on_state_change=self._persist())
+            return
+        if message.msg_type != ProfileMessageType.RESUMPTION_REQUEST:
+            raise StateError(f"a connection starts with ClientHello or ResumptionRequest, not {message.msg_type.name}")
+        inner = MLSMessage.from_bytes(message.body).body
+        if isinstance(inner, PrivateMessage):
+            group_id = inner.group_id
+        elif isinstance(inner, PublicMessage):
+            group_id = inner.content.group_id
+        else:
+            raise ValidationError("a ResumptionRequest must carry a commit")
+        state = config.store.load(group_id) if config.store is not None else None
+        if state is None:
+            raise ValidationError(f"no stored session for group {group_id.hex()}")
+        self.session = TwoPartySession.from_state(state, config.profile, on_state_change=self._persist())
+        self.session.connection_lost()
+        self.session_resumed = True
+
+    # -- acting on the session ---------------------------------------------------------------
+
+    def _space_for(self, msg_type: ProfileMessageType) -> tls.Epoch:
+        """Hellos and resumption go in Initial; the resumer's ack in Handshake; rekeys in 1-RTT."""
+        if msg_type in (ProfileMessageType.CLIENT_HELLO, ProfileMessageType.SERVER_HELLO,
+                        ProfileMessageType.RESUMPTION_REQUEST, ProfileMessageType.RESUMPTION_RESPONSE):
+            return tls.Epoch.INITIAL
+        if self._one_rtt().epoch is None:
+            return tls.Epoch.HANDSHAKE
+        return tls.Epoch.ONE_RTT
+
+    def _act(self, actions: list, out: dict[tls.Epoch, Buffer]) -> None:
+        for action in actions:
+            if isinstance(action, SendMessage):
+                out[self._space_for(action.msg_type)].push_bytes(action.data)
+            elif isinstance(action, KeysChanged):
+                self._keys_changed(action.epoch, action.reason, out)
+        pending = self.session.pending if self.session is not None else None
+        if pending is not None and self._one_rtt().epoch is not None:
+            # We committed: be ready for the peer's flipped packets before its ack arrives.
+            recv, send = self._secrets(tls.Epoch.ONE_RTT, pending.group)
+            self._one_rtt().prepare_next(pending.group.epoch, recv, send)
+
+    def _keys_changed(self, epoch: int, reason: str, out: dict[tls.Epoch, Buffer]) -> None:
+        assert self.session is not None and self.session.group is not None
+        pair = self._one_rtt()
+        if pair.epoch is None:  # the handshake: install Handshake and 1-RTT keys
+            if not self._handshake_installed:
+                self._install(tls.Epoch.HANDSHAKE, self.session.group)
+            recv, send = self._secrets(tls.Epoch.ONE_RTT, self.session.group)
+            self.update_traffic_key_cb(tls.Direction.DECRYPT, tls.Epoch.ONE_RTT, self._suite(), recv)
+            self.update_traffic_key_cb(tls.Direction.ENCRYPT, tls.Epoch.ONE_RTT, self._suite(), send)
+            pair.epoch = epoch
+            if self.is_client:
+                confirm = _frame(CLIENT_CONFIRM, self._confirm_value())
+                out[tls.Epoch.HANDSHAKE].push_bytes(confirm)
+                self.state = tls.State.CLIENT_POST_HANDSHAKE
+            else:
+                self.state = tls.State.SERVER_EXPECT_FINISHED
+            return
+        recv, send = self._secrets(tls.Epoch.ONE_RTT, self.session.group)
+        pair.prepare_next(epoch, recv, send)
+        if pair.next_epoch == epoch:
+            pair.update_key()  # flip the Key Phase on our next packet
+        self._connection._events.append(EpochChanged(epoch, reason))
+        log.info("QUIC-MLS 1-RTT keys move to epoch %d (%s)", epoch, reason)
+
+    def _install(self, epoch: tls.Epoch, group: Any) -> None:
+        recv, send = self._secrets(epoch, group)
+        self.update_traffic_key_cb(tls.Direction.DECRYPT, epoch, self._suite(), recv)
+        self.update_traffic_key_cb(tls.Direction.ENCRYPT, epoch, self._suite(), send)
+        if epoch == tls.Epoch.HANDSHAKE:
+            self._handshake_installed = True
+
+    def _binding(self) -> bytes:
+        """Both hello-extras frames, hashed: tampering with transport parameters or ALPN changes every key."""
+        return hashlib.sha256(self._hello_frames.get(True, b"") + self._hello_frames.get(False, b"")).digest()
+
+    def _secrets(self, epoch: tls.Epoch, group: Any) -> tuple[bytes, bytes]:
+        length = 48 if self._suite() == tls.CipherSuite.AES_256_GCM_SHA384 else 32
+        binding = self._binding()
+        client = group.export_secret(LABELS[(epoch, True)], binding, length)
+        server = group.export_secret(LABELS[(epoch, False)], binding, length)
+        return (server, client) if self.is_client else (client, server)
+
+    def _suite(self) -> tls.CipherSuite:
+        if self._quic_suite is None:
+            assert self.session is not None and self.session.group is not None
+            self._quic_suite = QUIC_SUITES[self.session.group.suite.id]
+        return self._quic_suite
+
+    def _one_rtt(self) -> MlsCryptoPair:
+        return self._connection._cryptos[tls.Epoch.ONE_RTT]  # type: ignore[return-value]
+
+    def _persist(self):
+        store = self.configuration.store
+        return persist_to(store) if store is not None else None
+
+    # -- used by the connection ------------------------------------------------------------
+
+    def rekey(self, out: dict[tls.Epoch, Buffer]) -> bool:
+        if self.session is None or self.session.state is not State.SYNCED or self._one_rtt().epoch is None:
+            return False
+        self._act(self.session.update(), out)
+        return True
+
+
+class MlsQuicConnection(QuicConnection):
+    """A QuicConnection whose handshake and key updates are MLS (QUIC-MLS mode)."""
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        self.tls = MlsHandshakeContext(self, self.tls)  # type: ignore[assignment]
+        self._cryptos[tls.Epoch.ONE_RTT] = MlsCryptoPair(self._cryptos[tls.Epoch.ONE_RTT])
+
+    def _handle_crypto_frame(self, context: Any, frame_type: int, buf: Buffer) -> None:
+        if isinstance(self.tls, MlsHandshakeContext):
+            self.tls.current_epoch = context.epoch
+        super()._handle_crypto_frame(context, frame_type, buf)
+
+    @property
+    def mls_session(self) -> TwoPartySession | None:
+        return self.tls.session if isinstance(self.tls, MlsHandshakeContext) else None
+
+    @property
+    def mls_epoch(self) -> int | None:
+        pair = self._cryptos.get(tls.Epoch.ONE_RTT)
+        return pair.epoch if isinstance(pair, MlsCryptoPair) else None
+
+    def request_key_update(self) -> None:
+        """RFC 9001 key update is replaced by an MLS rekey (a ConnectionUpdate)."""
+        self.rekey()
+
+    def rekey(self) -> bool:
+        """Start a PCS rekey now; False if one is already in flight."""
+        if not isinstance(self.tls, MlsHandshakeContext):
+            return False
+        started = self.tls.rekey(self._crypto_buffers)
+        self._push_crypto_data()
+        return started
+
+    def datagrams_to_send(self, now: float) -> list:
+        session = self.mls_session
+        if session is not None and self.mls_epoch is not None and session.rekey_due(now, self._sent_since):
+            self.rekey()
+        datagrams = super().datagrams_to_send(now)
+        self._sent_since = sum(len(data) for data, _ in datagrams)
+        return datagrams
+
+    _sent_since = 0
+
+
+# -- touch point 4: the class aioquic's serve()/connect() instantiate ------------------------
+
+_ORIGINAL = QuicConnection
+
+
+def _connection_factory(*args: Any, **kwargs: Any) -> QuicConnection:
+    from . import MlsQuicConfiguration
+
+    configuration = kwargs.get("configuration")
+    if isinstance(configuration, MlsQuicConfiguration) and configuration.mode == "mls":
+        return MlsQuicConnection(*args, **kwargs)
+    if isinstance(configuration, MlsQuicConfiguration) and configuration.mode == "alongside":
+        from .alongside import AlongsideQuicConnection
+
+        return AlongsideQuicConnection(*args, **kwargs)
+    return _ORIGINAL(*args, **kwargs)
+
+
+def install() -> None:
+    """Make aioquic's asyncio serve()/connect() build our connections for our configurations."""
+    from aioquic.asyncio import client, server
+
+    client.QuicConnection = _connection_factory  # type: ignore[assignment]
+    server.QuicConnection = _connection_factory  # type: ignore[assignment]
