@@ -1,0 +1,20 @@
+"""The runnable demos run (they are the README's first command)."""
+
+from __future__ import annotations
+
+from examples import quic_demo, two_party
+
+from .quic_helpers import free_udp_port
+
+
+def test_two_party_demo(capsys) -> None:
+    assert two_party.main(["--rekeys", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "exporters equal: True" in out and "RESUMPTION_REQUEST" in out
+
+
+def test_quic_demo_both_roles(capsys) -> None:
+    quic_demo.main(["both", "--port", str(free_udp_port()), "--rounds", "3", "--interval", "0.05",
+                    "--size", "20000", "--rekey-seconds", "0.05"])
+    out = capsys.readouterr().out
+    assert out.count("intact=True") == 3 and "connected in" in out
