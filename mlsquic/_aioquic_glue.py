@@ -19,12 +19,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 from typing import Any
 
 from aioquic import tls
+from aioquic._crypto import CryptoError as AeadError
 from aioquic.buffer import Buffer
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.crypto import CryptoContext, CryptoPair, KeyUnavailableError, apply_key_phase
@@ -101,15 +103,29 @@ class MlsCryptoContext(CryptoContext):
         first_byte = plain_header[0]
         packet_number = decode_packet_number(
             packet_number, ((first_byte & 0x03) + 1) * 8, expected_packet_number)
-        crypto: CryptoContext = self
-        if not first_byte & 0x80 and ((first_byte & 4) >> 2) != self.key_phase:
-            crypto = self.pair.next_context(receive=True)
-        payload = crypto.aead.decrypt(packet[len(plain_header):], plain_header, packet_number)
-        return plain_header, payload, packet_number, crypto is not self
+        body = packet[len(plain_header):]
+        if first_byte & 0x80 or ((first_byte & 4) >> 2) == self.key_phase:
+            payload = self.aead.decrypt(body, plain_header, packet_number)
+            self.pair.previous_aead = None  # the peer uses the current phase: old keys can go
+            return plain_header, payload, packet_number, False
+        previous = self.pair.previous_aead
+        if previous is not None:
+            # We flipped first; the peer's packets still use the old phase until it sees ours.
+            with contextlib.suppress(AeadError):
+                return plain_header, previous.decrypt(body, plain_header, packet_number), packet_number, False
+        crypto = self.pair.next_context(receive=True)
+        payload = crypto.aead.decrypt(body, plain_header, packet_number)
+        return plain_header, payload, packet_number, True
 
 
 class MlsCryptoPair(CryptoPair):
-    """1-RTT keys that move to the next MLS epoch at each Key Phase flip."""
+    """1-RTT keys that move to the next MLS epoch at each Key Phase flip.
+
+    Flips are sequential (epoch N to N+1).  The next epoch's secrets come from
+    ``next_source(epoch)``, which reads the session: the current group for the
+    replier, the pending group for a committer (so a committer can open the
+    peer's flipped packets before the EpochKeyUpdate arrives).
+    """
 
     def __init__(self, original: CryptoPair) -> None:
         super().__init__()
@@ -118,22 +134,17 @@ class MlsCryptoPair(CryptoPair):
         self.recv = recv
         self.send = CryptoContext(setup_cb=original.send._setup_cb, teardown_cb=original.send._teardown_cb)
         self.epoch: int | None = None
-        self._next: tuple[int, bytes, bytes] | None = None  # (epoch, recv secret, send secret)
+        self.next_source: Any = None  # Callable[[int], tuple[bytes, bytes] | None]
+        self.previous_aead: Any = None  # old receive keys, kept after a local flip until the peer flips
 
-    def prepare_next(self, epoch: int, recv_secret: bytes, send_secret: bytes) -> None:
-        """Secrets of the epoch the next flip moves to (known to both sides before the flip)."""
-        if self.epoch is None or epoch <= self.epoch:
-            return
-        self._next = (epoch, recv_secret, send_secret)
-
-    @property
-    def next_epoch(self) -> int | None:
-        return self._next[0] if self._next else None
+    def _next_secrets(self) -> tuple[bytes, bytes]:
+        found = self.next_source(self.epoch + 1) if self.next_source and self.epoch is not None else None
+        if found is None:
+            raise KeyUnavailableError("key phase flipped but the next MLS epoch is not known")
+        return found
 
     def next_context(self, *, receive: bool) -> CryptoContext:
-        if self._next is None:
-            raise KeyUnavailableError("key phase flipped but no next MLS epoch is known")
-        _, recv_secret, send_secret = self._next
+        recv_secret, send_secret = self._next_secrets()
         current = self.recv if receive else self.send
         crypto = CryptoContext(key_phase=int(not current.key_phase))
         crypto.setup(cipher_suite=current.cipher_suite, secret=recv_secret if receive else send_secret,
@@ -141,12 +152,11 @@ class MlsCryptoPair(CryptoPair):
         return crypto
 
     def _update_key(self, trigger: str) -> None:
-        if self._next is None:
-            raise KeyUnavailableError("no next MLS epoch to update to")
+        self.previous_aead = self.recv.aead if trigger == "local_update" else None
         apply_key_phase(self.recv, self.next_context(receive=True), trigger=trigger)
         apply_key_phase(self.send, self.next_context(receive=False), trigger=trigger)
-        self.epoch = self._next[0]
-        self._next = None
+        assert self.epoch is not None
+        self.epoch += 1
         self._update_key_requested = False
 
 
@@ -317,11 +327,6 @@ class MlsHandshakeContext:
                 out[self._space_for(action.msg_type)].push_bytes(action.data)
             elif isinstance(action, KeysChanged):
                 self._keys_changed(action.epoch, action.reason, out)
-        pending = self.session.pending if self.session is not None else None
-        if pending is not None and self._one_rtt().epoch is not None:
-            # We committed: be ready for the peer's flipped packets before its ack arrives.
-            recv, send = self._secrets(tls.Epoch.ONE_RTT, pending.group)
-            self._one_rtt().prepare_next(pending.group.epoch, recv, send)
 
     def _keys_changed(self, epoch: int, reason: str, out: dict[tls.Epoch, Buffer]) -> None:
         assert self.session is not None and self.session.group is not None
@@ -333,6 +338,7 @@ class MlsHandshakeContext:
             self.update_traffic_key_cb(tls.Direction.DECRYPT, tls.Epoch.ONE_RTT, self._suite(), recv)
             self.update_traffic_key_cb(tls.Direction.ENCRYPT, tls.Epoch.ONE_RTT, self._suite(), send)
             pair.epoch = epoch
+            pair.next_source = self._next_epoch_secrets
             if self.is_client:
                 confirm = _frame(CLIENT_CONFIRM, self._confirm_value())
                 out[tls.Epoch.HANDSHAKE].push_bytes(confirm)
@@ -340,12 +346,20 @@ class MlsHandshakeContext:
             else:
                 self.state = tls.State.SERVER_EXPECT_FINISHED
             return
-        recv, send = self._secrets(tls.Epoch.ONE_RTT, self.session.group)
-        pair.prepare_next(epoch, recv, send)
-        if pair.next_epoch == epoch:
-            pair.update_key()  # flip the Key Phase on our next packet
+        if pair.epoch < epoch and not pair._update_key_requested:
+            pair.update_key()  # flip the Key Phase on our next packet (unless the peer flipped first)
         self._connection._events.append(EpochChanged(epoch, reason))
         log.info("QUIC-MLS 1-RTT keys move to epoch %d (%s)", epoch, reason)
+
+    def _next_epoch_secrets(self, epoch: int) -> tuple[bytes, bytes] | None:
+        session = self.session
+        if session is None or session.group is None:
+            return None
+        if session.group.epoch == epoch:
+            return self._secrets(tls.Epoch.ONE_RTT, session.group)
+        if session.pending is not None and session.pending.group.epoch == epoch:
+            return self._secrets(tls.Epoch.ONE_RTT, session.pending.group)
+        return None
 
     def _install(self, epoch: tls.Epoch, group: Any) -> None:
         recv, send = self._secrets(epoch, group)
