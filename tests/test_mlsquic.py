@@ -101,3 +101,18 @@ async def test_resumption_without_a_new_key_package() -> None:
             assert session.group_id == group_id and client._quic.tls.session_resumed
             assert client._quic.mls_epoch >= first_epoch + 2  # resumption advances two epochs
             assert await echo_through(client, b"resumed") == b"resumed"
+
+
+async def test_both_sides_rekeying_at_once_converge() -> None:
+    server_profile = config(b"server", rekey=RekeyPolicy(max_seconds=0.03))
+    client_profile = config(b"client", rekey=RekeyPolicy(max_seconds=0.02))
+    async with echo_server(server_configuration(profile=server_profile)) as port, mlsquic.connect(
+            "127.0.0.1", port, configuration=client_configuration(profile=client_profile),
+            create_protocol=Collector) as client:
+        for _ in range(5):
+            client.received.clear()
+            client.finished.clear()
+            data = os.urandom(20000)
+            assert await echo_through(client, data, timeout=10) == data
+            await asyncio.sleep(0.05)
+        assert len(client.epochs) >= 3
