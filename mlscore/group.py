@@ -621,7 +621,7 @@ class Group:
         group_info.verify(suite, signer.signature_key)
         if tree.tree_hash() != context.tree_hash:
             raise ValidationError("ratchet tree does not match the GroupContext tree hash")
-        tree.validate(context.group_id)
+        tree.validate(context.group_id, check_signatures=False)  # signatures: validate_leaf_node below
         for index, leaf in tree.leaves():
             validate_leaf_node(leaf, suite, expected_source=leaf.leaf_node_source,
                                authentication_service=config.authentication_service,

@@ -331,8 +331,13 @@ class RatchetTree:
                 return True
         return False
 
-    def validate(self, group_id: bytes) -> None:
-        """Structural checks a joiner runs on a tree it receives (section 12.4.3.1)."""
+    def validate(self, group_id: bytes, *, check_signatures: bool = True) -> None:
+        """Structural checks a joiner runs on a tree it receives (section 12.4.3.1).
+
+        ``check_signatures=False`` is for callers that verify every leaf anyway
+        (the group runs full leaf-node validation right after), so each
+        signature is checked once.
+        """
         self.verify_parent_hashes()
         encryption_keys: set[bytes] = set()
         signature_keys: set[bytes] = set()
@@ -347,9 +352,9 @@ class RatchetTree:
                 if node.signature_key in signature_keys:
                     raise TreeError(f"signature key of leaf {index // 2} is used twice")
                 signature_keys.add(node.signature_key)
-                gid = None if node.leaf_node_source == LeafNodeSource.KEY_PACKAGE else group_id
-                lid = None if gid is None else index // 2
-                node.verify(self.suite, gid, lid)
+                if check_signatures:
+                    gid = None if node.leaf_node_source == LeafNodeSource.KEY_PACKAGE else group_id
+                    node.verify(self.suite, gid, None if gid is None else index // 2)
             else:
                 for leaf in node.unmerged_leaves:
                     if leaf >= n or self._nodes[2 * leaf] is None:

@@ -1,0 +1,125 @@
+"""Plain aioquic (TLS 1.3) vs mlsquic (QUIC-MLS) on loopback, in one run.
+
+    python -m benchmarks.bench_quic [--megabytes N] [--rounds R]
+
+Handshake latency, bulk throughput, and throughput while rekeying every second,
+each as a ratio to plain aioquic measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+
+from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.asyncio import connect as aioquic_connect
+from aioquic.asyncio import serve as aioquic_serve
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent, StreamDataReceived
+
+import mlsquic
+from mlscore.testing_pki import self_signed_server_certificate
+from tests.quic_helpers import client_configuration, free_udp_port, server_configuration
+
+CHUNK = 256 * 1024
+
+
+class Sink(QuicConnectionProtocol):
+    """Counts a stream and answers with the count when it ends."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.count = 0
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived):
+            self.count += len(event.data)
+            if event.end_stream:
+                self._quic.send_stream_data(event.stream_id, b"%d" % self.count, True)
+                self.transmit()
+
+
+class Pusher(QuicConnectionProtocol):
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.answer = asyncio.get_running_loop().create_future()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived) and event.end_stream and not self.answer.done():
+            self.answer.set_result(int(event.data))
+
+
+async def push(connect, total: int, rekey_every: float | None) -> tuple[float, float]:  # noqa: ANN001
+    started = time.perf_counter()
+    async with connect() as client:
+        setup = time.perf_counter() - started
+        quic = client._quic
+        stream = quic.get_next_available_stream_id()
+        payload = bytes(CHUNK)
+        started = last = time.perf_counter()
+        for _ in range(total // CHUNK):
+            quic.send_stream_data(stream, payload, False)
+            client.transmit()
+            if rekey_every is not None and time.perf_counter() - last >= rekey_every:
+                quic.rekey()
+                last = time.perf_counter()
+            await asyncio.sleep(0)  # let the loop send and receive, as a chunked writer would
+        quic.send_stream_data(stream, b"", True)
+        client.transmit()
+        count = await asyncio.wait_for(client.answer, 120)
+        elapsed = time.perf_counter() - started
+        assert count == total, count
+        return setup, total / (1 << 20) / elapsed
+
+
+async def run(megabytes: int, rounds: int) -> None:
+    total = megabytes * (1 << 20)
+    with tempfile.TemporaryDirectory() as folder:
+        cert, key = self_signed_server_certificate(folder, "localhost")
+        tls_server_config = QuicConfiguration(is_client=False, alpn_protocols=["bench"])
+        tls_server_config.load_cert_chain(cert, key)
+        tls_port, mls_port = free_udp_port(), free_udp_port()
+        tls_server = await aioquic_serve("127.0.0.1", tls_port, configuration=tls_server_config, create_protocol=Sink)
+        mls_config = server_configuration()
+        mls_config.alpn_protocols = ["bench"]
+        mls_server = await mlsquic.serve("127.0.0.1", mls_port, configuration=mls_config, create_protocol=Sink)
+
+        def plain():  # noqa: ANN202
+            config = QuicConfiguration(is_client=True, alpn_protocols=["bench"], cafile=cert, server_name="localhost")
+            return aioquic_connect("127.0.0.1", tls_port, configuration=config, create_protocol=Pusher)
+
+        def mls():  # noqa: ANN202
+            config = client_configuration()
+            config.alpn_protocols = ["bench"]
+            return mlsquic.connect("127.0.0.1", mls_port, configuration=config, create_protocol=Pusher)
+
+        modes = {"aioquic (TLS 1.3)": (plain, None), "mlsquic": (mls, None), "mlsquic+rekey/1s": (mls, 1.0)}
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
+        for _ in range(rounds):
+            for name, (connect, rekey) in modes.items():
+                results[name].append(await push(connect, total, rekey))
+        tls_server.close()
+        mls_server.close()
+    base_setup = statistics.median(r[0] for r in results["aioquic (TLS 1.3)"])
+    base_rate = statistics.median(r[1] for r in results["aioquic (TLS 1.3)"])
+    print(f"{'':20} {'handshake ms':>12} {'MB/s':>8} {'handshake ratio':>16} {'throughput ratio':>17}")
+    for name, samples in results.items():
+        setup = statistics.median(s[0] for s in samples)
+        rate = statistics.median(s[1] for s in samples)
+        print(f"{name:20} {1000 * setup:12.2f} {rate:8.1f} {setup / base_setup:16.2f} {rate / base_rate:17.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--megabytes", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.megabytes, args.rounds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
