@@ -22,6 +22,8 @@ from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 import mlsquic
 from mlscore.testing_pki import self_signed_server_certificate
+from mlsquic import MlsQuicConfiguration
+from tests.profile_net import config
 from tests.quic_helpers import client_configuration, free_udp_port, server_configuration
 
 CHUNK = 256 * 1024
@@ -30,7 +32,7 @@ CHUNK = 256 * 1024
 class Sink(QuicConnectionProtocol):
     """Counts a stream and answers with the count when it ends."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.count = 0
 
@@ -43,7 +45,7 @@ class Sink(QuicConnectionProtocol):
 
 
 class Pusher(QuicConnectionProtocol):
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.answer = asyncio.get_running_loop().create_future()
 
@@ -52,7 +54,7 @@ class Pusher(QuicConnectionProtocol):
             self.answer.set_result(int(event.data))
 
 
-async def push(connect, total: int, rekey_every: float | None) -> tuple[float, float]:  # noqa: ANN001
+async def push(connect, total: int, rekey_every: float | None) -> tuple[float, float]:
     started = time.perf_counter()
     async with connect() as client:
         setup = time.perf_counter() - started
@@ -86,23 +88,34 @@ async def run(megabytes: int, rounds: int) -> None:
         mls_config = server_configuration()
         mls_config.alpn_protocols = ["bench"]
         mls_server = await mlsquic.serve("127.0.0.1", mls_port, configuration=mls_config, create_protocol=Sink)
+        along_port = free_udp_port()
+        along_config = MlsQuicConfiguration(profile=config(b"server"), mode="alongside", is_client=False,
+                                            alpn_protocols=["bench"])
+        along_config.load_cert_chain(cert, key)
+        along_server = await mlsquic.serve("127.0.0.1", along_port, configuration=along_config, create_protocol=Sink)
 
-        def plain():  # noqa: ANN202
+        def plain():
             config = QuicConfiguration(is_client=True, alpn_protocols=["bench"], cafile=cert, server_name="localhost")
             return aioquic_connect("127.0.0.1", tls_port, configuration=config, create_protocol=Pusher)
 
-        def mls():  # noqa: ANN202
+        def mls():
             config = client_configuration()
             config.alpn_protocols = ["bench"]
             return mlsquic.connect("127.0.0.1", mls_port, configuration=config, create_protocol=Pusher)
 
-        modes = {"aioquic (TLS 1.3)": (plain, None), "mlsquic": (mls, None), "mlsquic+rekey/1s": (mls, 1.0)}
+        def along():
+            config_ = MlsQuicConfiguration(profile=config(b"client"), mode="alongside", is_client=True,
+                                           alpn_protocols=["bench"], cafile=cert, server_name="localhost")
+            return mlsquic.connect("127.0.0.1", along_port, configuration=config_, create_protocol=Pusher)
+
+        modes = {"aioquic (TLS 1.3)": (plain, None), "QUIC-MLS": (mls, None), "QUIC-MLS+rekey/1s": (mls, 1.0),
+                 "alongside": (along, None), "alongside+rekey/1s": (along, 1.0)}
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
         for _ in range(rounds):
             for name, (connect, rekey) in modes.items():
                 results[name].append(await push(connect, total, rekey))
-        tls_server.close()
-        mls_server.close()
+        for server in (tls_server, mls_server, along_server):
+            server.close()
     base_setup = statistics.median(r[0] for r in results["aioquic (TLS 1.3)"])
     base_rate = statistics.median(r[1] for r in results["aioquic (TLS 1.3)"])
     print(f"{'':20} {'handshake ms':>12} {'MB/s':>8} {'handshake ratio':>16} {'throughput ratio':>17}")

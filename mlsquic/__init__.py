@@ -10,7 +10,7 @@ described in docs/quic.md.  Supported aioquic: 1.x (tested with 1.7).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aioquic.asyncio import connect as _connect
 from aioquic.asyncio import serve as _serve
@@ -21,7 +21,9 @@ from mlscore.store import SessionStore
 
 from . import _aioquic_glue
 from ._aioquic_glue import EpochChanged, MlsQuicConnection
+from .alongside import AlongsideQuicConnection
 
+MLS_ALPN_SUFFIX = "+mls2p"
 _NO_CERTIFICATE = "QUIC-MLS: peers are authenticated by MLS credentials"
 
 
@@ -29,7 +31,8 @@ _NO_CERTIFICATE = "QUIC-MLS: peers are authenticated by MLS credentials"
 class MlsQuicConfiguration(QuicConfiguration):
     """aioquic's QuicConfiguration plus the MLS side.
 
-    ``mode`` is "mls" (MLS in place of TLS). ``profile`` holds the credential,
+    ``mode`` is "mls" (MLS in place of TLS) or "alongside" (aioquic's TLS 1.3
+    handshake first, certificates as usual, then MLS rekeys). ``profile`` holds the credential,
     signature key, suite, authentication service and rekey policy; ``store``
     keeps the group for resumption; a client with ``resume_group_id`` resumes.
     """
@@ -38,14 +41,20 @@ class MlsQuicConfiguration(QuicConfiguration):
     mode: str = "mls"
     store: SessionStore | None = None
     resume_group_id: bytes | None = None
-    extra: dict = field(default_factory=dict)
+    allow_plain_peers: bool = False
+    """Alongside mode: accept a peer that does not speak MLS (plain TLS QUIC, no PCS rekeys)."""
 
     def __post_init__(self) -> None:
-        if self.mode not in ("mls",):
+        if self.mode not in ("mls", "alongside"):
             raise ValueError(f"unknown mlsquic mode {self.mode!r}")
         if self.profile is None:
             raise ValueError("MlsQuicConfiguration needs a profile (credential and signature key)")
-        if not self.is_client and self.certificate is None:
+        if self.mode == "alongside" and self.alpn_protocols and not any(
+                a.endswith(MLS_ALPN_SUFFIX) for a in self.alpn_protocols):
+            # Offer/accept "<alpn>+mls2p" first: that is how two alongside peers agree to run MLS,
+            # while a plain aioquic peer simply negotiates "<alpn>".
+            self.alpn_protocols = [a + MLS_ALPN_SUFFIX for a in self.alpn_protocols] + list(self.alpn_protocols)
+        if self.mode == "mls" and not self.is_client and self.certificate is None:
             # aioquic insists that servers have a certificate; in QUIC-MLS mode the peer is
             # authenticated by its MLS credential and no TLS certificate is ever used.
             self.certificate = self.private_key = _NO_CERTIFICATE
@@ -56,4 +65,5 @@ _aioquic_glue.install()
 serve = _serve
 connect = _connect
 
-__all__ = ["EpochChanged", "MlsQuicConfiguration", "MlsQuicConnection", "connect", "serve"]
+__all__ = ["AlongsideQuicConnection", "EpochChanged", "MlsQuicConfiguration", "MlsQuicConnection", "connect",
+           "serve"]

@@ -160,6 +160,17 @@ class MlsCryptoPair(CryptoPair):
         self._update_key_requested = False
 
 
+def next_epoch_group(session: TwoPartySession | None, epoch: int) -> Any:
+    """The group whose keys a Key Phase flip to ``epoch`` uses: current (replier) or pending (committer)."""
+    if session is None or session.group is None:
+        return None
+    if session.group.epoch == epoch:
+        return session.group
+    if session.pending is not None and session.pending.group.epoch == epoch:
+        return session.pending.group
+    return None
+
+
 # -- the MLS handshake in place of tls.Context ------------------------------------------------
 
 class MlsHandshakeContext:
@@ -352,14 +363,8 @@ class MlsHandshakeContext:
         log.info("QUIC-MLS 1-RTT keys move to epoch %d (%s)", epoch, reason)
 
     def _next_epoch_secrets(self, epoch: int) -> tuple[bytes, bytes] | None:
-        session = self.session
-        if session is None or session.group is None:
-            return None
-        if session.group.epoch == epoch:
-            return self._secrets(tls.Epoch.ONE_RTT, session.group)
-        if session.pending is not None and session.pending.group.epoch == epoch:
-            return self._secrets(tls.Epoch.ONE_RTT, session.pending.group)
-        return None
+        group = next_epoch_group(self.session, epoch)
+        return self._secrets(tls.Epoch.ONE_RTT, group) if group is not None else None
 
     def _install(self, epoch: tls.Epoch, group: Any) -> None:
         recv, send = self._secrets(epoch, group)
