@@ -20,8 +20,7 @@ from mlscore.profile import ProfileConfig
 from mlscore.store import SessionStore
 
 from . import _aioquic_glue
-from ._aioquic_glue import EpochChanged, MlsQuicConnection
-from .alongside import AlongsideQuicConnection
+from ._aioquic_glue import AlongsideQuicConnection, EpochChanged, MlsQuicConnection
 
 MLS_ALPN_SUFFIX = "+mls2p"
 _NO_CERTIFICATE = "QUIC-MLS: peers are authenticated by MLS credentials"
