@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,14 +84,18 @@ class DemoClient(QuicConnectionProtocol):
 
 async def run_server(args: argparse.Namespace) -> asyncio.AbstractServer:
     DemoServer.files = Path(args.serve_dir).resolve() if args.serve_dir else None
-    configuration = MlsQuicConfiguration(profile=profile("server", args), is_client=False, alpn_protocols=["demo"])
+    configuration = MlsQuicConfiguration(profile=profile("server", args), mode=args.mode, is_client=False,
+                                         alpn_protocols=["demo"])
+    if args.mode == "alongside":
+        configuration.load_cert_chain(args.cert, args.key)
     server = await mlsquic.serve(args.host, args.port, configuration=configuration, create_protocol=DemoServer)
     print(f"QUIC-MLS server on {args.host}:{args.port} (suite {args.suite})")
     return server
 
 
 async def run_client(args: argparse.Namespace) -> None:
-    configuration = MlsQuicConfiguration(profile=profile("client", args), is_client=True, alpn_protocols=["demo"])
+    configuration = MlsQuicConfiguration(profile=profile("client", args), mode=args.mode, is_client=True,
+                                         alpn_protocols=["demo"], cafile=args.cafile, server_name=args.server_name)
     started = time.perf_counter()
     async with mlsquic.connect(args.host, args.port, configuration=configuration,
                                create_protocol=DemoClient) as client:
@@ -132,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("role", nargs="?", default="both", choices=("server", "client", "both"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4433)
-    parser.add_argument("--mode", default="mls", choices=("mls",), help="QUIC-MLS (MLS in place of TLS)")
+    parser.add_argument("--mode", default="mls", choices=("mls", "alongside"),
+                        help="mls: MLS in place of TLS; alongside: TLS 1.3 first, then MLS rekeys")
+    parser.add_argument("--cert", help="alongside server: TLS certificate (PEM)")
+    parser.add_argument("--key", help="alongside server: TLS private key (PEM)")
+    parser.add_argument("--cafile", help="alongside client: trusted CA for the server certificate")
+    parser.add_argument("--server-name", default="localhost", help="alongside client: expected server name")
     parser.add_argument("--suite", type=int, default=1, choices=SUPPORTED_SUITES)
     parser.add_argument("--rekey-seconds", type=float, default=0.5, help="PCS rekey interval (default 0.5 s)")
     parser.add_argument("--rounds", type=int, default=10, help="echo round trips (default 10)")
@@ -143,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch change")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if args.mode == "alongside" and args.role == "both" and not args.cert:
+        from mlscore.testing_pki import self_signed_server_certificate
+
+        folder = tempfile.mkdtemp(prefix="quic-demo-")
+        args.cert, args.key = self_signed_server_certificate(folder, "localhost")
+        args.cafile = args.cert
     asyncio.run(main_async(args))
     return 0
 

@@ -243,6 +243,8 @@ class MlsHandshakeContext:
         if kind == CLIENT_CONFIRM:
             self._receive_confirm(epoch, frame)
             return
+        if epoch == tls.Epoch.INITIAL and (not self.is_client) not in self._hello_frames:
+            raise StateError("the transport-parameters frame must come before the first profile message")
         message = ProfileMessage.from_bytes(frame)
         if self.session is None:
             self._start_server_session(message)
