@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from examples import quic_demo, two_party
 
 from .quic_helpers import free_udp_port
@@ -13,8 +15,9 @@ def test_two_party_demo(capsys) -> None:
     assert "exporters equal: True" in out and "RESUMPTION_REQUEST" in out
 
 
-def test_quic_demo_both_roles(capsys) -> None:
-    quic_demo.main(["both", "--port", str(free_udp_port()), "--rounds", "3", "--interval", "0.05",
+@pytest.mark.parametrize("mode", ["mls", "alongside"])
+def test_quic_demo_both_roles(capsys, mode: str) -> None:
+    quic_demo.main(["both", "--mode", mode, "--port", str(free_udp_port()), "--rounds", "3", "--interval", "0.05",
                     "--size", "20000", "--rekey-seconds", "0.05"])
     out = capsys.readouterr().out
     assert out.count("intact=True") == 3 and "connected in" in out
