@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 import time
 
@@ -21,6 +20,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 import mlsquic
+from benchmarks.report import interleaved, print_ratios
 from mlscore.testing_pki import self_signed_server_certificate
 from mlsquic import MlsQuicConfiguration
 from tests.profile_net import config
@@ -110,19 +110,12 @@ async def run(megabytes: int, rounds: int) -> None:
 
         modes = {"aioquic (TLS 1.3)": (plain, None), "QUIC-MLS": (mls, None), "QUIC-MLS+rekey/1s": (mls, 1.0),
                  "alongside": (along, None), "alongside+rekey/1s": (along, 1.0)}
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
-        for _ in range(rounds):
-            for name, (connect, rekey) in modes.items():
-                results[name].append(await push(connect, total, rekey))
+        results = await interleaved(
+            {name: (lambda c=connect, r=rekey: push(c, total, r))
+             for name, (connect, rekey) in modes.items()}, rounds)
         for server in (tls_server, mls_server, along_server):
             server.close()
-    base_setup = statistics.median(r[0] for r in results["aioquic (TLS 1.3)"])
-    base_rate = statistics.median(r[1] for r in results["aioquic (TLS 1.3)"])
-    print(f"{'':20} {'handshake ms':>12} {'MB/s':>8} {'handshake ratio':>16} {'throughput ratio':>17}")
-    for name, samples in results.items():
-        setup = statistics.median(s[0] for s in samples)
-        rate = statistics.median(s[1] for s in samples)
-        print(f"{name:20} {1000 * setup:12.2f} {rate:8.1f} {setup / base_setup:16.2f} {rate / base_rate:17.2f}")
+    print_ratios(results, "aioquic (TLS 1.3)", "handshake")
 
 
 def main(argv: list[str] | None = None) -> int:

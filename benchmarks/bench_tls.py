@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import datetime
 import ssl
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from benchmarks.report import interleaved, print_ratios
 from mlscore.profile import RekeyPolicy
 from mlstls import MlsTlsConfiguration, open_connection, start_server
 from mlstls.alongside import TlsSettings
@@ -105,20 +105,12 @@ async def run(megabytes: int, rounds: int) -> None:
 
         modes = {"ssl": (tls, None), "mlstls in place": (mls, None), "in place+rekey/1s": (mls, 1.0),
                  "mlstls alongside": (along, None), "alongside+rekey/1s": (along, 1.0)}
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
-        for _ in range(rounds):
-            for name, (connect, rekey) in modes.items():
-                results[name].append(await push(connect, rekey))
+        results = await interleaved(
+            {name: (lambda c=connect, r=rekey: push(c, r))
+             for name, (connect, rekey) in modes.items()}, rounds)
         for server in (tls_server, mls_server, along_server):
             server.close()
-
-    base_setup = statistics.median(r[0] for r in results["ssl"])
-    base_rate = statistics.median(r[1] for r in results["ssl"])
-    print(f"{'':20} {'set-up ms':>10} {'MB/s':>8} {'set-up ratio':>13} {'throughput ratio':>17}")
-    for name, samples in results.items():
-        setup = statistics.median(s[0] for s in samples)
-        rate = statistics.median(s[1] for s in samples)
-        print(f"{name:20} {1000 * setup:10.2f} {rate:8.1f} {setup / base_setup:13.2f} {rate / base_rate:17.2f}")
+    print_ratios(results, "ssl", "set-up")
 
 
 def main(argv: list[str] | None = None) -> int:

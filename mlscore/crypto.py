@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, x448, x25519
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed  # noqa: F401  (documented alternative)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -54,8 +54,26 @@ def _expand(hash_name: str, hash_len: int, prk: bytes, info: bytes, length: int)
 
 # -- DHKEM (RFC 9180 section 4.1) ------------------------------------------------
 
+class _KeyCodec:
+    """RFC 9420 wire forms of keys: raw for X/Ed curves, SEC1 point / fixed-width scalar for NIST curves."""
+
+    curve: type[ec.EllipticCurve] | None
+    private_len: int
+
+    def serialize_public(self, key) -> bytes:
+        if self.curve is None:
+            return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+    def serialize_private(self, key) -> bytes:
+        if self.curve is None:
+            return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                     serialization.NoEncryption())
+        return key.private_numbers().private_value.to_bytes(self.private_len, "big")
+
+
 @dataclass(frozen=True)
-class _Kem:
+class _Kem(_KeyCodec):
     kem_id: int
     hash_name: str
     hash_len: int
@@ -94,21 +112,6 @@ class _Kem:
             return ec.EllipticCurvePublicKey.from_encoded_point(self.curve(), data)
         except (ValueError, TypeError) as exc:
             raise CryptoError(f"invalid HPKE public key: {exc}") from None
-
-    def serialize_public(self, key) -> bytes:
-        from cryptography.hazmat.primitives import serialization
-
-        if self.curve is None:
-            return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-
-    def serialize_private(self, key) -> bytes:
-        from cryptography.hazmat.primitives import serialization
-
-        if self.curve is None:
-            return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                     serialization.NoEncryption())
-        return key.private_numbers().private_value.to_bytes(self.private_len, "big")
 
     def dh(self, private, public) -> bytes:
         try:
@@ -181,7 +184,7 @@ _KEMS = {
 # -- signature schemes ----------------------------------------------------------
 
 @dataclass(frozen=True)
-class _SignatureScheme:
+class _SignatureScheme(_KeyCodec):
     name: str
     curve: type[ec.EllipticCurve] | None
     hash_algorithm: type[hashes.HashAlgorithm] | None
@@ -208,21 +211,6 @@ class _SignatureScheme:
             return ec.EllipticCurvePublicKey.from_encoded_point(self.curve(), data)  # type: ignore[misc]
         except (ValueError, TypeError) as exc:
             raise CryptoError(f"invalid {self.name} signature public key: {exc}") from None
-
-    def serialize_public(self, key) -> bytes:
-        from cryptography.hazmat.primitives import serialization
-
-        if self.curve is None:
-            return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-
-    def serialize_private(self, key) -> bytes:
-        from cryptography.hazmat.primitives import serialization
-
-        if self.curve is None:
-            return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                     serialization.NoEncryption())
-        return key.private_numbers().private_value.to_bytes(self.private_len, "big")
 
     def sign(self, private, data: bytes) -> bytes:
         if self.curve is None:

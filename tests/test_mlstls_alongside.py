@@ -14,15 +14,9 @@ from mlstls import HandshakeError, MlsTlsConfiguration, open_connection, start_s
 from mlstls.alongside import TlsSettings
 
 from .profile_net import config
+from .test_mlstls_streams import echo
 
 TIMEOUT = 30
-
-
-async def echo(reader: asyncio.StreamReader, writer) -> None:
-    while data := await reader.read(1 << 16):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
 
 
 @pytest.fixture
