@@ -1,0 +1,28 @@
+"""The PCS experiment reproduces the expected results from real decryption attempts, not constants."""
+
+from __future__ import annotations
+
+import asyncio
+
+from examples.pcs.runner import Settings, run_all, write_report
+
+SETTINGS = Settings(records=50, rekey_every=10, theft_at=15)
+
+
+def test_healing_matches_the_theory(tmp_path) -> None:
+    outcomes = {o.mechanism: o for o in asyncio.run(run_all(SETTINGS))}
+    keyupdate = outcomes["tls13-keyupdate"]
+    assert keyupdate.healed_at is None and all(keyupdate.readable_after_theft)  # never heals
+    for name in ("tls13-rehandshake", "tls-eku"):
+        o = outcomes[name]
+        # Readable exactly until the first rekey after the theft (record 20), unreadable after.
+        assert o.healed_at == 5 and not any(o.readable_after_theft[5:]), name
+    mls = outcomes["mlstls"]
+    assert mls.healed_at is not None and 0 < mls.healed_at <= SETTINGS.rekey_every + 5
+    assert not any(mls.readable_after_theft[mls.healed_at:])  # heals for good at the confirmed commit
+    assert mls.rekeys >= 3 and mls.cost.wire_bytes > 0
+    report = write_report(list(outcomes.values()), SETTINGS, tmp_path)
+    text = report.read_text()
+    after = len(keyupdate.readable_after_theft)
+    assert after == 35 + 3  # every data record after the theft, and the three KeyUpdate messages
+    assert f"| tls13-keyupdate | {after}/{after} | never |" in text
