@@ -124,7 +124,7 @@ async def run_mlstls(settings: Settings, profile_factory) -> Outcome:
     server_port = server.sockets[0].getsockname()[1]
     loop = asyncio.get_running_loop()
     # Client bytes go to the server and, copied, to the relay (the capture point of the attacker).
-    capture_reader, capture_writer = await asyncio.open_connection("127.0.0.1", relay_port)
+    _, capture_writer = await asyncio.open_connection("127.0.0.1", relay_port)
 
     counted = [0]
 
