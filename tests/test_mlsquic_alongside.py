@@ -98,3 +98,18 @@ async def test_mlsquic_client_against_a_standard_aioquic_server(certificate) -> 
         server.close()
 
 
+
+
+async def test_untrusted_server_certificate_is_refused(certificate, tmp_path) -> None:
+    other_cert, _ = self_signed_server_certificate(str(tmp_path / "other"), "localhost") if (
+        (tmp_path / "other").mkdir() is None) else (None, None)
+    port = free_udp_port()
+    server = await mlsquic.serve("127.0.0.1", port, configuration=server_config(certificate),
+                                 create_protocol=EchoServer)
+    try:
+        with pytest.raises(ConnectionError):
+            async with mlsquic.connect("127.0.0.1", port, configuration=client_config((other_cert, None)),
+                                       create_protocol=Collector):
+                pass
+    finally:
+        server.close()
