@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from . import safe_app
-from .codec import Reader, Struct, Writer, decode_enum
+from .codec import Reader, Writer, decode_enum
 from .credentials import AuthenticationService, BasicCredentialPolicy, Credential
-from .crypto import get_suite
 from .errors import DecodeError, EpochError, MLSError, StateError, ValidationError
 from .extensions import Extension, ExtensionType, RequiredCapabilities
 from .framing import MLSMessage, PrivateMessage, PublicMessage, WireFormat
@@ -611,11 +609,6 @@ def _message_epoch(message: MLSMessage) -> int:
     raise DecodeError("not a group message")
 
 
-def new_signature_key(suite_id: int) -> tuple[bytes, bytes]:
-    """A fresh signature key pair (priv, pub) for ``suite_id``."""
-    return get_suite(suite_id).generate_signature_key_pair()
-
-
 __all__ = [
     "Action",
     "KeysChanged",
@@ -625,8 +618,6 @@ __all__ = [
     "Role",
     "SendMessage",
     "State",
-    "Struct",
     "TwoPartySession",
-    "new_signature_key",
-    "os",
+    "persist_to",
 ]

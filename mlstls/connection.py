@@ -94,10 +94,6 @@ def alert_for(error: Exception) -> AlertDescription:
     return AlertDescription.INTERNAL_ERROR
 
 
-class ConnectionError_(MLSError):
-    """The connection was closed by an alert (ours or the peer's)."""
-
-
 # -- events ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
