@@ -13,7 +13,9 @@ def test_healing_matches_the_theory(tmp_path) -> None:
     outcomes = {o.mechanism: o for o in asyncio.run(run_all(SETTINGS))}
     keyupdate = outcomes["tls13-keyupdate"]
     assert keyupdate.healed_at is None and all(keyupdate.readable_after_theft)  # never heals
-    for name in ("tls13-rehandshake", "tls-eku"):
+    psk_only = outcomes["tls13-psk-ke"]  # the stolen resumption secret predicts the next keys
+    assert psk_only.healed_at is None and all(psk_only.readable_after_theft)
+    for name in ("tls13-rehandshake", "tls13-psk-dhe", "tls-eku"):
         o = outcomes[name]
         # Readable exactly until the first rekey after the theft (record 20), unreadable after.
         assert o.healed_at == 5 and not any(o.readable_after_theft[5:]), name

@@ -75,6 +75,11 @@ class ModelSender:
         """What a thief of the traffic secret has; the record count it reads off the wire."""
         return {"secret": self.secret, "main": self.main, "sequence": self.keys.sequence}
 
+    @staticmethod
+    def attacker_next(secret: bytes, main: bytes) -> tuple[bytes, bytes] | None:
+        """The (secret, main) after one rekey, as far as a thief can compute it; None if it cannot."""
+        return None
+
     def _install(self, secret: bytes) -> None:
         self.secret = secret
         self.keys = RecordProtection(SPEC, secret)
@@ -90,6 +95,10 @@ class KeyUpdateSender(ModelSender):
         self._install(hkdf_expand_label(HASH, self.secret, b"traffic upd", b"", 32))
         return message
 
+    @staticmethod
+    def attacker_next(secret: bytes, main: bytes) -> tuple[bytes, bytes] | None:
+        return hkdf_expand_label(HASH, secret, b"traffic upd", b"", 32), main
+
 
 class RehandshakeSender(ModelSender):
     name = "tls13-rehandshake"
@@ -102,6 +111,40 @@ class RehandshakeSender(ModelSender):
         self.main = handshake_secret
         self._install(hkdf_expand_label(HASH, handshake_secret, b"c ap traffic", hashlib.sha256(shared).digest(), 32))
         return os.urandom(32 + 32 + 300)  # stand-in for ClientHello/ServerHello/Finished sizes
+
+
+class PskSender(ModelSender):
+    """TLS 1.3 resumption on a new connection from the resumption secret (``main`` here)."""
+
+    name = "tls13-psk-dhe"
+    round_trips = 1.0
+    messages = 3
+    dhe = True
+
+    def rekey(self) -> bytes:
+        shared = _x25519() if self.dhe else b""
+        early = _extract(b"", self.main)
+        handshake = _extract(hkdf_expand_label(HASH, early, b"derived", hashlib.sha256(b"").digest(), 32),
+                             shared or bytes(32))
+        self._install(hkdf_expand_label(HASH, handshake, b"c ap traffic", b"", 32))
+        self.main = hkdf_expand_label(HASH, handshake, b"res master", b"", 32)
+        return os.urandom(200 + (32 if self.dhe else 0))
+
+    @classmethod
+    def attacker_next(cls, secret: bytes, main: bytes) -> tuple[bytes, bytes] | None:
+        if cls.dhe:
+            return None  # the fresh (EC)DHE share is not in what was stolen
+        early = _extract(b"", main)
+        handshake = _extract(hkdf_expand_label(HASH, early, b"derived", hashlib.sha256(b"").digest(), 32), bytes(32))
+        return (hkdf_expand_label(HASH, handshake, b"c ap traffic", b"", 32),
+                hkdf_expand_label(HASH, handshake, b"res master", b"", 32))
+
+
+class PskOnlySender(PskSender):
+    """psk_ke resumption (no DHE): the stolen resumption secret predicts every later key."""
+
+    name = "tls13-psk-ke"
+    dhe = False
 
 
 class EkuSender(ModelSender):
@@ -119,13 +162,13 @@ class EkuSender(ModelSender):
 
 
 class ChainAttacker:
-    """Holds a stolen secret; follows every key it can derive without ephemeral secrets."""
+    """Holds what was stolen (traffic secret and session secrets); follows every key it can derive."""
 
-    def __init__(self, loot: dict, follows_keyupdate: bool) -> None:
-        self.secret = loot["secret"]
+    def __init__(self, loot: dict, derive: type[ModelSender]) -> None:
+        self.secret, self.main = loot["secret"], loot["main"]
         self.keys = RecordProtection(SPEC, self.secret)
         self.keys.sequence = loot["sequence"]
-        self.follows_keyupdate = follows_keyupdate
+        self.derive = derive
 
     def read(self, header: bytes, body: bytes) -> bool:
         try:
@@ -133,16 +176,16 @@ class ChainAttacker:
             return True
         except MLSError:
             pass
-        if self.follows_keyupdate:
-            nxt = hkdf_expand_label(HASH, self.secret, b"traffic upd", b"", 32)
-            candidate = RecordProtection(SPEC, nxt)
-            try:
-                candidate.open(header, body)
-            except MLSError:
-                return False
-            self.secret, self.keys = nxt, candidate
-            return True
-        return False
+        derived = self.derive.attacker_next(self.secret, self.main)
+        if derived is None:
+            return False
+        candidate = RecordProtection(SPEC, derived[0])
+        try:
+            candidate.open(header, body)
+        except MLSError:
+            return False
+        (self.secret, self.main), self.keys = derived, candidate
+        return True
 
 
 def split_records(stream: bytes) -> list[tuple[bytes, bytes]]:

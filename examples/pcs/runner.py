@@ -25,12 +25,15 @@ from mlscore.profile import ProfileConfig
 from mlstls.connection import CLIENT_LABEL, MlsTlsConfiguration, MlsTlsConnection
 from mlstls.record import SUITE_AEADS, RecordProtection, RecordSplitter
 
+from .costs import Series, SideCost, mls_rekey_cost, throughput_over_time
 from .mechanisms import (
     ChainAttacker,
     EkuSender,
     KeyUpdateSender,
     ModelSender,
     Outcome,
+    PskOnlySender,
+    PskSender,
     RehandshakeSender,
     RekeyCost,
 )
@@ -99,7 +102,7 @@ async def run_model(sender: ModelSender, settings: Settings) -> Outcome:
     writer.close()
     await asyncio.sleep(0.05)
     relay.server.close()
-    attacker = ChainAttacker(loot, follows_keyupdate=True)
+    attacker = ChainAttacker(loot, type(sender))
     outcome.cost = _per_rekey(cost, outcome.rekeys)
     _attack(outcome, relay.records()[theft_record:], attacker.read)
     return outcome
@@ -207,16 +210,18 @@ def _attack(outcome: Outcome, records: list, read) -> None:
         sent += len(header) + len(body)
 
 
-def write_report(outcomes: list[Outcome], settings: Settings, out: Path) -> Path:
+def write_report(outcomes: list[Outcome], settings: Settings, out: Path, costs: SideCost | None = None,
+                 series: list[Series] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Post-compromise security: measured healing", "",
              f"Run: {time.strftime('%Y-%m-%d %H:%M:%S')}, {platform.platform()}, Python {sys.version.split()[0]}, "
              f"cryptography {metadata.version('cryptography')}, mls-transport {metadata.version('mls-transport')}.",
              f"{settings.records} records of {settings.record_size} bytes, a rekey every {settings.rekey_every} "
              f"records, theft of the client's traffic secret at record {settings.theft_at}.", "",
-             "TLS 1.3 KeyUpdate, re-handshake and Extended Key Update are *models* on this project's "
-             "TLS 1.3 record layer (no Python TLS stack offers KeyUpdate control or EKU); mlstls is the "
-             "real connection.", "",
+             "TLS 1.3 KeyUpdate, re-handshake, PSK resumption (with and without DHE) and Extended Key "
+             "Update are *models* of their key schedules on this project's TLS 1.3 record layer (no Python "
+             "TLS stack offers KeyUpdate control or EKU); mlstls is the real connection. The attacker holds "
+             "the client's traffic secret and, for the models, the session's main/resumption secret.", "",
              "| mechanism | records read after theft | healed at record (after theft) | bytes until healed "
              "| seconds until healed | CPU per rekey (ms) | bytes per rekey | round trips |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -227,11 +232,42 @@ def write_report(outcomes: list[Outcome], settings: Settings, out: Path) -> Path
                      f"{o.healed_after_bytes if o.healed_after_bytes is not None else '-'} | "
                      f"{f'{o.healed_after_seconds:.3f}' if o.healed_after_seconds is not None else '-'} | "
                      f"{1000 * o.cost.cpu_seconds:.3f} | {o.cost.wire_bytes or '-'} | {o.cost.round_trips} |")
+    if costs is not None:
+        models = {o.mechanism: o for o in outcomes}
+        eku = models.get("tls-eku")
+        lines += ["", "## Cost of one MLS rekey on each side (two-party profile, suite 1, sans-I/O, median)", "",
+                  "| side | CPU ms | messages | bytes on the wire | round trips |", "| --- | --- | --- | --- | --- |",
+                  f"| committer (ConnectionUpdate, then checks the ack) | {costs.committer_ms:.3f} | 1 | | |",
+                  f"| replier (applies it, sends EpochKeyUpdate) | {costs.replier_ms:.3f} | 1 | | |",
+                  f"| both | {costs.committer_ms + costs.replier_ms:.3f} | {costs.messages} | {costs.wire_bytes} "
+                  f"| {costs.round_trips} |"]
+        if eku is not None and eku.cost.cpu_seconds:
+            ratio = (costs.committer_ms + costs.replier_ms) / (1000 * eku.cost.cpu_seconds)
+            lines += ["", f"MLS rekey CPU / EKU-model rekey CPU = {ratio:.1f} (MLS also re-authenticates: "
+                      "signatures on the new leaf and the commit)."]
+    if series:
+        lines += ["", "## Throughput over time (mlstls, real loopback)", "",
+                  "| schedule | epochs | median MB/s | longest delivery gap (s) |", "| --- | --- | --- | --- |"]
+        for one in series:
+            rates = sorted(one.megabytes_per_second)
+            lines.append(f"| {one.label} | {one.epochs} | {rates[len(rates) // 2]:.1f} | {one.longest_gap:.3f} |")
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
+        if series:
+            fig, ax = plt.subplots(figsize=(8, 3))
+            for one in series:
+                ax.plot(one.times, one.megabytes_per_second, label=one.label)
+            ax.set_xlabel("seconds")
+            ax.set_ylabel("MB/s")
+            ax.set_title("mlstls throughput while rekeying")
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(out / "throughput.png", dpi=120)
+            lines += ["", "![throughput over time](throughput.png)"]
 
         fig, ax = plt.subplots(figsize=(8, 0.6 + 0.5 * len(outcomes)))
         for row, o in enumerate(outcomes):
@@ -250,6 +286,12 @@ def write_report(outcomes: list[Outcome], settings: Settings, out: Path) -> Path
     return report
 
 
+async def run_series(quick: bool) -> list[Series]:
+    schedule = (0.25, 1.0, None) if quick else (1.0, 10.0, 60.0)
+    duration = 1.5 if quick else 70.0
+    return [await throughput_over_time(interval, duration) for interval in schedule]
+
+
 async def run_all(settings: Settings) -> list[Outcome]:
     from mlscore.credentials import Credential
     from mlscore.crypto import get_suite
@@ -258,7 +300,8 @@ async def run_all(settings: Settings) -> list[Outcome]:
         priv, _ = get_suite(1).generate_signature_key_pair()
         return ProfileConfig(credential=Credential.basic(name), signature_priv=priv)
 
-    outcomes = [await run_model(cls(), settings) for cls in (KeyUpdateSender, RehandshakeSender, EkuSender)]
+    models = (KeyUpdateSender, RehandshakeSender, PskSender, PskOnlySender, EkuSender)
+    outcomes = [await run_model(cls(), settings) for cls in models]
     outcomes.append(await run_mlstls(settings, profile))
     return outcomes
 
@@ -270,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings(records=60, rekey_every=10, theft_at=15) if args.quick else Settings()
     outcomes = asyncio.run(run_all(settings))
-    report = write_report(outcomes, settings, Path(args.out))
+    series = asyncio.run(run_series(args.quick))
+    report = write_report(outcomes, settings, Path(args.out), mls_rekey_cost(), series)
     print(report.read_text())
     return 0
 
