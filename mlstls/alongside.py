@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -54,12 +55,17 @@ class TlsSettings:
     keyfile: str | None = None
     server_hostname: str | None = None
     verify: bool = True
+    keylog: Callable[[bytes], None] | None = None
+    """Receives NSS key log lines (like SSLKEYLOGFILE) for debugging and the PCS experiments."""
 
 
 def make_context(settings: TlsSettings, *, is_client: bool) -> SSL.Context:
     context = SSL.Context(SSL.TLS_METHOD)
     context.set_min_proto_version(SSL.TLS1_3_VERSION)
     context.set_alpn_protos([ALPN]) if is_client else context.set_alpn_select_callback(_select_alpn)
+    if settings.keylog is not None:
+        keylog = settings.keylog
+        context.set_keylog_callback(lambda _connection, line: keylog(line))
     if settings.certfile:
         context.use_certificate_chain_file(settings.certfile)
         context.use_privatekey_file(settings.keyfile or settings.certfile)

@@ -23,6 +23,11 @@ def test_healing_matches_the_theory(tmp_path) -> None:
     assert mls.healed_at is not None and 0 < mls.healed_at <= SETTINGS.rekey_every + 5
     assert not any(mls.readable_after_theft[mls.healed_at:])  # heals for good at the confirmed commit
     assert mls.rekeys >= 3 and mls.cost.wire_bytes > 0
+    both = outcomes["mlstls alongside (TLS + MLS secrets)"]
+    assert both.healed_at is not None and not any(both.readable_after_theft[both.healed_at:])
+    tls_only = outcomes["mlstls alongside (TLS secret only)"]
+    # The thief opened the outer TLS records (so it saw the inner records) but read none of them.
+    assert tls_only.readable_after_theft and not any(tls_only.readable_after_theft)
     report = write_report(list(outcomes.values()), SETTINGS, tmp_path)
     text = report.read_text()
     after = len(keyupdate.readable_after_theft)

@@ -66,11 +66,28 @@ class Relay:
         self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
         return self.server.sockets[0].getsockname()[1]
 
-    def records(self) -> list[tuple[float, bytes, bytes]]:
-        """(arrival time, header, body) of every record, in order."""
-        splitter, out = RecordSplitter(), []
+    def records(self, *, any_version: bool = False) -> list[tuple[float, bytes, bytes]]:
+        """(arrival time, header, body) of every record, in order.
+
+        ``any_version`` parses a real TLS stream, whose ClientHello record says 0x0301.
+        """
+        if not any_version:
+            splitter, out = RecordSplitter(), []
+            for when, chunk in self.captured:
+                out.extend((when, header, body) for header, body in splitter.feed(chunk))
+            return out
+        stream, times, out, position = b"", [], [], 0
         for when, chunk in self.captured:
-            out.extend((when, header, body) for header, body in splitter.feed(chunk))
+            stream += chunk
+            times.append((len(stream), when))
+        while position + 5 <= len(stream):
+            length = int.from_bytes(stream[position + 3 : position + 5], "big")
+            end = position + 5 + length
+            if end > len(stream):
+                break
+            when = next(t for size, t in times if size >= end)
+            out.append((when, stream[position : position + 5], stream[position + 5 : end]))
+            position = end
         return out
 
 
@@ -192,6 +209,129 @@ async def run_mlstls(settings: Settings, profile_factory) -> Outcome:
     return outcome
 
 
+async def run_alongside(settings: Settings, profile_factory) -> list[Outcome]:
+    """mlstls alongside TLS 1.3: the thief gets the TLS traffic secret (and, in one row, the MLS one too)."""
+    import tempfile
+
+    from cryptography.hazmat.primitives import hashes
+
+    from mlscore.testing_pki import self_signed_server_certificate
+    from mlstls.alongside import TlsSettings
+    from mlstls.record import AeadSpec, ContentType
+    from mlstls.streams import MlsTlsProtocol, start_server
+
+    folder = tempfile.mkdtemp(prefix="pcs-")
+    cert, key = self_signed_server_certificate(folder, "localhost")
+    keylog: list[bytes] = []
+
+    async def drain(reader, writer) -> None:
+        while await reader.read(1 << 16):
+            pass
+
+    server = await start_server(drain, "127.0.0.1", 0, configuration=MlsTlsConfiguration(
+        profile_factory(b"s"), is_client=False, tls=TlsSettings(certfile=cert, keyfile=key)))
+    server_port = server.sockets[0].getsockname()[1]
+    relay = Relay()
+    relay_port = await relay.start()
+    _, capture_writer = await asyncio.open_connection("127.0.0.1", relay_port)
+    counted = [0]
+
+    class Tapped(MlsTlsProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            original_write = transport.write  # type: ignore[attr-defined]
+
+            def tapped(data: bytes) -> None:
+                counted[0] += len(data)
+                capture_writer.write(data)
+                original_write(data)
+
+            transport.write = tapped  # type: ignore[attr-defined]
+            super().connection_made(transport)
+
+    protocol = Tapped(MlsTlsConfiguration(profile_factory(b"c"), tls=TlsSettings(
+        cafile=cert, server_hostname="localhost", keylog=keylog.append)))
+    transport, _ = await asyncio.get_running_loop().create_connection(lambda: protocol, "127.0.0.1", server_port)
+    await asyncio.wait_for(protocol.handshake, 10)
+    outer = protocol.connection
+    theft: dict = {}
+    rekeys = 0
+    cost = RekeyCost(round_trips=1.0, messages=2)
+    for i in range(settings.records):
+        if i == settings.theft_at:
+            inner = outer.inner
+            session = inner.session
+            theft = {"bytes": counted[0],
+                     "tls": next(bytes.fromhex(line.split()[-1].decode()) for line in keylog
+                                 if line.startswith(b"CLIENT_TRAFFIC_SECRET_0")),
+                     "mls": session.export_secret(CLIENT_LABEL, inner.binding, session.group.suite.hash_len),
+                     "mls_sequence": inner._send.sequence, "cipher": outer._tls.get_cipher_name()}
+        if i and i % settings.rekey_every == 0:
+            started, before = time.process_time(), counted[0]
+            outer.rekey()
+            protocol._flush()
+            cost.cpu_seconds += time.process_time() - started
+            cost.wire_bytes += counted[0] - before
+            rekeys += 1
+        protocol.write(bytes(settings.record_size))
+        await asyncio.sleep(settings.interval)
+    await asyncio.sleep(0.1)
+    capture_writer.close()
+    transport.close()
+    server.close()
+    relay.server.close()
+    await asyncio.sleep(0.05)
+
+    records = relay.records(any_version=True)
+    offset, index = 0, 0
+    for index, (_, header, body) in enumerate(records):  # noqa: B007
+        if offset >= theft["bytes"]:
+            break
+        offset += len(header) + len(body)
+    after = records[index:]
+    aes256 = "AES_256" in theft["cipher"]
+    spec = AeadSpec("aes-256-gcm" if aes256 else "aes-128-gcm", 32 if aes256 else 16,
+                    hashes.SHA384 if aes256 else hashes.SHA256, 1 << 62)
+    outcomes = []
+    for label, with_mls in (("mlstls alongside (TLS + MLS secrets)", True),
+                            ("mlstls alongside (TLS secret only)", False)):
+        tls_keys = RecordProtection(spec, theft["tls"])
+        tls_keys.sequence = sum(1 for _, h, _b in records[:index] if h[0] == ContentType.APPLICATION_DATA) - 2
+        mls_keys = RecordProtection(SUITE_AEADS[1], theft["mls"]) if with_mls else None
+        if mls_keys is not None:
+            mls_keys.sequence = theft["mls_sequence"]
+        inner_records: list[tuple[float, bytes, bytes]] = []
+        splitter = RecordSplitter()
+        for when, header, body in after:
+            opened = _open_at_some_sequence(tls_keys, header, body)
+            if opened is not None and opened[0] == ContentType.APPLICATION_DATA:
+                inner_records += [(when, h, b) for h, b in splitter.feed(bytes(opened[1]))]
+        outcome = Outcome(label, settings.theft_at, settings.records, rekeys=rekeys, cost=_per_rekey(cost, rekeys))
+
+        def read(header: bytes, body: bytes, keys=mls_keys) -> bool:
+            if keys is None:
+                return False
+            try:
+                keys.open(header, body)
+                return True
+            except Exception:
+                return False
+
+        _attack(outcome, inner_records, read)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _open_at_some_sequence(keys: RecordProtection, header: bytes, body: bytes):
+    """The thief knows roughly how many records passed; allow for the handshake's few."""
+    for _ in range(8):
+        try:
+            return keys.open(header, body)
+        except Exception:
+            keys.sequence += 1
+    keys.sequence -= 8
+    return None
+
+
 def _per_rekey(total: RekeyCost, rekeys: int) -> RekeyCost:
     n = max(rekeys, 1)
     return RekeyCost(total.cpu_seconds / n, total.wire_bytes // n, total.round_trips, total.messages)
@@ -303,6 +443,7 @@ async def run_all(settings: Settings) -> list[Outcome]:
     models = (KeyUpdateSender, RehandshakeSender, PskSender, PskOnlySender, EkuSender)
     outcomes = [await run_model(cls(), settings) for cls in models]
     outcomes.append(await run_mlstls(settings, profile))
+    outcomes += await run_alongside(settings, profile)
     return outcomes
 
 
