@@ -28,6 +28,10 @@ def test_healing_matches_the_theory(tmp_path) -> None:
     tls_only = outcomes["mlstls alongside (TLS secret only)"]
     # The thief opened the outer TLS records (so it saw the inner records) but read none of them.
     assert tls_only.readable_after_theft and not any(tls_only.readable_after_theft)
+    for name in ("mlsquic (QUIC-MLS)", "mlsquic alongside"):
+        quic = outcomes[name]  # the thief reads packets until the first Key Phase flip, none after
+        assert quic.healed_at is not None and quic.healed_at > 0, name
+        assert not any(quic.readable_after_theft[quic.healed_at:]), name
     report = write_report(list(outcomes.values()), SETTINGS, tmp_path)
     text = report.read_text()
     after = len(keyupdate.readable_after_theft)
@@ -42,3 +46,11 @@ def test_throughput_series_and_rekey_costs_are_measured() -> None:
     assert series.epochs >= 2 and max(series.megabytes_per_second) > 0
     cost = mls_rekey_cost(rounds=5)
     assert cost.committer_ms > 0 and cost.replier_ms > 0 and 400 < cost.wire_bytes < 2000
+
+
+def test_quic_thief_reads_everything_without_rekeys() -> None:
+    """Control: with no rekey the same attack reads every later packet, so healing is the rekey's doing."""
+    from examples.pcs.quic import run_quic
+
+    outcome = asyncio.run(run_quic("mls", records=30, rekey_every=10_000, theft_at=10))
+    assert outcome.readable_after_theft and all(outcome.readable_after_theft)

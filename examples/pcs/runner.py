@@ -37,6 +37,7 @@ from .mechanisms import (
     RehandshakeSender,
     RekeyCost,
 )
+from .quic import run_quic
 
 
 @dataclass
@@ -360,7 +361,8 @@ def write_report(outcomes: list[Outcome], settings: Settings, out: Path, costs: 
              f"records, theft of the client's traffic secret at record {settings.theft_at}.", "",
              "TLS 1.3 KeyUpdate, re-handshake, PSK resumption (with and without DHE) and Extended Key "
              "Update are *models* of their key schedules on this project's TLS 1.3 record layer (no Python "
-             "TLS stack offers KeyUpdate control or EKU); mlstls is the real connection. The attacker holds "
+             "TLS stack offers KeyUpdate control or EKU); mlstls and mlsquic are the real connections "
+             "(for QUIC the rows count packets, not records). The attacker holds "
              "the client's traffic secret and, for the models, the session's main/resumption secret.", "",
              "| mechanism | records read after theft | healed at record (after theft) | bytes until healed "
              "| seconds until healed | CPU per rekey (ms) | bytes per rekey | round trips |",
@@ -444,6 +446,9 @@ async def run_all(settings: Settings) -> list[Outcome]:
     outcomes = [await run_model(cls(), settings) for cls in models]
     outcomes.append(await run_mlstls(settings, profile))
     outcomes += await run_alongside(settings, profile)
+    for mode in ("mls", "alongside"):
+        outcomes.append(await run_quic(mode, settings.records, settings.rekey_every, settings.theft_at,
+                                       settings.record_size))
     return outcomes
 
 
