@@ -19,10 +19,12 @@ def test_healing_matches_the_theory(tmp_path) -> None:
         o = outcomes[name]
         # Readable exactly until the first rekey after the theft (record 20), unreadable after.
         assert o.healed_at == 5 and not any(o.readable_after_theft[5:]), name
-    mls = outcomes["mlstls"]
+    mls = outcomes[f"mlstls (rekey every {SETTINGS.rekey_every} records)"]
     assert mls.healed_at is not None and 0 < mls.healed_at <= SETTINGS.rekey_every + 5
     assert not any(mls.readable_after_theft[mls.healed_at:])  # heals for good at the confirmed commit
     assert mls.rekeys >= 3 and mls.cost.wire_bytes > 0
+    heal = [outcomes[f"mlstls (rekey every {n} records)"].healed_at for n in (5, 10, 20)]
+    assert all(h is not None for h in heal) and heal[0] <= heal[2]  # rekeying more often heals sooner
     both = outcomes["mlstls alongside (TLS + MLS secrets)"]
     assert both.healed_at is not None and not any(both.readable_after_theft[both.healed_at:])
     tls_only = outcomes["mlstls alongside (TLS secret only)"]

@@ -444,7 +444,11 @@ async def run_all(settings: Settings) -> list[Outcome]:
 
     models = (KeyUpdateSender, RehandshakeSender, PskSender, PskOnlySender, EkuSender)
     outcomes = [await run_model(cls(), settings) for cls in models]
-    outcomes.append(await run_mlstls(settings, profile))
+    for every in sorted({max(2, settings.rekey_every // 2), settings.rekey_every, settings.rekey_every * 2}):
+        varied = Settings(settings.records, settings.record_size, every, settings.theft_at, settings.interval)
+        outcome = await run_mlstls(varied, profile)
+        outcome.mechanism = f"mlstls (rekey every {every} records)"
+        outcomes.append(outcome)
     outcomes += await run_alongside(settings, profile)
     for mode in ("mls", "alongside"):
         outcomes.append(await run_quic(mode, settings.records, settings.rekey_every, settings.theft_at,
