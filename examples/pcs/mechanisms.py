@@ -102,7 +102,7 @@ class KeyUpdateSender(ModelSender):
 
 class RehandshakeSender(ModelSender):
     name = "tls13-rehandshake"
-    round_trips = 1.0  # plus TCP's, for a new connection
+    round_trips = 2.0  # a new connection: TCP's handshake, then TLS 1.3's one round trip
     messages = 3
 
     def rekey(self) -> bytes:
@@ -117,7 +117,7 @@ class PskSender(ModelSender):
     """TLS 1.3 resumption on a new connection from the resumption secret (``main`` here)."""
 
     name = "tls13-psk-dhe"
-    round_trips = 1.0
+    round_trips = 2.0  # also a new connection
     messages = 3
     dhe = True
 
