@@ -6,16 +6,20 @@ All functions are pure: secrets in, secrets out.  The group keeps one
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field, fields
 from typing import Self
 
 from .codec import Reader, Struct, Writer
 from .crypto import CipherSuite
+from .errors import ValidationError
 from .extensions import Extension
 
 
 @dataclass(frozen=True)
 class GroupContext(Struct):
+    """The group's state summary (section 8.1): every epoch secret and signature is bound to it."""
+
     version: int
     cipher_suite: int
     group_id: bytes
@@ -35,7 +39,13 @@ class GroupContext(Struct):
 
 @dataclass(frozen=True)
 class EpochSecrets:
-    """The secrets derived from one epoch_secret (section 8, table 4), plus the next init_secret."""
+    """The secrets derived from one epoch_secret (section 8, table 4), plus the next init_secret.
+
+    ``welcome_secret`` is kept so the committer can encrypt the Welcome;
+    ``application_export_secret`` roots the safe exporter of
+    draft-ietf-mls-extensions.  ``encode``/``decode`` are for the group's
+    own persistence, not a wire format.
+    """
 
     sender_data_secret: bytes = field(repr=False)
     encryption_secret: bytes = field(repr=False)
@@ -73,31 +83,57 @@ _LABELS = (
 
 
 def joiner_secret(suite: CipherSuite, init_secret: bytes, commit_secret: bytes, group_context: bytes) -> bytes:
+    """ExpandWithLabel(Extract(init_secret, commit_secret), "joiner", GroupContext, Nh): what a Welcome carries."""
     return suite.expand_with_label(suite.kdf_extract(init_secret, commit_secret), "joiner", group_context,
                                    suite.hash_len)
 
 
+def _welcome_from(suite: CipherSuite, member_prk: bytes) -> bytes:
+    return suite.derive_secret(member_prk, "welcome")
+
+
+def _epoch_from(suite: CipherSuite, member_prk: bytes, group_context: bytes) -> bytes:
+    return suite.expand_with_label(member_prk, "epoch", group_context, suite.hash_len)
+
+
 def welcome_secret(suite: CipherSuite, joiner: bytes, psk_secret: bytes) -> bytes:
-    return suite.derive_secret(suite.kdf_extract(joiner, psk_secret), "welcome")
+    """DeriveSecret(Extract(joiner_secret, psk_secret), "welcome"): keys the Welcome's GroupInfo."""
+    return _welcome_from(suite, suite.kdf_extract(joiner, psk_secret))
+
+
+def epoch_secret(suite: CipherSuite, joiner: bytes, psk_secret: bytes, group_context: bytes) -> bytes:
+    """The epoch_secret every other secret of the epoch is derived from."""
+    return _epoch_from(suite, suite.kdf_extract(joiner, psk_secret), group_context)
 
 
 def welcome_key_nonce(suite: CipherSuite, welcome: bytes) -> tuple[bytes, bytes]:
+    """The AEAD key and nonce that encrypt a Welcome's GroupInfo (section 12.4.3.1)."""
     return (suite.expand_with_label(welcome, "key", b"", suite.aead_key_len),
             suite.expand_with_label(welcome, "nonce", b"", suite.aead_nonce_len))
+
+
+def secrets_from_epoch_secret(suite: CipherSuite, epoch: bytes, welcome: bytes = b"") -> EpochSecrets:
+    """Table 4 of section 8 applied to one epoch_secret; the epoch_secret itself is not kept."""
+    derived = {name: suite.derive_secret(epoch, label) for name, label in _LABELS}
+    return EpochSecrets(**derived, welcome_secret=welcome)
 
 
 def epoch_secrets_from_joiner(suite: CipherSuite, joiner: bytes, psk_secret: bytes,
                               group_context: bytes) -> EpochSecrets:
     """Everything a new or existing member derives once it knows the joiner_secret."""
     member_prk = suite.kdf_extract(joiner, psk_secret)
-    epoch_secret = suite.expand_with_label(member_prk, "epoch", group_context, suite.hash_len)
-    derived = {name: suite.derive_secret(epoch_secret, label) for name, label in _LABELS}
-    return EpochSecrets(**derived, welcome_secret=suite.derive_secret(member_prk, "welcome"))
+    return secrets_from_epoch_secret(suite, _epoch_from(suite, member_prk, group_context),
+                                     _welcome_from(suite, member_prk))
 
 
 def derive_epoch_secrets(suite: CipherSuite, init_secret: bytes, commit_secret: bytes, psk_secret: bytes,
                          group_context: bytes) -> tuple[bytes, EpochSecrets]:
-    """(joiner_secret, secrets) for the epoch whose GroupContext is ``group_context``."""
+    """(joiner_secret, secrets) for the epoch whose GroupContext is ``group_context``.
+
+    ``init_secret`` is the previous epoch's (or a fresh random one for a new
+    group, or the ExternalInit secret); ``commit_secret`` and ``psk_secret``
+    are all zeros of length Nh when the commit has no path or no PSKs.
+    """
     joiner = joiner_secret(suite, init_secret, commit_secret, group_context)
     return joiner, epoch_secrets_from_joiner(suite, joiner, psk_secret, group_context)
 
@@ -122,17 +158,29 @@ def external_init_secret(suite: CipherSuite, external_secret: bytes, kem_output:
 
 
 def confirmed_transcript_hash(suite: CipherSuite, interim_before: bytes, confirmed_input: bytes) -> bytes:
+    """Hash(interim_transcript_hash_before || ConfirmedTranscriptHashInput) (section 8.2)."""
     return suite.hash(interim_before + confirmed_input)
 
 
 def interim_transcript_hash(suite: CipherSuite, confirmed: bytes, confirmation_tag: bytes) -> bytes:
+    """Hash(confirmed_transcript_hash || InterimTranscriptHashInput), the tag as ``opaque<V>``."""
     return suite.hash(confirmed + Writer().opaque(confirmation_tag).getvalue())
+
+
+def confirmation_tag(suite: CipherSuite, confirmation_key: bytes, confirmed: bytes) -> bytes:
+    """MAC(confirmation_key, confirmed_transcript_hash) (section 6.1): proves both sides share the epoch."""
+    return suite.mac(confirmation_key, confirmed)
+
+
+def verify_confirmation_tag(suite: CipherSuite, confirmation_key: bytes, confirmed: bytes, tag: bytes) -> None:
+    """Raise ValidationError unless ``tag`` is the confirmation tag (compared in constant time)."""
+    if not hmac.compare_digest(confirmation_tag(suite, confirmation_key, confirmed), tag):
+        raise ValidationError("confirmation tag does not match the derived epoch")
 
 
 def external_sender_key(external_senders: bytes, index: int) -> bytes:
     """The signature key of external sender ``index`` in an ``external_senders`` extension."""
     from .credentials import Credential
-    from .errors import ValidationError
 
     reader = Reader(external_senders)
     senders = reader.vector(lambda r: (r.opaque(), Credential.decode(r)))

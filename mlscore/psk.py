@@ -9,6 +9,7 @@ from typing import Self
 
 from .codec import Reader, Struct, Writer, decode_enum
 from .crypto import CipherSuite
+from .errors import ValidationError
 
 
 class PSKType(IntEnum):
@@ -24,6 +25,8 @@ class ResumptionPSKUsage(IntEnum):
 
 @dataclass(frozen=True)
 class PreSharedKeyID(Struct):
+    """Names a PSK (section 8.4).  Only the fields of ``psktype`` are encoded; build with the classmethods."""
+
     psktype: PSKType
     psk_id: bytes = b""  # external
     usage: ResumptionPSKUsage = ResumptionPSKUsage.APPLICATION  # resumption
@@ -57,16 +60,39 @@ class PreSharedKeyID(Struct):
         return cls(psktype, usage=usage, psk_group_id=r.opaque(), psk_epoch=r.u64(), psk_nonce=r.opaque())
 
 
+@dataclass(frozen=True)
+class PSKLabel(Struct):
+    """The context of one PSK's "derived psk" expansion: binds it to its place in the list."""
+
+    id: PreSharedKeyID
+    index: int
+    count: int
+
+    def encode(self, w: Writer) -> None:
+        w.struct(self.id).u16(self.index).u16(self.count)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        return cls(PreSharedKeyID.decode(r), r.u16(), r.u16())
+
+
 def compute_psk_secret(suite: CipherSuite, psks: Sequence[tuple[PreSharedKeyID, bytes]]) -> bytes:
-    """The psk_secret that feeds the key schedule; all zeros with no PSKs."""
+    """The psk_secret that feeds the key schedule (section 8.4); all zeros with no PSKs.
+
+    psk_extracted_[i] = Extract(0, psk_[i]);
+    psk_input_[i] = ExpandWithLabel(psk_extracted_[i], "derived psk", PSKLabel, Nh);
+    psk_secret_[i] = Extract(psk_input_[i], psk_secret_[i-1]), starting from zeros.
+    Each psk_nonce must be Nh bytes long (section 8.4), checked here because
+    both commit processing and joining go through this function.
+    """
     zero = bytes(suite.hash_len)
     secret = zero
     count = len(psks)
     for index, (psk_id, psk) in enumerate(psks):
-        label = Writer()
-        psk_id.encode(label)
-        label.u16(index).u16(count)
-        extracted = suite.kdf_extract(zero, psk)
-        input_secret = suite.expand_with_label(extracted, "derived psk", label.getvalue(), suite.hash_len)
+        if len(psk_id.psk_nonce) != suite.hash_len:
+            raise ValidationError(f"psk_nonce of PSK {index} is {len(psk_id.psk_nonce)} bytes, "
+                                  f"not {suite.hash_len}")
+        label = PSKLabel(psk_id, index, count).to_bytes()
+        input_secret = suite.expand_with_label(suite.kdf_extract(zero, psk), "derived psk", label, suite.hash_len)
         secret = suite.kdf_extract(input_secret, secret)
     return secret

@@ -6,19 +6,38 @@ ratchets exist, a ratchet secret once the next one is derived, a key once
 it has decrypted its message.
 
 Receiving is two-step so that a forged message cannot burn a key: the
-framing layer calls :meth:`SecretTree.receive_key` (which changes nothing),
-authenticates the message with it, and only then calls
-:meth:`SecretTree.consume`.
+framing layer calls :meth:`SecretTree.receive_key`, which returns the key
+and a precomputed "after" state but changes no generation, authenticates
+the message with it, and only then calls :meth:`SecretTree.consume`.  A
+message that fails to decrypt or verify is simply dropped; the genuine
+message for the same generation still opens afterwards.  (The only thing
+``receive_key`` may change is the lazy expansion of the tree itself: the
+first lookup on a leaf turns its tree secret into its two ratchet secrets,
+which every later lookup would do identically.)
+
+Every ratchet carries a version that each change bumps.  A
+:class:`ReceiveKey` computed against an older version is re-planned against
+the current state when consumed, so interleaved lookups can never bring a
+deleted key back.
+
+Out-of-order delivery: a receiver accepts generations up to
+``maximum_forward_distance`` ahead of the next expected one and keeps the
+keys of at most ``out_of_order_tolerance`` skipped generations (the most
+recent ones); older skipped keys are deleted for forward secrecy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from itertools import islice
 
 from . import tree_math
 from .crypto import CipherSuite
-from .errors import ReplayError, ValidationError
+from .errors import ReplayError, StateError, ValidationError
+
+MAX_GENERATION = 0xFFFFFFFF
+"""Generations travel as uint32 in SenderData."""
 
 
 class RatchetType(IntEnum):
@@ -28,12 +47,25 @@ class RatchetType(IntEnum):
 
 _RATCHET_LABELS = {RatchetType.HANDSHAKE: "handshake", RatchetType.APPLICATION: "application"}
 
+_KeyNonce = tuple[bytes, bytes]
+
 
 @dataclass
 class _Ratchet:
     secret: bytes = field(repr=False)
     generation: int = 0
-    skipped: dict[int, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
+    # Keys of skipped generations, in ascending generation order (new ones are always higher).
+    skipped: dict[int, _KeyNonce] = field(default_factory=dict, repr=False)
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class _Advance:
+    """The ratchet state after consuming a generation at or beyond the next expected one."""
+
+    secret: bytes = field(repr=False)
+    generation: int
+    skipped: dict[int, _KeyNonce] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -45,8 +77,9 @@ class ReceiveKey:
     generation: int
     key: bytes = field(repr=False)
     nonce: bytes = field(repr=False)
-    # The ratchet state after consuming, computed once by receive_key.
-    _advance: tuple[bytes, int, dict[int, tuple[bytes, bytes]]] | None = field(default=None, repr=False)
+    _version: int = field(default=-1, repr=False)
+    # None when the key is one of the kept skipped keys.
+    _advance: _Advance | None = field(default=None, repr=False)
 
 
 def sender_data_key_nonce(suite: CipherSuite, sender_data_secret: bytes, ciphertext: bytes) -> tuple[bytes, bytes]:
@@ -105,7 +138,7 @@ class SecretTree:
             found = self._ratchets[(leaf, ratchet)]
         return found
 
-    def _key_nonce(self, secret: bytes, generation: int) -> tuple[bytes, bytes]:
+    def _key_nonce(self, secret: bytes, generation: int) -> _KeyNonce:
         suite = self.suite
         return (suite.derive_tree_secret(secret, "key", generation, suite.aead_key_len),
                 suite.derive_tree_secret(secret, "nonce", generation, suite.aead_nonce_len))
@@ -117,42 +150,56 @@ class SecretTree:
         """(generation, key, nonce) for our next message; the ratchet moves on at once."""
         state = self._ratchet(leaf, ratchet)
         generation = state.generation
+        if generation > MAX_GENERATION:
+            raise StateError(f"the {ratchet.name.lower()} ratchet of leaf {leaf} is exhausted; commit first")
         key, nonce = self._key_nonce(state.secret, generation)
         state.secret = self._next_secret(state.secret, generation)
         state.generation += 1
+        state.version += 1
         return generation, key, nonce
 
     def receive_key(self, leaf: int, ratchet: RatchetType, generation: int) -> ReceiveKey:
-        """The key for a received message, without consuming anything."""
-        state = self._ratchet(leaf, ratchet)
-        if generation in state.skipped:
-            key, nonce = state.skipped[generation]
-            return ReceiveKey(leaf, ratchet, generation, key, nonce)
+        """The key for a received message, without consuming anything.
+
+        Raises ReplayError for a generation already consumed (or whose
+        skipped key was deleted) and ValidationError for one too far ahead.
+        """
+        return self._plan(leaf, ratchet, self._ratchet(leaf, ratchet), generation)
+
+    def _plan(self, leaf: int, ratchet: RatchetType, state: _Ratchet, generation: int) -> ReceiveKey:
+        kept = state.skipped.get(generation)
+        if kept is not None:
+            return ReceiveKey(leaf, ratchet, generation, *kept, state.version)
         if generation < state.generation:
             raise ReplayError(f"generation {generation} of leaf {leaf} was already used or expired")
         if generation - state.generation > self.maximum_forward_distance:
             raise ValidationError(f"generation {generation} is too far ahead of {state.generation}")
-        secret = state.secret
         skipped = dict(state.skipped)
+        secret = state.secret
+        keep_from = generation - self.out_of_order_tolerance
         for g in range(state.generation, generation):
-            skipped[g] = self._key_nonce(secret, g)
+            if g >= keep_from:  # keys that would be evicted at once are never derived
+                skipped[g] = self._key_nonce(secret, g)
             secret = self._next_secret(secret, g)
-        while len(skipped) > self.out_of_order_tolerance:
-            del skipped[min(skipped)]
+        for old in list(islice(skipped, max(0, len(skipped) - self.out_of_order_tolerance))):
+            del skipped[old]
         key, nonce = self._key_nonce(secret, generation)
-        advance = (self._next_secret(secret, generation), generation + 1, skipped)
-        return ReceiveKey(leaf, ratchet, generation, key, nonce, advance)
+        advance = _Advance(self._next_secret(secret, generation), generation + 1, skipped)
+        return ReceiveKey(leaf, ratchet, generation, key, nonce, state.version, advance)
 
     def consume(self, found: ReceiveKey) -> None:
         """Delete a key once the message it opened has been authenticated."""
-        state = self._ratchets[(found.leaf, found.ratchet)]
-        if found._advance is None:
-            if state.skipped.pop(found.generation, None) is None:
-                raise ReplayError(f"generation {found.generation} was consumed already")
-            return
-        if state.generation > found.generation:
-            raise ReplayError(f"generation {found.generation} was consumed already")
-        state.secret, state.generation, state.skipped = found._advance
+        state = self._ratchets.get((found.leaf, found.ratchet))
+        if state is None:
+            raise StateError("consume() of a key this secret tree did not hand out")
+        if found._version != state.version:
+            found = self._plan(found.leaf, found.ratchet, state, found.generation)
+        advance = found._advance
+        if advance is None:
+            del state.skipped[found.generation]
+        else:
+            state.secret, state.generation, state.skipped = advance.secret, advance.generation, advance.skipped
+        state.version += 1
 
     def generation(self, leaf: int, ratchet: RatchetType) -> int:
         """The next generation the ratchet expects (for persistence and tests)."""
@@ -164,3 +211,4 @@ class SecretTree:
         while state.generation < generation:
             state.secret = self._next_secret(state.secret, state.generation)
             state.generation += 1
+        state.version += 1

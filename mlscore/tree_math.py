@@ -1,26 +1,27 @@
 """Array-based left-balanced binary trees (RFC 9420 section 4.1 and Appendix C).
 
 Leaf ``i`` is node ``2*i``; parents sit at odd indices.  Every function takes
-the number of leaves where the answer depends on the tree's width.
+the number of leaves where the answer depends on the tree's width.  Asking
+for something that does not exist (a leaf's children, the root's parent, a
+node outside the tree) raises :class:`~mlscore.errors.TreeError`: callers
+that reach it from wire data get an MLS error, never an endless walk.
 """
 
 from __future__ import annotations
 
 from functools import cache
 
+from .errors import TreeError
+
 
 def log2(x: int) -> int:
+    """Floor of log2(x), with log2(0) = 0 as in the RFC."""
     return x.bit_length() - 1 if x > 0 else 0
 
 
 def level(x: int) -> int:
     """Height above the leaves: the number of trailing one bits."""
-    if x & 1 == 0:
-        return 0
-    k = 0
-    while (x >> k) & 1 == 1:
-        k += 1
-    return k
+    return (x ^ (x + 1)).bit_length() - 1
 
 
 def node_width(n_leaves: int) -> int:
@@ -34,27 +35,25 @@ def root(n_leaves: int) -> int:
 def left(x: int) -> int:
     k = level(x)
     if k == 0:
-        raise ValueError("leaf nodes have no children")
+        raise TreeError(f"node {x} is a leaf and has no children")
     return x ^ (1 << (k - 1))
 
 
 def right(x: int) -> int:
     k = level(x)
     if k == 0:
-        raise ValueError("leaf nodes have no children")
+        raise TreeError(f"node {x} is a leaf and has no children")
     return x ^ (3 << (k - 1))
 
 
-def _parent_step(x: int) -> int:
+def parent(x: int, n_leaves: int) -> int:
+    if not 0 <= x < node_width(n_leaves):
+        raise TreeError(f"node {x} is outside a tree of {n_leaves} leaves")
+    if x == root(n_leaves):
+        raise TreeError("the root has no parent")
     k = level(x)
     b = (x >> (k + 1)) & 1
     return (x | (1 << k)) ^ (b << (k + 1))
-
-
-def parent(x: int, n_leaves: int) -> int:
-    if x == root(n_leaves):
-        raise ValueError("the root has no parent")
-    return _parent_step(x)
 
 
 def sibling(x: int, n_leaves: int) -> int:
@@ -64,9 +63,8 @@ def sibling(x: int, n_leaves: int) -> int:
 
 @cache
 def direct_path(x: int, n_leaves: int) -> tuple[int, ...]:
+    """The ancestors of ``x`` from its parent up to the root (empty for the root)."""
     r = root(n_leaves)
-    if x == r:
-        return ()
     path = []
     while x != r:
         x = parent(x, n_leaves)
@@ -76,6 +74,7 @@ def direct_path(x: int, n_leaves: int) -> tuple[int, ...]:
 
 @cache
 def copath(x: int, n_leaves: int) -> tuple[int, ...]:
+    """The siblings of ``x`` and of each of its ancestors below the root."""
     if x == root(n_leaves):
         return ()
     nodes = [x, *direct_path(x, n_leaves)[:-1]]

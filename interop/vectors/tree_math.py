@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mlscore import tree_math as tm
+from mlscore.errors import TreeError
 
 
-def _or_none(fn, *args):
+def _or_none(fn: Callable[..., int], *args: int) -> int | None:
+    """The vectors write null where the relation does not exist; we raise TreeError there."""
     try:
         return fn(*args)
-    except ValueError:
+    except TreeError:
         return None
 
 
