@@ -16,10 +16,10 @@ from typing import Self
 from .codec import Reader, Struct, Writer, decode_enum
 from .crypto import CipherSuite
 from .errors import CryptoError, DecodeError, UnsupportedError, ValidationError
-from .key_schedule import GroupContext
 from .leaf_node import PROTOCOL_VERSION_MLS10
 from .messages import Commit, GroupInfo, KeyPackage, Proposal, Welcome, decode_proposal, encode_proposal
-from .secret_tree import RatchetType, SecretTree, sender_data_key_nonce
+from .schedule.key_schedule import GroupContext
+from .schedule.secret_tree import RatchetType, SecretTree, sender_data_key_nonce
 
 
 class WireFormat(IntEnum):

@@ -10,10 +10,10 @@ from .codec import Reader, Struct, Writer, decode_enum
 from .crypto import CipherSuite
 from .errors import DecodeError
 from .extensions import Extension
-from .key_schedule import GroupContext
 from .leaf_node import PROTOCOL_VERSION_MLS10, LeafNode
-from .psk import PreSharedKeyID
-from .ratchet_tree import HPKECiphertext, UpdatePath
+from .schedule.key_schedule import GroupContext
+from .schedule.psk import PreSharedKeyID
+from .tree.ratchet_tree import HPKECiphertext, UpdatePath
 
 
 @dataclass(frozen=True)

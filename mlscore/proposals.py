@@ -24,8 +24,8 @@ from .messages import (
     Remove,
     Update,
 )
-from .psk import PreSharedKeyID
-from .ratchet_tree import RatchetTree
+from .schedule.psk import PreSharedKeyID
+from .tree.ratchet_tree import RatchetTree
 
 # Proposal types a Commit may cover without an UpdatePath (RFC 9420 section 17.4 "Path Required").
 PATH_NOT_REQUIRED = frozenset({ProposalType.ADD, ProposalType.PSK, ProposalType.REINIT})

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
-from . import tree_math
 from .codec import Reader, Struct, Writer
 from .crypto import CipherSuite
 from .errors import DecodeError, ValidationError
 from .extensions import Extension, ExtensionType, find_extension
-from .secret_tree import take_leaf_secret
+from .schedule.secret_tree import take_leaf_secret
+from .tree import math as tree_math
 
 APP_COMPONENTS = 0x0001
 SAFE_AAD = 0x0002

@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from mlscore.errors import MLSError
 from mlscore.framing import AuthenticatedContent, MLSMessage, WireFormat
 from mlscore.group import GroupConfig
-from mlscore.key_schedule import GroupContext
 from mlscore.leaf_node import LeafNode
 from mlscore.messages import Commit, GroupInfo, GroupSecrets, KeyPackage, Welcome, proposal_from_bytes
 from mlscore.profile_wire import ProfileMessage
-from mlscore.psk import PreSharedKeyID
-from mlscore.ratchet_tree import UpdatePath, decode_ratchet_tree
 from mlscore.safe_app import AppDataDictionary, SafeAAD
+from mlscore.schedule.key_schedule import GroupContext
+from mlscore.schedule.psk import PreSharedKeyID
+from mlscore.tree.ratchet_tree import UpdatePath, decode_ratchet_tree
 
 from .helpers import bundle, two_party
 from .profile_net import Pair, sent

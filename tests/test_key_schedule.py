@@ -7,13 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interop.vectors import default_dir, run_file
-from mlscore import key_schedule as ks
 from mlscore.codec import Reader, Writer
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
 from mlscore.errors import DecodeError, ValidationError
 from mlscore.extensions import Extension
-from mlscore.key_schedule import GroupContext
 from mlscore.leaf_node import PROTOCOL_VERSION_MLS10
+from mlscore.schedule import key_schedule as ks
+from mlscore.schedule.key_schedule import GroupContext
 
 SUITE = get_suite(1)
 CONTEXT = GroupContext(PROTOCOL_VERSION_MLS10, 1, b"group", 7, b"\x01" * 32, b"\x02" * 32,

@@ -10,7 +10,7 @@ from interop.vectors import default_dir, run_file
 from mlscore.codec import Writer
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
 from mlscore.errors import DecodeError, ValidationError
-from mlscore.psk import PreSharedKeyID, PSKLabel, PSKType, ResumptionPSKUsage, compute_psk_secret
+from mlscore.schedule.psk import PreSharedKeyID, PSKLabel, PSKType, ResumptionPSKUsage, compute_psk_secret
 
 SUITE = get_suite(1)
 EXTERNAL = PreSharedKeyID.external(b"psk-id", b"\x01" * 32)

@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interop.vectors import default_dir, run_file
-from mlscore import tree_math as tm
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
 from mlscore.errors import CryptoError, ReplayError, StateError, TreeError, ValidationError
-from mlscore.secret_tree import MAX_GENERATION, RatchetType, SecretTree, sender_data_key_nonce
+from mlscore.schedule.secret_tree import MAX_GENERATION, RatchetType, SecretTree, sender_data_key_nonce
+from mlscore.tree import math as tm
 
 SUITE = get_suite(1)
 SECRET = bytes(range(32))

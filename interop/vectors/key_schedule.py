@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from mlscore import key_schedule as ks
 from mlscore.crypto import get_suite
-from mlscore.key_schedule import GroupContext
 from mlscore.leaf_node import PROTOCOL_VERSION_MLS10
+from mlscore.schedule import key_schedule as ks
+from mlscore.schedule.key_schedule import GroupContext
 
 _SECRETS = ("welcome_secret", "init_secret", "sender_data_secret", "encryption_secret", "exporter_secret",
             "epoch_authenticator", "external_secret", "confirmation_key", "membership_key", "resumption_psk")

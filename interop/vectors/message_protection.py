@@ -18,10 +18,10 @@ from mlscore.framing import (
     unprotect_private,
     verify_public,
 )
-from mlscore.key_schedule import GroupContext
 from mlscore.leaf_node import PROTOCOL_VERSION_MLS10
 from mlscore.messages import Commit, proposal_from_bytes
-from mlscore.secret_tree import SecretTree
+from mlscore.schedule.key_schedule import GroupContext
+from mlscore.schedule.secret_tree import SecretTree
 
 SENDER = 1
 N_LEAVES = 2

@@ -16,7 +16,7 @@ from mlscore.messages import (
     Remove,
     Update,
 )
-from mlscore.ratchet_tree import decode_ratchet_tree, encode_ratchet_tree
+from mlscore.tree.ratchet_tree import decode_ratchet_tree, encode_ratchet_tree
 
 
 def _struct(cls: type) -> Callable[[bytes], bytes]:

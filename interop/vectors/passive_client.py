@@ -6,7 +6,7 @@ from mlscore.framing import MLSMessage
 from mlscore.group import CommitMessage, Group, GroupConfig
 from mlscore.key_package import KeyPackageBundle
 from mlscore.messages import KeyPackage
-from mlscore.psk import PreSharedKeyID
+from mlscore.schedule.psk import PreSharedKeyID
 
 
 def run_passive_client(entry: dict) -> None:

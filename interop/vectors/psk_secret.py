@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlscore.crypto import get_suite
-from mlscore.psk import PreSharedKeyID, compute_psk_secret
+from mlscore.schedule.psk import PreSharedKeyID, compute_psk_secret
 
 
 def check(entry: dict) -> None:

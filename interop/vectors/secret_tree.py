@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlscore.crypto import get_suite
-from mlscore.secret_tree import RatchetType, SecretTree, sender_data_key_nonce
+from mlscore.schedule.secret_tree import RatchetType, SecretTree, sender_data_key_nonce
 
 
 def check(entry: dict) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlscore.crypto import get_suite
 from mlscore.framing import AuthenticatedContent, constant_time_equal
-from mlscore.key_schedule import confirmed_transcript_hash, interim_transcript_hash
+from mlscore.schedule.key_schedule import confirmed_transcript_hash, interim_transcript_hash
 
 
 def check(entry: dict) -> None:

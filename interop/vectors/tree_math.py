@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mlscore import tree_math as tm
 from mlscore.errors import TreeError
+from mlscore.tree import math as tm
 
 
 def _or_none(fn: Callable[..., int], *args: int) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlscore.crypto import get_suite
 from mlscore.messages import Add, Remove, Update, proposal_from_bytes
-from mlscore.ratchet_tree import RatchetTree, decode_ratchet_tree, encode_ratchet_tree
+from mlscore.tree.ratchet_tree import RatchetTree, decode_ratchet_tree, encode_ratchet_tree
 
 
 def check(entry: dict) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlscore.crypto import get_suite
-from mlscore.ratchet_tree import RatchetTree, decode_ratchet_tree
+from mlscore.tree.ratchet_tree import RatchetTree, decode_ratchet_tree
 
 
 def check(entry: dict) -> None:

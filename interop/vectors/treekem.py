@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from mlscore.crypto import get_suite
-from mlscore.key_schedule import GroupContext
 from mlscore.leaf_node import PROTOCOL_VERSION_MLS10
-from mlscore.ratchet_tree import RatchetTree, UpdatePath, decode_ratchet_tree
-from mlscore.treekem import PathState, apply_update_path, create_update_path
+from mlscore.schedule.key_schedule import GroupContext
+from mlscore.tree.ratchet_tree import RatchetTree, UpdatePath, decode_ratchet_tree
+from mlscore.tree.treekem import PathState, apply_update_path, create_update_path
 
 
 def check(entry: dict) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from .errors import TreeError
+from ..errors import TreeError
 
 
 def log2(x: int) -> int:

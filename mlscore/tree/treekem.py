@@ -11,10 +11,10 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from . import tree_math
-from .crypto import CipherSuite
-from .errors import CryptoError, TreeError, ValidationError
-from .leaf_node import LeafNode, LeafNodeSource
+from ..crypto import CipherSuite
+from ..errors import CryptoError, TreeError, ValidationError
+from ..leaf_node import LeafNode, LeafNodeSource
+from . import math as tree_math
 from .ratchet_tree import HPKECiphertext, ParentNode, RatchetTree, UpdatePath, UpdatePathNode
 
 

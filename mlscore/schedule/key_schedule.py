@@ -10,10 +10,10 @@ import hmac
 from dataclasses import dataclass, field, fields
 from typing import Self
 
-from .codec import Reader, Struct, Writer
-from .crypto import CipherSuite
-from .errors import ValidationError
-from .extensions import Extension
+from ..codec import Reader, Struct, Writer
+from ..crypto import CipherSuite
+from ..errors import ValidationError
+from ..extensions import Extension
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def verify_confirmation_tag(suite: CipherSuite, confirmation_key: bytes, confirm
 
 def external_sender_key(external_senders: bytes, index: int) -> bytes:
     """The signature key of external sender ``index`` in an ``external_senders`` extension."""
-    from .credentials import Credential
+    from ..credentials import Credential
 
     reader = Reader(external_senders)
     senders = reader.vector(lambda r: (r.opaque(), Credential.decode(r)))

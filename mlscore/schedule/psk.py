@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Self
 
-from .codec import Reader, Struct, Writer, decode_enum
-from .crypto import CipherSuite
-from .errors import ValidationError
+from ..codec import Reader, Struct, Writer, decode_enum
+from ..crypto import CipherSuite
+from ..errors import ValidationError
 
 
 class PSKType(IntEnum):

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Self
 
-from . import tree_math
-from .codec import Reader, Struct, Writer, decode_enum
-from .crypto import CipherSuite
-from .errors import DecodeError, TreeError
-from .leaf_node import LeafNode, LeafNodeSource
+from ..codec import Reader, Struct, Writer, decode_enum
+from ..crypto import CipherSuite
+from ..errors import DecodeError, TreeError
+from ..leaf_node import LeafNode, LeafNodeSource
+from . import math as tree_math
 
 
 class NodeType(IntEnum):

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from itertools import islice
 
-from . import tree_math
-from .crypto import CipherSuite
-from .errors import ReplayError, StateError, ValidationError
+from ..crypto import CipherSuite
+from ..errors import ReplayError, StateError, ValidationError
+from ..tree import math as tree_math
 
 MAX_GENERATION = 0xFFFFFFFF
 """Generations travel as uint32 in SenderData."""

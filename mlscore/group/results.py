@@ -1,0 +1,75 @@
+"""What group operations return, and the policy a group runs with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..credentials import AuthenticationService
+from ..framing import MLSMessage, Sender, WireFormat
+from ..messages import Commit, GroupInfo, Proposal
+from ..schedule.psk import PreSharedKeyID
+
+if TYPE_CHECKING:
+    from .state import Group
+
+PskLookup = Callable[[PreSharedKeyID], bytes | None]
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """Policy that is not part of the protocol state.
+
+    ``authentication_service`` validates every credential the group meets.
+    ``external_psks`` resolves external PSK ids.  ``handshake_wire_format``
+    chooses PublicMessage or PrivateMessage for the commits we send.
+    ``now`` (seconds since the epoch) enables lifetime checks; the core never
+    reads a clock, so a caller that wants them passes the time in.
+    """
+
+    authentication_service: AuthenticationService | None = None
+    external_psks: PskLookup | None = None
+    handshake_wire_format: WireFormat = WireFormat.PUBLIC_MESSAGE
+    padding: int = 0
+    resumption_psk_history: int = 8
+    now: int | None = None
+    out_of_order_tolerance: int = 16
+    maximum_forward_distance: int = 1000
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What creating a commit produces: the message to send and the next epoch."""
+
+    message: MLSMessage
+    welcome: MLSMessage | None
+    group: Group
+    group_info: GroupInfo
+
+
+@dataclass(frozen=True)
+class ApplicationMessage:
+    data: bytes = field(repr=False)
+    sender: int
+    authenticated_data: bytes
+
+
+@dataclass(frozen=True)
+class ProposalMessage:
+    proposal: Proposal
+    sender: Sender
+    reference: bytes
+
+
+@dataclass(frozen=True)
+class CommitMessage:
+    """A processed commit: ``group`` is the next epoch, not yet adopted by anyone."""
+
+    group: Group
+    sender: Sender
+    commit: Commit
+    authenticated_data: bytes
+
+
+ProcessedMessage = ApplicationMessage | ProposalMessage | CommitMessage
