@@ -15,11 +15,10 @@ from collections.abc import Callable
 
 from benchmarks.mlsrs_baseline import mlsrs_commit_round_seconds, mlsrs_setup_seconds
 from interop import mlsrs
+from mls2p import SendMessage, TwoPartySession
+from mls2p.testing import Pair, bundle, config, pump, sent
 from mlscore.group import Group
 from mlscore.messages import Add
-from mlscore.profile import SendMessage, TwoPartySession
-from tests.helpers import bundle
-from tests.profile_net import Pair, config, pump, sent
 
 
 def median_ms(fn: Callable[[], object], rounds: int, warmup: int = 5) -> float:

@@ -21,10 +21,9 @@ from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 import mlsquic
 from benchmarks.report import interleaved, print_ratios
-from mlscore.testing_pki import self_signed_server_certificate
+from mls2p.testing import config, self_signed_server_certificate
 from mlsquic import MlsQuicConfiguration
-from tests.profile_net import config
-from tests.quic_helpers import client_configuration, free_udp_port, server_configuration
+from mlsquic.testing import client_configuration, free_udp_port, server_configuration
 
 CHUNK = 256 * 1024
 

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from benchmarks.report import interleaved, print_ratios
-from mlscore.profile import RekeyPolicy
+from mls2p import RekeyPolicy
+from mls2p.testing import config
 from mlstls import MlsTlsConfiguration, open_connection, start_server
 from mlstls.alongside import TlsSettings
-from tests.profile_net import config
 
 CHUNK = 256 * 1024
 

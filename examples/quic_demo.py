@@ -24,9 +24,9 @@ from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 import mlsquic
+from mls2p import ProfileConfig, RekeyPolicy
 from mlscore.credentials import BasicCredentialPolicy, Credential
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
-from mlscore.profile import ProfileConfig, RekeyPolicy
 from mlsquic import EpochChanged, MlsQuicConfiguration
 
 log = logging.getLogger("quic_demo")
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if args.mode == "alongside" and args.role == "both" and not args.cert:
-        from mlscore.testing_pki import self_signed_server_certificate
+        from mls2p.testing import self_signed_server_certificate
 
         folder = tempfile.mkdtemp(prefix="quic-demo-")
         args.cert, args.key = self_signed_server_certificate(folder, "localhost")

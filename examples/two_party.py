@@ -13,20 +13,20 @@ import argparse
 import tempfile
 import time
 
-from mlscore.credentials import Credential
-from mlscore.crypto import SUPPORTED_SUITES, get_suite
-from mlscore.profile import (
-    Action,
+from mls2p import (
     KeysChanged,
     ProfileConfig,
     SendMessage,
+    SessionAction,
     TwoPartySession,
     persist_to,
 )
-from mlscore.store import FileSessionStore
+from mls2p.store import FileSessionStore
+from mlscore.credentials import Credential
+from mlscore.crypto import SUPPORTED_SUITES, get_suite
 
 
-def show(who: str, actions: list[Action]) -> list[bytes]:
+def show(who: str, actions: list[SessionAction]) -> list[bytes]:
     out = []
     for action in actions:
         if isinstance(action, SendMessage):

@@ -1,1 +1,1 @@
-"""mlscore: an RFC 9420 (MLS) core and the two-party profile, sans-I/O."""
+"""mlscore: RFC 9420 (MLS) from scratch on `cryptography`, sans-I/O; knows nothing of two parties or transports."""

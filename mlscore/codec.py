@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Self, TypeVar
 
-from .errors import DecodeError
+from .errors import DecodeError, EncodeError
 
 T = TypeVar("T")
 
@@ -96,7 +96,7 @@ def encode_varint(value: int) -> bytes:
     if 0 <= value < 0x40:
         return _SMALL_VARINTS[value]
     if value < 0 or value > MAX_VARINT:
-        raise ValueError(f"varint out of range: {value}")
+        raise EncodeError(f"varint out of range: {value}")
     if value < 0x40:
         return value.to_bytes(1, "big")
     if value < 0x4000:

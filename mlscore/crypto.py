@@ -258,9 +258,10 @@ class CipherSuite:
         self.name = name
         self._kem = _KEMS[kem_id]
         self.kem_id = kem_id
-        self._hash_name = hash_name
+        self.hash_name = hash_name
         self.hash_len = hashlib.new(hash_name).digest_size
-        self._aead_name = aead
+        self.aead_name = aead
+        self.hash_name = hash_name
         self.aead_key_len = 16 if aead == "aes128gcm" else 32
         self.aead_nonce_len = 12
         self.aead_id = {"aes128gcm": 1, "aes256gcm": 2, "chacha20poly1305": 3}[aead]
@@ -276,16 +277,16 @@ class CipherSuite:
 
     # hash and KDF
     def hash(self, data: bytes) -> bytes:
-        return hashlib.new(self._hash_name, data).digest()
+        return hashlib.new(self.hash_name, data).digest()
 
     def mac(self, key: bytes, data: bytes) -> bytes:
-        return hmac.digest(key, data, self._hash_name)
+        return hmac.digest(key, data, self.hash_name)
 
     def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
-        return _extract(self._hash_name, salt, ikm)
+        return _extract(self.hash_name, salt, ikm)
 
     def kdf_expand(self, prk: bytes, info: bytes, length: int) -> bytes:
-        return _expand(self._hash_name, self.hash_len, prk, info, length)
+        return _expand(self.hash_name, self.hash_len, prk, info, length)
 
     def expand_with_label(self, secret: bytes, label: bytes | str, context: bytes, length: int) -> bytes:
         info = Writer().u16(length).opaque(_label(label)).opaque(context).getvalue()
@@ -307,7 +308,7 @@ class CipherSuite:
         if cipher is None:
             if len(key) != self.aead_key_len:
                 raise CryptoError(f"AEAD key must be {self.aead_key_len} bytes, got {len(key)}")
-            cipher = ChaCha20Poly1305(key) if self._aead_name == "chacha20poly1305" else AESGCM(key)
+            cipher = ChaCha20Poly1305(key) if self.aead_name == "chacha20poly1305" else AESGCM(key)
             if len(self._aead_cache) > 64:
                 self._aead_cache.clear()
             self._aead_cache[key] = cipher
@@ -349,7 +350,7 @@ class CipherSuite:
 
     # HPKE
     def _hpke_labeled_extract(self, salt: bytes, label: bytes, ikm: bytes) -> bytes:
-        return _extract(self._hash_name, salt, HPKE_VERSION + self._hpke_suite_id + label + ikm)
+        return _extract(self.hash_name, salt, HPKE_VERSION + self._hpke_suite_id + label + ikm)
 
     def _hpke_labeled_expand(self, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
         data = length.to_bytes(2, "big") + HPKE_VERSION + self._hpke_suite_id + label + info

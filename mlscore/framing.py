@@ -15,7 +15,7 @@ from typing import Self
 
 from .codec import Reader, Struct, Writer, decode_enum
 from .crypto import CipherSuite
-from .errors import CryptoError, DecodeError, UnsupportedError, ValidationError
+from .errors import CryptoError, DecodeError, EncodeError, UnsupportedError, ValidationError
 from .leaf_node import PROTOCOL_VERSION_MLS10
 from .messages import Commit, GroupInfo, KeyPackage, Proposal, Welcome, decode_proposal, encode_proposal
 from .schedule.key_schedule import GroupContext
@@ -139,7 +139,7 @@ def framed_content_tbs(wire_format: WireFormat, content: FramedContent,
     w.struct(content)
     if content.sender.sender_type == SenderType.MEMBER:
         if context is None:
-            raise ValueError("member content is signed over the GroupContext")
+            raise EncodeError("member content is signed over the GroupContext")
         w.struct(context)
     return w.getvalue()
 
@@ -179,7 +179,7 @@ class PublicMessage(Struct):
         self.auth.encode(w)
         if self.content.sender.sender_type == SenderType.MEMBER:
             if self.membership_tag is None:
-                raise ValueError("member PublicMessage needs a membership tag")
+                raise EncodeError("member PublicMessage needs a membership tag")
             w.opaque(self.membership_tag)
 
     @classmethod
@@ -248,7 +248,7 @@ class MLSMessage(Struct):
         for wire_format, cls in _BODY_CLASSES.items():
             if isinstance(self.body, cls):
                 return wire_format
-        raise TypeError(f"not an MLSMessage body: {type(self.body).__name__}")
+        raise EncodeError(f"not an MLSMessage body: {type(self.body).__name__}")
 
     def encode(self, w: Writer) -> None:
         w.u16(self.version).u16(self.wire_format)

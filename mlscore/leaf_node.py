@@ -9,7 +9,7 @@ from typing import Self
 from .codec import Reader, Struct, Writer, decode_enum
 from .credentials import AuthenticationService, Credential
 from .crypto import CipherSuite
-from .errors import ValidationError
+from .errors import EncodeError, ValidationError
 from .extensions import DEFAULT_EXTENSION_TYPES, Extension, check_unique
 
 PROTOCOL_VERSION_MLS10 = 1
@@ -70,7 +70,7 @@ class LeafNode(Struct):
         w.u8(self.leaf_node_source)
         if self.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
             if self.lifetime is None:
-                raise ValueError("a key_package leaf node needs a lifetime")
+                raise EncodeError("a key_package leaf node needs a lifetime")
             w.struct(self.lifetime)
         elif self.leaf_node_source == LeafNodeSource.COMMIT:
             w.opaque(self.parent_hash)
@@ -100,7 +100,7 @@ class LeafNode(Struct):
         self._encode_content(w)
         if self.leaf_node_source != LeafNodeSource.KEY_PACKAGE:
             if group_id is None or leaf_index is None:
-                raise ValueError("update/commit leaf nodes are signed with group_id and leaf_index")
+                raise EncodeError("update/commit leaf nodes are signed with group_id and leaf_index")
             w.opaque(group_id).u32(leaf_index)
         return w.getvalue()
 

@@ -27,8 +27,6 @@ from .tree import math as tree_math
 
 APP_COMPONENTS = 0x0001
 SAFE_AAD = 0x0002
-TWO_PARTY_PROFILE_DEFAULT = 0x8001
-"""Private-use component id (0x8000-0xFFFF) standing in for the profile draft's TBD1."""
 
 
 def _check_sorted_unique(ids: Sequence[int], what: str) -> None:

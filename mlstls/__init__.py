@@ -5,14 +5,17 @@ two-party profile's ConnectionUpdate/EpochKeyUpdate, and resumption of a
 dropped connection.  See docs/tls.md.
 """
 
-from .connection import MlsTlsConfiguration, MlsTlsConnection
-from .streams import HandshakeError, MlsTlsWriter, open_connection, start_server
+from .config import MlsTlsConfiguration, TlsSettings
+from .connection import MlsTlsConnection
+from .errors import HandshakeError
+from .streams import MlsTlsWriter, open_connection, start_server
 
 __all__ = [
     "HandshakeError",
     "MlsTlsConfiguration",
     "MlsTlsConnection",
     "MlsTlsWriter",
+    "TlsSettings",
     "open_connection",
     "start_server",
 ]

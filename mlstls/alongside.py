@@ -21,42 +21,23 @@ bytes in, bytes out, events.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from cryptography import x509
 from OpenSSL import SSL
 
-from mlscore.errors import CredentialError, MLSError, StateError
+from mls2p.session import TwoPartySession
+from mlscore.errors import CredentialError, MLSError
 
-from .connection import AlertDescription, ConnectionTerminated, Event, MlsTlsConfiguration, MlsTlsConnection
+from .config import MlsTlsConfiguration, TlsSettings
+from .connection import ConnectionTerminated, Event, MlsTlsConnection
+from .errors import AlertDescription, ConfigurationError, StateError, TlsError
 
 log = logging.getLogger(__name__)
 
 BINDING_LABEL = b"EXPORTER-mls-transport alongside"
 ALPN = b"mls-transport/1"
-
-
-class TlsError(MLSError):
-    """The outer TLS 1.3 connection failed (handshake, certificate, hostname)."""
-
-
-@dataclass(frozen=True)
-class TlsSettings:
-    """The outer TLS layer: files as for ``ssl.SSLContext``.
-
-    Clients verify the server against ``cafile`` and ``server_hostname``;
-    servers present ``certfile``/``keyfile``.
-    """
-
-    cafile: str | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-    server_hostname: str | None = None
-    verify: bool = True
-    keylog: Callable[[bytes], None] | None = None
-    """Receives NSS key log lines (like SSLKEYLOGFILE) for debugging and the PCS experiments."""
 
 
 def make_context(settings: TlsSettings, *, is_client: bool) -> SSL.Context:
@@ -66,14 +47,17 @@ def make_context(settings: TlsSettings, *, is_client: bool) -> SSL.Context:
     if settings.keylog is not None:
         keylog = settings.keylog
         context.set_keylog_callback(lambda _connection, line: keylog(line))
-    if settings.certfile:
-        context.use_certificate_chain_file(settings.certfile)
-        context.use_privatekey_file(settings.keyfile or settings.certfile)
-    if is_client and settings.verify:
-        if not settings.cafile:
-            raise TlsError("a verifying client needs a cafile")
-        context.load_verify_locations(settings.cafile)
-        context.set_verify(SSL.VERIFY_PEER, lambda *args: bool(args[-1]))
+    try:
+        if settings.certfile:
+            context.use_certificate_chain_file(settings.certfile)
+            context.use_privatekey_file(settings.keyfile or settings.certfile)
+        if is_client and settings.verify:
+            if not settings.cafile:
+                raise ConfigurationError("a verifying client needs a cafile")
+            context.load_verify_locations(settings.cafile)
+            context.set_verify(SSL.VERIFY_PEER, lambda *args: bool(args[-1]))
+    except SSL.Error as exc:
+        raise ConfigurationError(f"cannot load the TLS certificate, key or CA file: {exc}") from None
     return context
 
 
@@ -85,8 +69,6 @@ def _select_alpn(connection: SSL.Connection, offered: list[bytes]) -> bytes:
 
 def check_hostname(certificate: x509.Certificate, hostname: str) -> None:
     """RFC 6125 subset: exact or single left-most wildcard DNS SAN, or an IP SAN."""
-    import ipaddress
-
     try:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -111,7 +93,7 @@ class AlongsideConnection:
 
     def __init__(self, configuration: MlsTlsConfiguration) -> None:
         if configuration.tls is None:
-            raise ValueError("alongside mode needs configuration.tls")
+            raise ConfigurationError("alongside mode needs configuration.tls")
         self.configuration = configuration
         settings = self.settings = configuration.tls
         self.is_client = configuration.is_client
@@ -130,7 +112,7 @@ class AlongsideConnection:
     # -- the MlsTlsConnection interface ------------------------------------------------
 
     @property
-    def session(self):
+    def session(self) -> TwoPartySession | None:
         return self.inner.session if self.inner else None
 
     @property

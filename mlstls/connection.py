@@ -3,8 +3,9 @@
 One :class:`MlsTlsConnection` per TCP connection, driven like aioquic's
 ``QuicConnection``: feed it received bytes and the time, collect bytes to send
 with :meth:`data_to_send` and events with :meth:`next_event`.  The MLS side is
-a :class:`~mlscore.profile.TwoPartySession`, which outlives connections (a new
-connection resumes it).
+a :class:`~mls2p.session.TwoPartySession`, which outlives connections (a new
+connection resumes it); :class:`~mls2p.bootstrap.ProfileEndpoint` starts,
+resumes, stores and rekeys it exactly as mlsquic does.
 
 Wire format (docs/tls.md): until keys exist, profile messages travel in
 TLSPlaintext records of type handshake; afterwards everything is a protected
@@ -22,40 +23,23 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import TYPE_CHECKING
 
-from mlscore.errors import (
-    CredentialError,
-    CryptoError,
-    DecodeError,
-    InvalidSignatureError,
-    MLSError,
-    StateError,
-    ValidationError,
-)
-from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
-from mlscore.profile import (
-    KeysChanged,
-    ProfileConfig,
-    SendMessage,
-    State,
-    TwoPartySession,
-    persist_to,
-)
-from mlscore.profile_wire import MessageBuffer, ProfileMessage, ProfileMessageType
-from mlscore.store import SessionStore
+from mls2p.bootstrap import ProfileEndpoint
+from mls2p.errors import AlertDescription, StateError, alert_for
+from mls2p.session import KeysChanged, SendMessage, SessionAction, TwoPartySession
+from mls2p.wire import MessageBuffer
+from mlscore.errors import MLSError
 
-if TYPE_CHECKING:
-    from .alongside import TlsSettings
-
+from .config import MlsTlsConfiguration
+from .errors import RecordError, UnexpectedMessage
 from .record import (
     MAX_PLAINTEXT,
-    SUITE_AEADS,
     ContentType,
     RecordProtection,
     RecordSplitter,
+    aead_spec,
     plaintext_records,
 )
 
@@ -67,31 +51,6 @@ KEY_SWITCH_FRAME = b"\x18\x00"
 """Our transport frame (type 24, as TLS KeyUpdate): 'my next records use the new epoch'."""
 REKEY_MARGIN = 1 << 20
 """Start a rekey this many records before the key-usage limit (RFC 8446 section 5.5)."""
-
-
-class AlertDescription(IntEnum):
-    CLOSE_NOTIFY = 0
-    UNEXPECTED_MESSAGE = 10
-    BAD_RECORD_MAC = 20
-    HANDSHAKE_FAILURE = 40
-    BAD_CERTIFICATE = 42
-    ILLEGAL_PARAMETER = 47
-    DECODE_ERROR = 50
-    DECRYPT_ERROR = 51
-    INTERNAL_ERROR = 80
-
-
-def alert_for(error: Exception) -> AlertDescription:
-    """The TLS alert that names a failure best."""
-    for kind, alert in ((CredentialError, AlertDescription.BAD_CERTIFICATE),
-                        (InvalidSignatureError, AlertDescription.DECRYPT_ERROR),
-                        (CryptoError, AlertDescription.BAD_RECORD_MAC),
-                        (DecodeError, AlertDescription.DECODE_ERROR),
-                        (StateError, AlertDescription.UNEXPECTED_MESSAGE),
-                        (ValidationError, AlertDescription.ILLEGAL_PARAMETER)):
-        if isinstance(error, kind):
-            return alert
-    return AlertDescription.INTERNAL_ERROR
 
 
 # -- events ---------------------------------------------------------------------------
@@ -125,32 +84,15 @@ class ConnectionTerminated:
 Event = HandshakeCompleted | DataReceived | EpochChanged | ConnectionTerminated
 
 
-@dataclass(frozen=True)
-class MlsTlsConfiguration:
-    """Settings of one endpoint, in the style of aioquic's QuicConfiguration.
-
-    ``store`` keeps the group between connections; a client with
-    ``resume_group_id`` set resumes that group instead of running phase 1.
-    """
-
-    profile: ProfileConfig
-    is_client: bool = True
-    store: SessionStore | None = None
-    resume_group_id: bytes | None = None
-    padding: int = 0
-    tls: TlsSettings | None = None
-    """Set for MLS *alongside* TLS 1.3 (mlstls.alongside); None for MLS in place of TLS."""
-
-
 class MlsTlsConnection:
     """One MLS-TLS connection (either side)."""
 
-    def __init__(self, configuration: MlsTlsConfiguration, *, session: TwoPartySession | None = None,
-                 binding: bytes = b"") -> None:
+    def __init__(self, configuration: MlsTlsConfiguration, *, binding: bytes = b"") -> None:
         self.configuration = configuration
         self.binding = binding  # MLS-Exporter context: empty per the draft, the TLS exporter alongside TLS
         self.is_client = configuration.is_client
-        self.session = session
+        self.endpoint = ProfileEndpoint(configuration.profile, is_client=configuration.is_client,
+                                        store=configuration.store, resume_group_id=configuration.resume_group_id)
         self._splitter = RecordSplitter()
         self._frames = MessageBuffer()
         self._send: RecordProtection | None = None
@@ -158,8 +100,6 @@ class MlsTlsConnection:
         self._pending_recv: RecordProtection | None = None
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
-        self._resumed = False
-        self._handshake_done = False
         self.closed = False
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -171,6 +111,10 @@ class MlsTlsConnection:
         return f"MlsTlsConnection({side}, epoch={self.epoch}, established={self.established})"
 
     # -- public API ------------------------------------------------------------------
+
+    @property
+    def session(self) -> TwoPartySession | None:
+        return self.endpoint.session
 
     @property
     def established(self) -> bool:
@@ -185,17 +129,7 @@ class MlsTlsConnection:
         if not self.is_client:
             raise StateError("only the client connects")
         self._now = now
-        config = self.configuration
-        state = None
-        if config.resume_group_id is not None and config.store is not None:
-            state = config.store.load(config.resume_group_id)
-        if state is not None:
-            self.session = TwoPartySession.from_state(state, config.profile, on_state_change=self._persist())
-            self._resumed = True
-            self._run(self.session.resume)
-        else:
-            self.session, actions = TwoPartySession.initiator(config.profile, on_state_change=self._persist())
-            self._act(actions)
+        self._run(self.endpoint.start)
 
     def receive_data(self, data: bytes, now: float = 0.0) -> None:
         """Bytes from the socket; errors close the connection with an alert, never raise."""
@@ -222,12 +156,13 @@ class MlsTlsConnection:
             self._out.append(self._send.seal(ContentType.APPLICATION_DATA, bytes(view[start : start + MAX_PLAINTEXT]),
                                              self.configuration.padding))
         self.bytes_sent += len(data)
-        self._maybe_rekey(len(data))
+        self.endpoint.record_sent(len(data))
+        self._maybe_rekey()
 
     def rekey(self) -> None:
         """Start a PCS rekey now (a ConnectionUpdate), if the session is synced."""
-        if self.session is not None and self.session.state is State.SYNCED and self._send is not None:
-            self._run(self.session.update)
+        if self._send is not None and not self.closed:
+            self._run(self.endpoint.rekey)
 
     def close(self) -> None:
         """Send close_notify; the group state stays stored for a later resumption."""
@@ -238,8 +173,7 @@ class MlsTlsConnection:
 
     def connection_lost(self) -> None:
         """The transport went away; the session keeps its state for resumption."""
-        if self.session is not None:
-            self.session.connection_lost()
+        self.endpoint.connection_lost()
         if not self.closed:
             self._terminate(AlertDescription.CLOSE_NOTIFY, "transport lost", by_peer=True)
 
@@ -254,7 +188,7 @@ class MlsTlsConnection:
     def poll(self, now: float) -> None:
         """Let the time-based rekey policy act (call it from a timer)."""
         self._now = now
-        self._maybe_rekey(0)
+        self._maybe_rekey()
 
     # -- records ---------------------------------------------------------------------
 
@@ -262,10 +196,10 @@ class MlsTlsConnection:
         kind = header[0]
         if kind == ContentType.APPLICATION_DATA:
             if self._recv is None:
-                raise StateError("protected record before keys were established")
+                raise UnexpectedMessage("protected record before keys were established")
             content_type, payload = self._recv.open(header, body)
         elif self._recv is not None:
-            raise StateError("plaintext record after keys were established")
+            raise UnexpectedMessage("plaintext record after keys were established")
         else:
             content_type, payload = ContentType(kind), body
         if content_type == ContentType.APPLICATION_DATA:
@@ -277,45 +211,25 @@ class MlsTlsConnection:
         elif content_type == ContentType.ALERT:
             self._peer_alert(bytes(payload))
         else:
-            raise StateError(f"unexpected record content type {content_type}")
+            raise UnexpectedMessage(f"unexpected record content type {content_type}")
 
     def _frame(self, frame: bytes) -> None:
         if frame == KEY_SWITCH_FRAME:
             if self._pending_recv is None:
-                raise StateError("key switch without a confirmed new epoch")
+                raise UnexpectedMessage("key switch without a confirmed new epoch")
             self._recv, self._pending_recv = self._pending_recv, None
             return
-        message = ProfileMessage.from_bytes(frame)
-        if self.session is None:
-            self._start_server_session(message)
-        assert self.session is not None
-        self._act(self.session.receive(message))
-
-    def _start_server_session(self, message: ProfileMessage) -> None:
-        config = self.configuration
-        if message.msg_type == ProfileMessageType.CLIENT_HELLO:
-            self.session = TwoPartySession.responder(config.profile, on_state_change=self._persist())
-            return
-        if message.msg_type != ProfileMessageType.RESUMPTION_REQUEST:
-            raise StateError(f"a connection must start with ClientHello or ResumptionRequest, "
-                             f"not {message.msg_type.name}")
-        group_id = _group_id_of(message.body)
-        state = config.store.load(group_id) if config.store is not None else None
-        if state is None:
-            raise ValidationError(f"no stored session for group {group_id.hex()}")
-        self.session = TwoPartySession.from_state(state, config.profile, on_state_change=self._persist())
-        self.session.connection_lost()
-        self._resumed = True
+        self._act(self.endpoint.receive(frame, self._now))
 
     # -- acting on the session -----------------------------------------------------------
 
-    def _run(self, step) -> None:
+    def _run(self, step: Callable[[], list[SessionAction]]) -> None:
         try:
             self._act(step())
         except MLSError as exc:
             self._fail(exc)
 
-    def _act(self, actions: list) -> None:
+    def _act(self, actions: list[SessionAction]) -> None:
         for action in actions:
             if isinstance(action, SendMessage):
                 self._send_handshake(action.data)
@@ -330,18 +244,17 @@ class MlsTlsConnection:
             self._out.append(self._send.seal(ContentType.HANDSHAKE, data[start : start + MAX_PLAINTEXT]))
 
     def _install(self, epoch: int, reason: str) -> None:
-        assert self.session is not None and self.session.group is not None
-        suite_id = self.session.group.suite.id
-        length = self.session.group.suite.hash_len
-        spec = SUITE_AEADS[suite_id]
-        client = RecordProtection(spec, self.session.export_secret(CLIENT_LABEL, self.binding, length), epoch=epoch)
-        server = RecordProtection(spec, self.session.export_secret(SERVER_LABEL, self.binding, length), epoch=epoch)
+        session = self.endpoint.session
+        assert session is not None and session.group is not None
+        suite = session.group.suite
+        spec = aead_spec(suite.id)
+        client = RecordProtection(spec, session.export_secret(CLIENT_LABEL, self.binding, suite.hash_len), epoch=epoch)
+        server = RecordProtection(spec, session.export_secret(SERVER_LABEL, self.binding, suite.hash_len), epoch=epoch)
         mine, theirs = (client, server) if self.is_client else (server, client)
         self.last_rekey = self._now
         if self._send is None:
             self._send, self._recv = mine, theirs
-            self._handshake_done = True
-            self._events.append(HandshakeCompleted(epoch, self._resumed))
+            self._events.append(HandshakeCompleted(epoch, self.endpoint.resumed))
             log.info("MLS-TLS keys established at epoch %d (%s)", epoch, reason)
             return
         self._send_handshake(KEY_SWITCH_FRAME)
@@ -349,16 +262,11 @@ class MlsTlsConnection:
         self._events.append(EpochChanged(epoch, reason))
         log.info("MLS-TLS switched to epoch %d (%s)", epoch, reason)
 
-    def _maybe_rekey(self, sent: int) -> None:
-        session = self.session
-        if session is None or self._send is None or session.state is not State.SYNCED:
+    def _maybe_rekey(self) -> None:
+        if self._send is None or self.closed:
             return
-        if session.rekey_due(self._now, sent) or self._send.remaining < REKEY_MARGIN:
-            self._run(session.update)
-
-    def _persist(self):
-        store = self.configuration.store
-        return persist_to(store) if store is not None else None
+        if self.endpoint.rekey_due(self._now) or self._send.remaining < REKEY_MARGIN:
+            self._run(self.endpoint.rekey)
 
     # -- alerts and failure --------------------------------------------------------------
 
@@ -371,7 +279,7 @@ class MlsTlsConnection:
 
     def _peer_alert(self, payload: bytes) -> None:
         if len(payload) != 2:
-            raise DecodeError("malformed alert")
+            raise RecordError("malformed alert")
         try:
             description = AlertDescription(payload[1])
         except ValueError:
@@ -379,7 +287,7 @@ class MlsTlsConnection:
         reason = "peer closed" if description == AlertDescription.CLOSE_NOTIFY else f"peer sent {description.name}"
         self._terminate(description, reason, by_peer=True)
 
-    def _fail(self, error: Exception) -> None:
+    def _fail(self, error: MLSError) -> None:
         description = alert_for(error)
         log.warning("MLS-TLS connection failed: %s: %s", type(error).__name__, error)
         with contextlib.suppress(MLSError):
@@ -390,12 +298,3 @@ class MlsTlsConnection:
         self.closed = True
         self._send = self._recv = self._pending_recv = None
         self._events.append(ConnectionTerminated(description, reason, by_peer))
-
-
-def _group_id_of(body: bytes) -> bytes:
-    message = MLSMessage.from_bytes(body)
-    if isinstance(message.body, PrivateMessage):
-        return message.body.group_id
-    if isinstance(message.body, PublicMessage):
-        return message.body.content.group_id
-    raise ValidationError("a ResumptionRequest must carry a commit")

@@ -17,20 +17,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from mlscore.errors import CryptoError, DecodeError, MLSError
+from mls2p.traffic import traffic_aead
+from mlscore.crypto import get_suite
+from mlscore.errors import CryptoError, DecodeError, EncodeError
+
+from .errors import KeyLimitReached, RecordError
 
 MAX_PLAINTEXT = 1 << 14
 MAX_CIPHERTEXT = MAX_PLAINTEXT + 256
 HEADER_SIZE = 5
 LEGACY_VERSION = b"\x03\x03"
-
-
-class RecordError(MLSError):
-    """A record that must not be accepted (bad tag, bad length, bad framing)."""
-
-
-class KeyLimitReached(MLSError):
-    """The current keys protected as many records as RFC 8446 section 5.5 allows."""
 
 
 class ContentType(IntEnum):
@@ -60,16 +56,15 @@ _TYPE_BYTES = {kind: bytes([kind]) for kind in _RECORD_TYPES}
 AES_GCM_LIMIT = int(2**24.5)
 CHACHA_LIMIT = 2**62  # effectively the sequence number space
 
-# MLS cipher suite -> the AEAD and hash its traffic keys use (docs/tls.md).
-SUITE_AEADS: dict[int, AeadSpec] = {
-    1: AeadSpec("aes-128-gcm", 16, hashes.SHA256, AES_GCM_LIMIT),
-    2: AeadSpec("aes-128-gcm", 16, hashes.SHA256, AES_GCM_LIMIT),
-    3: AeadSpec("chacha20-poly1305", 32, hashes.SHA256, CHACHA_LIMIT),
-    4: AeadSpec("aes-256-gcm", 32, hashes.SHA512, AES_GCM_LIMIT),
-    5: AeadSpec("aes-256-gcm", 32, hashes.SHA512, AES_GCM_LIMIT),
-    6: AeadSpec("chacha20-poly1305", 32, hashes.SHA512, CHACHA_LIMIT),
-    7: AeadSpec("aes-256-gcm", 32, hashes.SHA384, AES_GCM_LIMIT),
-}
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
+                                                    "sha512": hashes.SHA512}
+
+
+def aead_spec(suite_id: int) -> AeadSpec:
+    """The record protection of MLS cipher suite ``suite_id``: its own AEAD and hash (docs/tls.md)."""
+    aead = traffic_aead(suite_id)
+    limit = CHACHA_LIMIT if aead.name == "chacha20-poly1305" else AES_GCM_LIMIT
+    return AeadSpec(aead.name, aead.key_length, _HASHES[get_suite(suite_id).hash_name], limit)
 
 
 def hkdf_expand_label(hash_algorithm: type[hashes.HashAlgorithm], secret: bytes, label: bytes,
@@ -114,7 +109,7 @@ class RecordProtection:
     def seal(self, content_type: ContentType, data: bytes, padding: int = 0) -> bytes:
         """One protected record carrying ``data`` (at most 2^14 bytes)."""
         if len(data) > MAX_PLAINTEXT:
-            raise ValueError(f"record plaintext of {len(data)} bytes exceeds {MAX_PLAINTEXT}")
+            raise EncodeError(f"record plaintext of {len(data)} bytes exceeds {MAX_PLAINTEXT}")
         if self.sequence >= self.limit:
             raise KeyLimitReached(f"key usage limit of {self.limit} records reached: rekey first")
         if padding:

@@ -18,16 +18,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mlscore.errors import MLSError
+from mls2p.session import TwoPartySession
 
+from .alongside import AlongsideConnection
+from .config import MlsTlsConfiguration
 from .connection import (
     ConnectionTerminated,
     DataReceived,
     EpochChanged,
     HandshakeCompleted,
-    MlsTlsConfiguration,
     MlsTlsConnection,
 )
+from .errors import ConfigurationError, HandshakeError
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +37,13 @@ POLL_INTERVAL = 0.25
 """How often the time-based rekey policy is checked."""
 
 
-class HandshakeError(MLSError):
-    """The MLS-TLS handshake failed; the message says why (the alert sent or received)."""
-
-
 class MlsTlsProtocol(asyncio.Protocol):
     """Glue between an asyncio transport and an :class:`MlsTlsConnection`."""
 
     def __init__(self, configuration: MlsTlsConfiguration,
                  on_epoch: Callable[[int], None] | None = None) -> None:
-        if configuration.tls is not None:
-            from .alongside import AlongsideConnection
-
-            self.connection: MlsTlsConnection = AlongsideConnection(configuration)  # type: ignore[assignment]
-        else:
-            self.connection = MlsTlsConnection(configuration)
+        self.connection: MlsTlsConnection | AlongsideConnection = (
+            AlongsideConnection(configuration) if configuration.tls is not None else MlsTlsConnection(configuration))
         self.reader = asyncio.StreamReader(limit=1 << 24)
         self.transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -135,7 +129,8 @@ class MlsTlsProtocol(asyncio.Protocol):
             elif isinstance(event, ConnectionTerminated):
                 self.terminated = event
                 if not self.handshake.done():
-                    self.handshake.set_exception(HandshakeError(event.reason))
+                    self.handshake.set_exception(HandshakeError(event.reason, alert=event.alert,
+                                                                by_peer=event.by_peer))
                 if event.alert != 0:
                     self.reader.set_exception(ConnectionResetError(event.reason))
                 else:
@@ -154,8 +149,12 @@ class MlsTlsWriter:
         self._protocol = protocol
 
     @property
-    def connection(self) -> MlsTlsConnection:
+    def connection(self) -> MlsTlsConnection | AlongsideConnection:
         return self._protocol.connection
+
+    @property
+    def session(self) -> TwoPartySession | None:
+        return self.connection.session
 
     @property
     def epoch(self) -> int | None:
@@ -223,7 +222,7 @@ async def start_server(client_connected_cb: ClientConnected, host: str | None = 
     """Serve MLS-TLS; ``client_connected_cb`` runs once a connection's handshake is done."""
     loop = asyncio.get_running_loop()
     if configuration.is_client:
-        raise ValueError("a server configuration needs is_client=False")
+        raise ConfigurationError("a server configuration needs is_client=False")
     tasks: set[asyncio.Task[None]] = set()
 
     def factory() -> MlsTlsProtocol:

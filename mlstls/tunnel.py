@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -23,13 +24,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mls2p.config import ProfileConfig
+from mls2p.policy import RekeyPolicy
+from mls2p.store import FileSessionStore, MemorySessionStore, SessionStore
 from mlscore.credentials import BasicCredentialPolicy, Credential
 from mlscore.crypto import get_suite
 from mlscore.errors import MLSError
-from mlscore.profile import ProfileConfig, RekeyPolicy
-from mlscore.store import FileSessionStore, MemorySessionStore, SessionStore
 
-from .connection import MlsTlsConfiguration
+from .config import MlsTlsConfiguration
 from .link import MAX_FRAME_PAYLOAD, Frame, FrameType, ReliableLink
 from .streams import MlsTlsWriter, open_connection, start_server
 
@@ -232,8 +234,7 @@ class TunnelClient:
     async def _keep_linked(self) -> None:
         first = True
         while not self._stopping:
-            config = MlsTlsConfiguration(self.configuration.profile, True, self.configuration.store,
-                                         resume_group_id=self.group_id, padding=self.configuration.padding)
+            config = dataclasses.replace(self.configuration, resume_group_id=self.group_id)
             try:
                 reader, writer = await open_connection(*self.remote, configuration=config)
             except (OSError, MLSError, TimeoutError) as exc:

@@ -6,10 +6,10 @@ import datetime
 
 import pytest
 
+from mls2p.testing import ThrowawayCA
 from mlscore.credentials import AnyOf, BasicCredentialPolicy, Credential, X509AuthenticationService
 from mlscore.crypto import get_suite
 from mlscore.errors import CredentialError
-from mlscore.testing_pki import ThrowawayCA
 
 NOW = datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.UTC)
 
@@ -97,9 +97,8 @@ def test_any_of(root: ThrowawayCA) -> None:
 
 def test_profile_with_x509_credentials(root: ThrowawayCA) -> None:
     """Both sides authenticate each other with certificates through the whole profile."""
-    from mlscore.profile import ProfileConfig, TwoPartySession
-
-    from .profile_net import pump, sent
+    from mls2p import ProfileConfig, TwoPartySession
+    from mls2p.testing import pump, sent
 
     service = X509AuthenticationService([root.der], now=NOW)
     configs = []

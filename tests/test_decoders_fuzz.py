@@ -9,19 +9,17 @@ from functools import cache
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mls2p.testing import Pair, bundle, sent, two_party
+from mls2p.wire import ProfileMessage
 from mlscore.errors import MLSError
 from mlscore.framing import AuthenticatedContent, MLSMessage, WireFormat
 from mlscore.group import GroupConfig
 from mlscore.leaf_node import LeafNode
 from mlscore.messages import Commit, GroupInfo, GroupSecrets, KeyPackage, Welcome, proposal_from_bytes
-from mlscore.profile_wire import ProfileMessage
 from mlscore.safe_app import AppDataDictionary, SafeAAD
 from mlscore.schedule.key_schedule import GroupContext
 from mlscore.schedule.psk import PreSharedKeyID
 from mlscore.tree.ratchet_tree import UpdatePath, decode_ratchet_tree
-
-from .helpers import bundle, two_party
-from .profile_net import Pair, sent
 
 DECODERS: dict[str, Callable[[bytes], object]] = {
     "MLSMessage": MLSMessage.from_bytes,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from examples import quic_demo, two_party
-
-from .quic_helpers import free_udp_port
+from mlsquic.testing import free_udp_port
 
 
 def test_two_party_demo(capsys) -> None:

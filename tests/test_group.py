@@ -6,13 +6,12 @@ import dataclasses
 
 import pytest
 
+from mls2p.testing import bundle, two_party
 from mlscore.crypto import SUPPORTED_SUITES
 from mlscore.errors import CryptoError, EpochError, MLSError, ReplayError, StateError, ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage, WireFormat
 from mlscore.group import ApplicationMessage, CommitMessage, Group, GroupConfig
 from mlscore.messages import Add, Remove
-
-from .helpers import bundle, two_party
 
 
 def step(sender: Group, receiver: Group) -> tuple[Group, Group]:

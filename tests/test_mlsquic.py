@@ -12,11 +12,10 @@ from aioquic.asyncio import connect as aioquic_connect
 from aioquic.quic.configuration import QuicConfiguration
 
 import mlsquic
+from mls2p import RekeyPolicy
+from mls2p.testing import config
 from mlscore.credentials import BasicCredentialPolicy
-from mlscore.profile import RekeyPolicy
-
-from .profile_net import config
-from .quic_helpers import Collector, client_configuration, echo_server, echo_through, server_configuration
+from mlsquic.testing import Collector, client_configuration, echo_server, echo_through, server_configuration
 
 TIMEOUT = 30
 
@@ -82,7 +81,7 @@ async def test_packet_loss_and_reordering_during_rekeys_lose_no_data() -> None:
 
 
 async def test_resumption_without_a_new_key_package() -> None:
-    from mlscore.store import MemorySessionStore
+    from mls2p.store import MemorySessionStore
 
     server_store, client_store = MemorySessionStore(), MemorySessionStore()
     profile = config(b"client")

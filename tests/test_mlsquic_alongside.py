@@ -11,11 +11,9 @@ from aioquic.asyncio import serve as aioquic_serve
 from aioquic.quic.configuration import QuicConfiguration
 
 import mlsquic
-from mlscore.testing_pki import self_signed_server_certificate
+from mls2p.testing import config, self_signed_server_certificate
 from mlsquic import MlsQuicConfiguration
-
-from .profile_net import config
-from .quic_helpers import Collector, EchoServer, echo_through, free_udp_port
+from mlsquic.testing import Collector, EchoServer, echo_through, free_udp_port
 
 TIMEOUT = 30
 

@@ -7,9 +7,8 @@ from aioquic import tls
 from aioquic.buffer import Buffer
 
 import mlsquic
-from mlsquic._aioquic_glue import MlsHandshakeContext
-
-from .quic_helpers import Collector, client_configuration, echo_server
+from mlsquic.handshake import MlsHandshakeContext
+from mlsquic.testing import Collector, client_configuration, echo_server
 
 
 def rewrite_client_initial(monkeypatch, mutate) -> None:
@@ -53,7 +52,7 @@ async def test_tampered_client_hello(monkeypatch) -> None:
 
 async def test_replayed_client_hello(monkeypatch) -> None:
     rewrite_client_initial(monkeypatch, lambda frames: [frames[0], frames[1], frames[1]])
-    await refused_with("ClientHello not allowed")
+    await refused_with("ClientHello received is not allowed")
 
 
 async def test_reordered_handshake_frames(monkeypatch) -> None:

@@ -8,12 +8,11 @@ import ssl
 
 import pytest
 
-from mlscore.profile import RekeyPolicy
-from mlscore.testing_pki import self_signed_server_certificate
+from mls2p import RekeyPolicy
+from mls2p.testing import config, self_signed_server_certificate
 from mlstls import HandshakeError, MlsTlsConfiguration, open_connection, start_server
 from mlstls.alongside import TlsSettings
 
-from .profile_net import config
 from .test_mlstls_streams import echo
 
 TIMEOUT = 30

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlstls.connection import AlertDescription, ConnectionTerminated, EpochChanged, HandshakeCompleted
-
-from .tls_pair import TlsPair
+from mlstls.testing import TlsPair
 
 
 def established() -> TlsPair:

@@ -8,11 +8,10 @@ import os
 
 import pytest
 
-from mlscore.profile import RekeyPolicy
-from mlscore.store import MemorySessionStore
+from mls2p import RekeyPolicy
+from mls2p.store import MemorySessionStore
+from mls2p.testing import config
 from mlstls import HandshakeError, MlsTlsConfiguration, open_connection, start_server
-
-from .profile_net import config
 
 TIMEOUT = 30
 

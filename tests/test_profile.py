@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from mlscore.errors import EpochError, MLSError, StateError, ValidationError
-from mlscore.profile import KeysChanged, ResumptionIgnored, Role, State, TwoPartySession
-from mlscore.profile_wire import ProfileMessage, ProfileMessageType
+from mls2p import KeysChanged, ResumptionIgnored, Role, State, TwoPartySession, UnexpectedMessage
+from mls2p.testing import Pair, config, keys, pump, sent
+from mls2p.wire import ProfileMessage, ProfileMessageType
+from mlscore.errors import DecodeError, EpochError, MLSError, StateError, ValidationError
 
-from .profile_net import Pair, config, keys, pump, sent
+
+def snapshot(session: TwoPartySession) -> tuple[object, ...]:
+    """Everything a refused message must leave as it was (the stored form includes every secret)."""
+    return session.state, session.current_role, session.epoch, session.to_state()
 
 
 def test_phase1_establishes_epoch_1_on_both_sides() -> None:
@@ -54,24 +58,26 @@ def test_concurrent_updates_current_initiator_wins(initiator_first: bool) -> Non
     assert pair.in_sync()
 
 
-def test_epoch_key_update_checks() -> None:
+def test_forged_epoch_key_update_changes_nothing() -> None:
     pair = Pair()
     update = sent(pair.alice.update())[0]
     ack = sent(pair.bob.receive(update))[0]
-    forged = ProfileMessage(ProfileMessageType.EPOCH_KEY_UPDATE, update[2:])  # a commit, not an EKU
-    with pytest.raises(MLSError):
+    before, stored = snapshot(pair.alice), pair.alice_store.load(pair.group_id)
+    forged = ProfileMessage(ProfileMessageType.EPOCH_KEY_UPDATE, ProfileMessage.from_bytes(update).body)  # a commit
+    with pytest.raises(ValidationError):
         pair.alice.receive(forged.to_bytes())
-    assert pair.alice.state is State.CLOSED
-    assert pair.alice_store.group_ids() == []  # fatal: the state is deleted, never resumable
-    with pytest.raises(StateError):
-        pair.alice.receive(ack)
+    assert snapshot(pair.alice) == before and pair.alice_store.load(pair.group_id) == stored
+    assert keys(pair.alice.receive(ack)) == [2] and pair.in_sync()  # the genuine one still works
 
 
-def test_message_not_allowed_in_state_is_fatal() -> None:
+def test_message_not_allowed_in_state_is_refused_and_changes_nothing() -> None:
     pair = Pair()
-    with pytest.raises(StateError, match="EpochKeyUpdate not allowed"):
+    before = snapshot(pair.bob)
+    with pytest.raises(UnexpectedMessage, match="EpochKeyUpdate received is not allowed in state synced"):
         pair.bob.receive(ProfileMessage(ProfileMessageType.EPOCH_KEY_UPDATE, b"").to_bytes())
-    assert pair.bob.state is State.CLOSED and pair.bob.group is None
+    assert snapshot(pair.bob) == before
+    pump(pair.alice, pair.bob, sent(pair.alice.update()))
+    assert pair.in_sync()
 
 
 def test_commit_with_wrong_safe_aad_type_rejected() -> None:
@@ -82,11 +88,14 @@ def test_commit_with_wrong_safe_aad_type_rejected() -> None:
         pair.bob.receive(as_response.to_bytes())
 
 
-def test_garbage_is_fatal_with_our_error() -> None:
+def test_garbage_raises_our_error_and_changes_nothing() -> None:
     pair = Pair()
+    before = snapshot(pair.bob)
     with pytest.raises(MLSError):
-        pair.bob.receive(b"\x03\x05hello")
-    assert pair.bob.state is State.CLOSED
+        pair.bob.receive(b"\x03\x05hello")  # a ConnectionUpdate whose body is not an MLSMessage
+    with pytest.raises(DecodeError):
+        pair.bob.receive(b"\x03\x09hello")  # a length beyond the end
+    assert snapshot(pair.bob) == before
 
 
 # -- phase 3: resumption at every kill point -------------------------------------------------
@@ -148,13 +157,30 @@ def test_both_resume_at_once_initial_initiator_wins() -> None:
     assert pair.in_sync() and pair.alice.current_role is Role.INITIATOR
 
 
-def test_resumption_request_for_a_different_epoch_is_fatal() -> None:
+def test_resumption_request_of_another_group_changes_nothing() -> None:
     pair = Pair()
-    old = Pair()  # an unrelated group's request
-    request = sent(old.alice.resume())[0]
+    other = Pair()  # an unrelated group's request
+    request = sent(other.alice.resume())[0]
+    before, stored = snapshot(pair.bob), pair.bob_store.load(pair.group_id)
     with pytest.raises((EpochError, ValidationError)):
         pair.bob.receive(request)
-    assert pair.bob.state is State.CLOSED
+    assert snapshot(pair.bob) == before and pair.bob_store.load(pair.group_id) == stored
+    resume(pair, "alice")  # the real peer can still resume
+
+
+def test_replayed_resumption_request_changes_nothing() -> None:
+    pair = Pair()
+    pair.restart()
+    request = sent(pair.alice.resume())[0]
+    response = sent(pair.bob.receive(request))
+    pump(pair.alice, pair.bob, [], response)
+    assert pair.in_sync()
+    pair.bob.connection_lost()  # an attacker replays the captured request on a new connection
+    before, stored = snapshot(pair.bob), pair.bob_store.load(pair.group_id)
+    with pytest.raises(EpochError):
+        pair.bob.receive(request)
+    assert snapshot(pair.bob) == before and pair.bob_store.load(pair.group_id) == stored
+    resume(pair, "alice")
 
 
 def test_phase1_break_discards_partial_state() -> None:
@@ -169,20 +195,3 @@ def test_keys_changed_events_carry_epochs() -> None:
     pair = Pair()
     events = pair.bob.receive(sent(pair.alice.update())[0])
     assert any(isinstance(e, KeysChanged) and e.epoch == 2 for e in events)
-
-
-def test_rekey_policy_by_bytes_and_time() -> None:
-    import dataclasses
-
-    from mlscore.profile import RekeyPolicy
-
-    waiting, _ = TwoPartySession.initiator(config(b"a", rekey=RekeyPolicy(max_bytes=1000)))
-    assert not waiting.rekey_due(0.0, 5000)  # never before the group exists
-    pair = Pair()
-    pair.alice.config = dataclasses.replace(pair.alice.config, rekey=RekeyPolicy(max_bytes=1000, max_seconds=10.0))
-    assert not pair.alice.rekey_due(100.0, 400)
-    assert pair.alice.rekey_due(101.0, 700)  # 1100 bytes
-    assert not pair.alice.rekey_due(102.0, 10)  # counters restart after a trigger
-    assert pair.alice.rekey_due(111.5, 0)  # 10 s since the last trigger
-    pair.alice.update()
-    assert not pair.alice.rekey_due(200.0, 10**6)  # a rekey is already in flight

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mls2p.wire import EpochKeyUpdate, MessageBuffer, ProfileMessage, ProfileMessageType
 from mlscore.errors import DecodeError, MLSError
-from mlscore.profile_wire import EpochKeyUpdate, MessageBuffer, ProfileMessage, ProfileMessageType
 
 
 def test_round_trip_all_types() -> None:

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mls2p.testing import two_party
 from mlscore.crypto import get_suite
 from mlscore.errors import DecodeError, MLSError, ReplayError, ValidationError
 from mlscore.extensions import Extension, ExtensionType
 from mlscore.safe_app import (
-    TWO_PARTY_PROFILE_DEFAULT,
     AppDataDictionary,
     ComponentData,
     ExporterTree,
@@ -25,7 +25,8 @@ from mlscore.safe_app import (
     split_authenticated_data,
 )
 
-from .helpers import two_party
+COMPONENT = 0x8001
+"""A private-use component id."""
 
 
 def test_dictionary_round_trip_and_order() -> None:
@@ -42,12 +43,12 @@ def test_dictionary_round_trip_and_order() -> None:
 
 
 def test_component_requirements() -> None:
-    extension = app_data_dictionary_extension([TWO_PARTY_PROFILE_DEFAULT])
-    require_components([extension], [TWO_PARTY_PROFILE_DEFAULT], "leaf")
+    extension = app_data_dictionary_extension([COMPONENT])
+    require_components([extension], [COMPONENT], "leaf")
     with pytest.raises(ValidationError, match="does not list"):
         require_components([extension], [0x8002], "leaf")
     with pytest.raises(ValidationError, match="no app_data_dictionary"):
-        require_components([], [TWO_PARTY_PROFILE_DEFAULT], "leaf")
+        require_components([], [COMPONENT], "leaf")
     only_app_components = AppDataDictionary((ComponentData(1, bytes.fromhex("02" "8001")),))
     with pytest.raises(ValidationError, match="safe_aad"):
         require_components([Extension(ExtensionType.APP_DATA_DICTIONARY, only_app_components.to_bytes())],
@@ -77,7 +78,7 @@ def test_exporter_tree_is_per_component_and_single_use() -> None:
 
 def test_group_safe_export_agrees_across_members() -> None:
     alice, bob = two_party()
-    assert alice.safe_export(TWO_PARTY_PROFILE_DEFAULT) == bob.safe_export(TWO_PARTY_PROFILE_DEFAULT)
+    assert alice.safe_export(COMPONENT) == bob.safe_export(COMPONENT)
 
 
 @given(st.binary(max_size=64))

@@ -7,7 +7,8 @@ import stat
 
 import pytest
 
-from mlscore.store import FileSessionStore, MemorySessionStore, StoreError
+from mls2p.errors import StoreError
+from mls2p.store import FileSessionStore, MemorySessionStore
 
 
 @pytest.fixture(params=["memory", "file"])

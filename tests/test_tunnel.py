@@ -8,14 +8,13 @@ import os
 
 import pytest
 
+from mls2p import RekeyPolicy
+from mls2p.store import MemorySessionStore
+from mls2p.testing import config
 from mlscore.errors import DecodeError
-from mlscore.profile import RekeyPolicy
-from mlscore.store import MemorySessionStore
 from mlstls.connection import MlsTlsConfiguration
 from mlstls.link import Frame, FrameType, ReliableLink
 from mlstls.tunnel import TunnelClient, TunnelServer
-
-from .profile_net import config
 
 TIMEOUT = 120
 

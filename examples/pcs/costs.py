@@ -6,9 +6,9 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from mls2p import ProfileConfig, RekeyPolicy, SendMessage, TwoPartySession
 from mlscore.credentials import Credential
 from mlscore.crypto import get_suite
-from mlscore.profile import ProfileConfig, RekeyPolicy, SendMessage, TwoPartySession
 
 
 def profile(name: bytes, rekey: RekeyPolicy | None = None) -> ProfileConfig:

@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mlscore.errors import MLSError
-from mlstls.record import SUITE_AEADS, ContentType, RecordProtection, RecordSplitter, hkdf_expand_label
+from mlstls.record import ContentType, RecordProtection, RecordSplitter, aead_spec, hkdf_expand_label
 
-SPEC = SUITE_AEADS[1]  # AES-128-GCM with SHA-256, for every mechanism
+SPEC = aead_spec(1)  # AES-128-GCM with SHA-256, for every mechanism
 HASH = hashes.SHA256
 
 

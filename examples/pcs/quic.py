@@ -10,7 +10,7 @@ from aioquic import tls
 from aioquic.quic.crypto import CryptoContext
 
 import mlsquic
-from mlscore.testing_pki import self_signed_server_certificate
+from mls2p.testing import self_signed_server_certificate
 from mlsquic import MlsQuicConfiguration
 
 from .costs import profile
@@ -41,7 +41,7 @@ class UdpRelay(asyncio.DatagramProtocol):
 
 
 async def run_quic(mode: str, records: int, rekey_every: int, theft_at: int, size: int = 1024) -> Outcome:
-    from tests.quic_helpers import Collector, EchoServer, free_udp_port
+    from mlsquic.testing import Collector, EchoServer, free_udp_port
 
     loop = asyncio.get_running_loop()
     server_port = free_udp_port()

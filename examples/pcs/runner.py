@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from mlscore.profile import ProfileConfig
+from mls2p import ProfileConfig
 from mlstls.connection import CLIENT_LABEL, MlsTlsConfiguration, MlsTlsConnection
-from mlstls.record import SUITE_AEADS, RecordProtection, RecordSplitter
+from mlstls.record import RecordProtection, RecordSplitter, aead_spec
 
 from .costs import Series, SideCost, mls_rekey_cost, throughput_over_time
 from .mechanisms import (
@@ -195,7 +195,7 @@ async def run_mlstls(settings: Settings, profile_factory) -> Outcome:
         if offset >= theft_bytes:
             break
         offset += len(header) + len(body)
-    keys = RecordProtection(SUITE_AEADS[1], loot)
+    keys = RecordProtection(aead_spec(1), loot)
     keys.sequence = loot_sequence
 
     def read(header: bytes, body: bytes) -> bool:
@@ -216,7 +216,7 @@ async def run_alongside(settings: Settings, profile_factory) -> list[Outcome]:
 
     from cryptography.hazmat.primitives import hashes
 
-    from mlscore.testing_pki import self_signed_server_certificate
+    from mls2p.testing import self_signed_server_certificate
     from mlstls.alongside import TlsSettings
     from mlstls.record import AeadSpec, ContentType
     from mlstls.streams import MlsTlsProtocol, start_server
@@ -297,7 +297,7 @@ async def run_alongside(settings: Settings, profile_factory) -> list[Outcome]:
                             ("mlstls alongside (TLS secret only)", False)):
         tls_keys = RecordProtection(spec, theft["tls"])
         tls_keys.sequence = sum(1 for _, h, _b in records[:index] if h[0] == ContentType.APPLICATION_DATA) - 2
-        mls_keys = RecordProtection(SUITE_AEADS[1], theft["mls"]) if with_mls else None
+        mls_keys = RecordProtection(aead_spec(1), theft["mls"]) if with_mls else None
         if mls_keys is not None:
             mls_keys.sequence = theft["mls_sequence"]
         inner_records: list[tuple[float, bytes, bytes]] = []

@@ -1,7 +1,9 @@
-"""Throwaway certificate authorities for tests and demos (never for production keys).
+"""Helpers for tests, demos and benchmarks: throwaway keys and PKI, in-memory session pairs.
 
-Issues X.509 certificates whose subject key is an MLS signature key, so that
-X.509 credentials can be exercised end to end without external tooling.
+Never for production keys.  ``ThrowawayCA`` issues X.509 certificates whose
+subject key is an MLS signature key, so X.509 credentials can be exercised
+end to end without external tooling; :class:`Pair` drives two sessions
+against each other in memory, with no transport and no clock.
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .credentials import Credential
+from mlscore.credentials import Credential
+from mlscore.crypto import get_suite
+from mlscore.group import Group, GroupConfig
+from mlscore.key_package import KeyPackageBundle, create_key_package
+from mlscore.messages import Add
+
+from .bootstrap import persist_to
+from .config import ProfileConfig
+from .session import KeysChanged, SendMessage, SessionAction, TwoPartySession
+from .store import MemorySessionStore
 
 _CURVES = {2: ec.SECP256R1, 5: ec.SECP521R1, 7: ec.SECP384R1}
 
@@ -125,3 +136,84 @@ def self_signed_server_certificate(directory: str, hostname: str = "localhost",
                                            serialization.NoEncryption()))
     key_path.chmod(0o600)
     return str(cert_path), str(key_path)
+
+
+# -- groups in memory ----------------------------------------------------------------------------
+
+def bundle(name: bytes, suite_id: int = 1) -> KeyPackageBundle:
+    """A KeyPackage (with its private keys) for a basic credential ``name``."""
+    signature_priv, _ = get_suite(suite_id).generate_signature_key_pair()
+    return create_key_package(suite_id, Credential.basic(name), signature_priv)
+
+
+def two_party(suite_id: int = 1, config: GroupConfig | None = None) -> tuple[Group, Group]:
+    """Alice creates a group and adds Bob; both at epoch 1."""
+    alice = Group.create(bundle(b"alice", suite_id), config=config)
+    bob_bundle = bundle(b"bob", suite_id)
+    result = alice.commit([Add(bob_bundle.key_package)], force_path=False)
+    assert result.welcome is not None
+    bob = Group.join(result.welcome.to_bytes(), bob_bundle, config=config)
+    return result.group, bob
+
+
+# -- sessions in memory -------------------------------------------------------------------------
+
+def config(name: bytes, suite_id: int = 1, **overrides: object) -> ProfileConfig:
+    """A ProfileConfig with a basic credential ``name`` and a fresh signature key."""
+    signature_priv, _ = get_suite(suite_id).generate_signature_key_pair()
+    return ProfileConfig(credential=Credential.basic(name), signature_priv=signature_priv,  # type: ignore[arg-type]
+                         cipher_suite=suite_id, **overrides)
+
+
+def sent(actions: list[SessionAction]) -> list[bytes]:
+    """The bytes of every SendMessage, in order."""
+    return [a.data for a in actions if isinstance(a, SendMessage)]
+
+
+def keys(actions: list[SessionAction]) -> list[int]:
+    """The epoch of every KeysChanged, in order."""
+    return [a.epoch for a in actions if isinstance(a, KeysChanged)]
+
+
+def pump(a: TwoPartySession, b: TwoPartySession, a_out: list[bytes], b_out: list[bytes] | None = None) -> None:
+    """Deliver messages both ways (a's to b, b's to a) until both sides are quiet."""
+    b_pending = list(b_out or [])
+    a_pending = list(a_out)
+    while a_pending or b_pending:
+        if a_pending:
+            b_pending += sent(b.receive(a_pending.pop(0)))
+        if b_pending:
+            a_pending += sent(a.receive(b_pending.pop(0)))
+
+
+class Pair:
+    """Alice (initial initiator) and Bob, established, each persisting to its own store."""
+
+    def __init__(self, suite_id: int = 1) -> None:
+        self.alice_store = MemorySessionStore()
+        self.bob_store = MemorySessionStore()
+        self.alice_config = config(b"alice", suite_id)
+        self.bob_config = config(b"bob", suite_id)
+        self.alice, hello = TwoPartySession.initiator(self.alice_config, on_state_change=persist_to(self.alice_store))
+        self.bob = TwoPartySession.responder(self.bob_config, on_state_change=persist_to(self.bob_store))
+        pump(self.alice, self.bob, sent(hello))
+
+    @property
+    def group_id(self) -> bytes:
+        group_id = self.alice.group_id or self.bob.group_id
+        assert group_id is not None
+        return group_id
+
+    def restart(self) -> None:
+        """Both processes die and come back from their stores (the connection is gone too)."""
+        group_id = self.group_id
+        alice_state, bob_state = self.alice_store.load(group_id), self.bob_store.load(group_id)
+        assert alice_state is not None and bob_state is not None
+        self.alice = TwoPartySession.from_state(alice_state, self.alice_config,
+                                                on_state_change=persist_to(self.alice_store))
+        self.bob = TwoPartySession.from_state(bob_state, self.bob_config, on_state_change=persist_to(self.bob_store))
+
+    def in_sync(self) -> bool:
+        a, b = self.alice, self.bob
+        return (a.epoch == b.epoch and a.pending is None and b.pending is None
+                and a.export_secret("check", b"", 16) == b.export_secret("check", b"", 16))

@@ -7,9 +7,8 @@ file store writes atomically (temporary file, fsync, rename, fsync of the
 folder), so a crash leaves either the old state or the new one, never half
 of one.
 
-This module is the one place in ``mlscore`` that does I/O, and it only does
-it when a transport hands a store to a session; the protocol code itself
-never calls it.
+This module is the one place in ``mls2p`` that does I/O; the session never
+calls it (the bootstrap does, on the transport's behalf).
 """
 
 from __future__ import annotations
@@ -19,14 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from .errors import MLSError
-
-
-class StoreError(MLSError):
-    """The session store could not read or write."""
+from .errors import StoreError
 
 
 class SessionStore(Protocol):
+    """Opaque state per group id.  ``save`` must be atomic: old state or new, never half."""
+
     def save(self, group_id: bytes, state: bytes) -> None: ...
 
     def load(self, group_id: bytes) -> bytes | None: ...
@@ -62,7 +59,10 @@ class FileSessionStore:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the session folder {self.directory}: {exc.strerror}") from None
 
     def _path(self, group_id: bytes) -> Path:
         return self.directory / f"{group_id.hex()}{self.SUFFIX}"
@@ -100,7 +100,13 @@ class FileSessionStore:
             raise StoreError(f"cannot delete session state: {exc}") from exc
 
     def group_ids(self) -> list[bytes]:
-        return [bytes.fromhex(p.name[: -len(self.SUFFIX)]) for p in self.directory.glob(f"*{self.SUFFIX}")]
+        found = []
+        for path in sorted(self.directory.glob(f"*{self.SUFFIX}")):
+            try:
+                found.append(bytes.fromhex(path.name[: -len(self.SUFFIX)]))
+            except ValueError:
+                continue  # not one of ours
+        return found
 
     def _sync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)

@@ -22,7 +22,7 @@ self-delimiting, so a byte stream (TLS records, QUIC CRYPTO frames) can be
 split with :class:`MessageBuffer` without understanding the body.
 
 The Safe AAD ``TwoPartyMessageType`` (a different, draft-defined enum) lives
-inside the MLS messages' ``authenticated_data``; see :mod:`mlscore.profile`.
+inside the MLS messages' ``authenticated_data``; see :mod:`mls2p.session`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Self
 
-from .codec import Reader, Struct, Writer, decode_enum
-from .errors import DecodeError
+from mlscore.codec import Reader, Struct, Writer, decode_enum
+from mlscore.errors import DecodeError
 
 MAX_MESSAGE_SIZE = 1 << 20
 """Largest profile message accepted (1 MiB); a two-party commit is well under 4 KiB."""

@@ -1,4 +1,4 @@
-"""Loopback QUIC-MLS endpoints for the tests: an echo server and a collecting client."""
+"""Loopback mlsquic endpoints for tests, demos and benchmarks: an echo server and a collecting client."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
 
-import mlsquic
-from mlsquic import EpochChanged, MlsQuicConfiguration
+from mls2p.testing import config
 
-from .profile_net import config
+from .config import MlsQuicConfiguration
+from .epochs import EpochChanged
+from .serving import serve
 
 
 class EchoServer(QuicConnectionProtocol):
@@ -63,7 +64,7 @@ def client_configuration(**overrides: object) -> MlsQuicConfiguration:
 @contextlib.asynccontextmanager
 async def echo_server(configuration: MlsQuicConfiguration | None = None, **kwargs: object) -> AsyncIterator[int]:
     port = free_udp_port()
-    server = await mlsquic.serve("127.0.0.1", port, configuration=configuration or server_configuration(),
+    server = await serve("127.0.0.1", port, configuration=configuration or server_configuration(),
                                  create_protocol=EchoServer, **kwargs)
     try:
         yield port

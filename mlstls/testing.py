@@ -1,11 +1,12 @@
-"""Two in-memory MLS-TLS connections wired back to back."""
+"""Two in-memory MLS-TLS connections wired back to back, for tests and benchmarks (no sockets, no clock)."""
 
 from __future__ import annotations
 
-from mlscore.store import MemorySessionStore
-from mlstls.connection import MlsTlsConfiguration, MlsTlsConnection
+from mls2p.store import MemorySessionStore
+from mls2p.testing import config
 
-from .profile_net import config
+from .config import MlsTlsConfiguration
+from .connection import MlsTlsConnection
 
 
 class TlsPair:

@@ -1,0 +1,92 @@
+"""Errors of the two-party profile, and the one alert each failure maps to.
+
+The hierarchy extends :mod:`mlscore.errors`: a :class:`~mlscore.errors.RemoteError`
+is the peer's fault, a :class:`~mlscore.errors.LocalError` ours.  Both
+transports close a failed connection with the alert :func:`alert_for` picks,
+so a TLS alert and a QUIC CRYPTO_ERROR (0x100 + alert) always say the same.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from mlscore.errors import (
+    ConfigurationError,
+    CredentialError,
+    CryptoError,
+    DecodeError,
+    InvalidSignatureError,
+    LocalError,
+    MLSError,
+    RemoteError,
+    StateError,
+    UnsupportedError,
+    ValidationError,
+)
+
+
+class UnexpectedMessage(RemoteError):
+    """The peer sent a profile message that the current state does not allow (no row in the table)."""
+
+
+class ReplayedMessage(RemoteError):
+    """The peer (or someone on the path) sent a message this connection already processed."""
+
+
+class StoreError(LocalError):
+    """The session store could not read or write."""
+
+
+class StoredStateError(LocalError):
+    """Stored session state is corrupt or in a format this release cannot read."""
+
+
+class AlertDescription(IntEnum):
+    """The TLS 1.3 alerts (RFC 8446 section 6) the transports send; QUIC adds 0x100."""
+
+    CLOSE_NOTIFY = 0
+    UNEXPECTED_MESSAGE = 10
+    BAD_RECORD_MAC = 20
+    HANDSHAKE_FAILURE = 40
+    BAD_CERTIFICATE = 42
+    ILLEGAL_PARAMETER = 47
+    DECODE_ERROR = 50
+    DECRYPT_ERROR = 51
+    INTERNAL_ERROR = 80
+    NO_APPLICATION_PROTOCOL = 120
+
+
+_ALERTS: tuple[tuple[type[MLSError], AlertDescription], ...] = (
+    (CredentialError, AlertDescription.BAD_CERTIFICATE),
+    (InvalidSignatureError, AlertDescription.DECRYPT_ERROR),
+    (CryptoError, AlertDescription.BAD_RECORD_MAC),
+    (DecodeError, AlertDescription.DECODE_ERROR),
+    (UnexpectedMessage, AlertDescription.UNEXPECTED_MESSAGE),
+    (ReplayedMessage, AlertDescription.UNEXPECTED_MESSAGE),
+    (StateError, AlertDescription.UNEXPECTED_MESSAGE),
+    (UnsupportedError, AlertDescription.HANDSHAKE_FAILURE),
+    (ValidationError, AlertDescription.ILLEGAL_PARAMETER),
+)
+
+
+def alert_for(error: BaseException) -> AlertDescription:
+    """The alert that names ``error`` best; anything unforeseen is an internal error."""
+    for kind, alert in _ALERTS:
+        if isinstance(error, kind):
+            return alert
+    return AlertDescription.INTERNAL_ERROR
+
+
+__all__ = [
+    "AlertDescription",
+    "ConfigurationError",
+    "LocalError",
+    "MLSError",
+    "RemoteError",
+    "ReplayedMessage",
+    "StateError",
+    "StoreError",
+    "StoredStateError",
+    "UnexpectedMessage",
+    "alert_for",
+]

@@ -1,0 +1,115 @@
+"""The stored form of a two-party session: explicit, versioned, with fixed codes.
+
+The draft requires both sides to keep the group state, the initial role, the
+last applied commit (we keep its SHA-256) and any pending commit with its
+type.  Format 1, the only one so far::
+
+    uint16 format = 1;
+    uint8  state;            /* 3 synced, 4 awaiting EpochKeyUpdate, 5 awaiting ResumptionResponse */
+    uint8  initial_role;     /* 1 initiator, 2 responder */
+    uint8  current_role;
+    opaque group<V>;         /* Group.to_state() */
+    optional<opaque last_applied_commit<V>>;
+    optional<struct { opaque message<V>; uint8 safe_aad_type; opaque group<V>; }> pending;
+
+The codes are written out below and never derived from an enum's order
+(release 0.1 derived them from ``enumerate(State, start=1)``; the values here
+are exactly those, so its files load).  Only resumable states are stored; any
+other code, an unknown format or trailing bytes raise
+:class:`~mls2p.errors.StoredStateError` naming the problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from mlscore.codec import Reader, Writer, decode_enum
+from mlscore.errors import MLSError
+from mlscore.group import Group, GroupConfig
+
+from .config import Role
+from .errors import StoredStateError
+from .transitions import State
+from .wire import TwoPartyMessageType
+
+FORMAT = 1
+
+STATE_CODES = {
+    State.SYNCED: 3,
+    State.AWAITING_EPOCH_KEY_UPDATE: 4,
+    State.AWAITING_RESUMPTION_RESPONSE: 5,
+}
+ROLE_CODES = {Role.INITIATOR: 1, Role.RESPONDER: 2}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PendingCommit:
+    """A commit we sent and the epoch it creates, kept until the peer confirms it."""
+
+    message: bytes = field(repr=False)  # the encoded MLSMessage, resent byte for byte on resumption
+    msg_type: TwoPartyMessageType
+    group: Group
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """Everything format 1 holds."""
+
+    state: State
+    initial_role: Role
+    current_role: Role
+    group: Group
+    last_applied_commit: bytes | None
+    pending: PendingCommit | None
+
+
+def encode(stored: StoredSession) -> bytes:
+    w = Writer().u16(FORMAT)
+    w.u8(STATE_CODES[stored.state]).u8(ROLE_CODES[stored.initial_role]).u8(ROLE_CODES[stored.current_role])
+    w.opaque(stored.group.to_state()).optional(stored.last_applied_commit, Writer.opaque)
+    w.optional(stored.pending, lambda w2, p: w2.opaque(p.message).u8(p.msg_type).opaque(p.group.to_state()))
+    return w.getvalue()
+
+
+def decode(data: bytes, group_config: GroupConfig) -> StoredSession:
+    """Read format 1; any problem is a StoredStateError that says what is wrong."""
+    try:
+        return _decode(data, group_config)
+    except StoredStateError:
+        raise
+    except MLSError as exc:
+        raise StoredStateError(f"stored session state is corrupt: {exc}") from None
+
+
+def _decode(data: bytes, group_config: GroupConfig) -> StoredSession:
+    r = Reader(data)
+    version = r.u16()
+    if version != FORMAT:
+        raise StoredStateError(f"stored session state has format {version}; this release reads format {FORMAT} "
+                               "(start a new session, or use the release that wrote it)")
+    state = _code(STATE_CODES, r.u8(), "state")
+    initial_role = _code(ROLE_CODES, r.u8(), "role")
+    current_role = _code(ROLE_CODES, r.u8(), "role")
+    group = Group.from_state(r.opaque(), group_config)
+    last_applied = r.optional(Reader.opaque)
+
+    def pending(r2: Reader) -> PendingCommit:
+        message = r2.opaque()
+        msg_type = decode_enum(TwoPartyMessageType, r2.u8(), "two-party message type")
+        return PendingCommit(message, msg_type, Group.from_state(r2.opaque(), group_config))
+
+    pending_commit = r.optional(pending)
+    r.finish()
+    if (pending_commit is None) != (state is State.SYNCED):
+        raise StoredStateError(f"stored state {state.value!r} and its pending commit disagree")
+    return StoredSession(state, initial_role, current_role, group, last_applied, pending_commit)
+
+
+def _code(codes: dict[T, int], value: int, what: str) -> T:
+    for item, code in codes.items():
+        if code == value:
+            return item
+    raise StoredStateError(f"stored session state has unknown {what} code {value}")

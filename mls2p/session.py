@@ -1,0 +1,530 @@
+"""The MLS two-party profile session (draft-kohbrok-mls-two-party-profile-01).
+
+One sans-I/O object runs the profile for one two-member group across any
+number of connections: key establishment (ClientHello/ServerHello), ping-pong
+PCS rekeying (ConnectionUpdate/EpochKeyUpdate) and resumption
+(ResumptionRequest/ResumptionResponse).  Transports feed it whole
+:class:`~mls2p.wire.ProfileMessage` bytes and the current time and act on
+what it returns, in order:
+
+* :class:`SendMessage`: write these bytes to the peer under the transport keys
+  currently in use;
+* :class:`KeysChanged`: from now on protect and unprotect with keys exported
+  from ``epoch`` (the draft's key-switch points: the replier after sending its
+  EpochKeyUpdate, the committer after receiving it);
+* :class:`ResumptionIgnored`: a colliding resumption lost the tie-break.
+
+What may happen in which state is the table in :mod:`mls2p.transitions`; this
+class runs the table's actions.  Every action computes the next
+:class:`_Progress` without touching the current one, and the session swaps it
+in only when the action succeeded, so a message that is refused (not allowed
+now, malformed, forged, replayed) raises and leaves the session exactly as it
+was.  That is a deliberate deviation from the draft's "delete the group state
+on any failure" (docs/profile.md): deleting on unauthenticated input would let
+anyone who can replay a message destroy a session.  Replaced epochs are
+destroyed as soon as the swap makes them unreachable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from mlscore import safe_app
+from mlscore.codec import Reader, Writer, decode_enum
+from mlscore.errors import EpochError, StateError, ValidationError
+from mlscore.extensions import Extension, ExtensionType, RequiredCapabilities
+from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
+from mlscore.group import ApplicationMessage, CommitMessage, Group
+from mlscore.key_package import KeyPackageBundle, create_key_package, default_capabilities
+from mlscore.leaf_node import Capabilities
+from mlscore.messages import Add, KeyPackage, Welcome
+
+from . import persistence
+from .config import ProfileConfig, Role
+from .errors import ReplayedMessage, UnexpectedMessage
+from .persistence import PendingCommit, StoredSession
+from .transitions import Action, Event, State, Transition, lookup
+from .wire import EpochKeyUpdate, ProfileMessage, ProfileMessageType, TwoPartyMessageType
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+# -- what the transport acts on ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SendMessage:
+    data: bytes = field(repr=False)
+    msg_type: ProfileMessageType
+
+
+@dataclass(frozen=True)
+class KeysChanged:
+    """Switch the transport to keys exported from this epoch."""
+
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResumptionIgnored:
+    """The peer's colliding ResumptionRequest lost the tie-break (we are the initial initiator)."""
+
+    epoch: int
+
+
+SessionAction = SendMessage | KeysChanged | ResumptionIgnored
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """The session's protocol state; replaced whole, never modified."""
+
+    state: State
+    current_role: Role
+    group: Group | None = None
+    pending: PendingCommit | None = None
+    last_applied_commit: bytes | None = field(default=None, repr=False)
+    key_package: KeyPackageBundle | None = field(default=None, repr=False)
+    request_received: bool = False  # a ResumptionRequest arrived on the current connection
+
+    def groups(self) -> set[int]:
+        return {id(g) for g in (self.group, self.pending.group if self.pending else None) if g is not None}
+
+
+_Outcome = tuple[_Progress, list[SessionAction]]
+
+
+class TwoPartySession:
+    """One side of a two-party MLS group, across connections."""
+
+    def __init__(self, config: ProfileConfig, *, initial_role: Role, progress: _Progress,
+                 on_state_change: Callable[[TwoPartySession], None] | None = None) -> None:
+        self.config = config
+        self.initial_role = initial_role
+        self._progress = progress
+        self._on_state_change = on_state_change
+
+    def __repr__(self) -> str:
+        return (f"TwoPartySession(state={self.state.value!r}, epoch={self.epoch}, "
+                f"initial_role={self.initial_role.value}, current_role={self.current_role.value})")
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def initiator(cls, config: ProfileConfig, *, now: int | None = None,
+                  on_state_change: Callable[[TwoPartySession], None] | None = None
+                  ) -> tuple[TwoPartySession, list[SessionAction]]:
+        """Start phase 1: build our KeyPackage and the ClientHello to send."""
+        bundle = create_key_package(
+            config.cipher_suite, config.credential, config.signature_priv, lifetime=config.lifetime,
+            capabilities=_capabilities(config.cipher_suite), leaf_extensions=_leaf_extensions(config))
+        progress = _Progress(State.AWAITING_SERVER_HELLO, Role.INITIATOR, key_package=bundle)
+        session = cls(config, initial_role=Role.INITIATOR, progress=progress, on_state_change=on_state_change)
+        hello = MLSMessage(bundle.key_package).to_bytes()
+        return session, [_send(ProfileMessageType.CLIENT_HELLO, hello)]
+
+    @classmethod
+    def responder(cls, config: ProfileConfig, *,
+                  on_state_change: Callable[[TwoPartySession], None] | None = None) -> TwoPartySession:
+        """Wait for a ClientHello."""
+        return cls(config, initial_role=Role.RESPONDER, progress=_Progress(State.AWAITING_CLIENT_HELLO,
+                                                                           Role.RESPONDER),
+                   on_state_change=on_state_change)
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def to_state(self) -> bytes | None:
+        """The resumable state (mls2p.persistence format 1), or None when there is nothing to resume."""
+        p = self._progress
+        if p.group is None or p.state not in persistence.STATE_CODES:
+            return None
+        return persistence.encode(StoredSession(p.state, self.initial_role, p.current_role, p.group,
+                                                p.last_applied_commit, p.pending))
+
+    @classmethod
+    def from_state(cls, data: bytes, config: ProfileConfig, *,
+                   on_state_change: Callable[[TwoPartySession], None] | None = None) -> TwoPartySession:
+        """Rebuild a session from :meth:`to_state`; raises StoredStateError for anything unreadable."""
+        stored = persistence.decode(data, config.group_config(None))
+        progress = _Progress(stored.state, stored.current_role, stored.group, stored.pending,
+                             stored.last_applied_commit)
+        return cls(config, initial_role=stored.initial_role, progress=progress, on_state_change=on_state_change)
+
+    # -- queries (never change anything) -------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._progress.state
+
+    @property
+    def current_role(self) -> Role:
+        return self._progress.current_role
+
+    @property
+    def group(self) -> Group | None:
+        return self._progress.group
+
+    @property
+    def pending(self) -> PendingCommit | None:
+        return self._progress.pending
+
+    @property
+    def last_applied_commit(self) -> bytes | None:
+        return self._progress.last_applied_commit
+
+    @property
+    def epoch(self) -> int | None:
+        return self.group.epoch if self.group else None
+
+    @property
+    def group_id(self) -> bytes | None:
+        return self.group.group_id if self.group else None
+
+    @property
+    def established(self) -> bool:
+        return self.group is not None and self.state is not State.CLOSED
+
+    @property
+    def synced(self) -> bool:
+        return self.state is State.SYNCED
+
+    def next_epoch_group(self, epoch: int) -> Group | None:
+        """The group whose keys epoch ``epoch`` uses: the current one, or our pending commit's."""
+        if self.group is not None and self.group.epoch == epoch:
+            return self.group
+        if self.pending is not None and self.pending.group.epoch == epoch:
+            return self.pending.group
+        return None
+
+    def export_secret(self, label: bytes | str, context: bytes, length: int) -> bytes:
+        """MLS-Exporter of the epoch whose keys are in use."""
+        return self._keyed_group().export_secret(label, context, length)
+
+    def safe_export(self) -> bytes:
+        """This profile's safe-exporter secret for the current epoch (once per epoch)."""
+        return self._keyed_group().safe_export(self.config.component_id)
+
+    def _keyed_group(self) -> Group:
+        if self.group is None or self.state is State.CLOSED:
+            raise StateError(f"no keys in state {self.state.value}")
+        return self.group
+
+    # -- events --------------------------------------------------------------------------------
+
+    def receive(self, data: bytes | ProfileMessage, *, now: int | None = None) -> list[SessionAction]:
+        """Process one profile message from the peer.
+
+        Raises a :class:`~mlscore.errors.RemoteError` (UnexpectedMessage when
+        the state does not allow the message) and changes nothing when the
+        message is refused.
+        """
+        message = data if isinstance(data, ProfileMessage) else ProfileMessage.from_bytes(data)
+        return self._run(Event.received(message.msg_type), message.body, now)
+
+    def update(self) -> list[SessionAction]:
+        """Send a ConnectionUpdate (a commit with a fresh UpdatePath); only when synced."""
+        return self._run(Event.UPDATE)
+
+    def resume(self) -> list[SessionAction]:
+        """Start phase 3 on a new connection: we become the current initiator."""
+        return self._run(Event.RESUME)
+
+    def connection_lost(self) -> None:
+        """The transport broke: forget per-connection state, keep the group (phase 1 state is dropped)."""
+        self._run(Event.CONNECTION_LOST)
+
+    def close(self) -> None:
+        """End the relationship: the group state is deleted and can never be resumed.
+
+        To keep it for a later resumption, call :meth:`connection_lost` instead.
+        """
+        self._run(Event.CLOSE)
+
+    def _run(self, event: Event, body: bytes = b"", now: int | None = None) -> list[SessionAction]:
+        current = self._progress
+        transition = lookup(current.state, event, current_role=current.current_role,
+                            initial_role=self.initial_role)
+        if transition is None:
+            error = UnexpectedMessage if event.remote else StateError
+            raise error(f"{event.value} is not allowed in state {current.state.value}")
+        new, actions = self._ACTIONS[transition.action](self, current, body, now)
+        self._swap(transition, new)
+        return actions
+
+    def _swap(self, transition: Transition, new: _Progress) -> None:
+        assert new.state is transition.next_state, (transition, new.state)
+        old = self._progress
+        self._progress = new
+        keep = new.groups()
+        for group in (old.group, old.pending.group if old.pending else None):
+            if group is not None and id(group) not in keep:
+                group.destroy()
+        if old != new and self._on_state_change is not None:
+            self._on_state_change(self)
+
+    # -- actions: (current progress, message body, now) -> (next progress, what to do) -----------
+
+    def _create_group(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        key_package = _decode(body, KeyPackage, "ClientHello")
+        suite_id = key_package.cipher_suite
+        if suite_id not in (self.config.accepted_suites or (self.config.cipher_suite,)):
+            raise ValidationError(f"cipher suite {suite_id} is not accepted")
+        safe_app.require_components(key_package.leaf_node.extensions, [self.config.component_id],
+                                    "the initiator's KeyPackage")
+        own = create_key_package(suite_id, self.config.credential, self.config.signature_priv,
+                                 lifetime=self.config.lifetime, capabilities=_capabilities(suite_id),
+                                 leaf_extensions=_leaf_extensions(self.config))
+        founding = Group.create(own, extensions=_group_extensions(self.config), config=self.config.group_config(now))
+        result = founding.commit([Add(key_package)], force_path=False, include_tree_in_welcome=True)
+        founding.destroy()
+        assert result.welcome is not None
+        group = result.group
+        return (replace(p, state=State.SYNCED, group=group),
+                [_send(ProfileMessageType.SERVER_HELLO, result.welcome.to_bytes()),
+                 KeysChanged(group.epoch, "key establishment")])
+
+    def _join_group(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        assert p.key_package is not None
+        welcome = _decode(body, Welcome, "ServerHello")
+        group = Group.join(welcome, p.key_package, config=self.config.group_config(now))
+        members = group.members()
+        if len(members) != 2:
+            raise ValidationError(f"the group has {len(members)} members, the profile needs exactly two")
+        if group.own_leaf_node.encryption_key != p.key_package.key_package.leaf_node.encryption_key:
+            raise ValidationError("our leaf in the group is not the KeyPackage we sent")
+        safe_app.require_components(group.context.extensions, [self.config.component_id], "the GroupContext")
+        return (replace(p, state=State.SYNCED, group=group, key_package=None),
+                [KeysChanged(group.epoch, "key establishment")])
+
+    def _apply_and_confirm(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        assert p.group is not None
+        message = self._checked_commit(body, {TwoPartyMessageType.CONNECTION_UPDATE})
+        new_group, digest = self._apply_peer_commit(p.group, message, body)
+        return self._confirm(replace(p, last_applied_commit=digest, pending=None), new_group, "peer ConnectionUpdate")
+
+    def _ignore_commit(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        log.debug("ignoring a concurrent ConnectionUpdate: the current initiator's commit wins")
+        return p, []
+
+    def _adopt_pending(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        assert p.pending is not None
+        pending = p.pending.group
+        message = _decode(body, PrivateMessage, "EpochKeyUpdate")
+        self._check_type(message.authenticated_data, {TwoPartyMessageType.EPOCH_KEY_UPDATE})
+        if message.epoch != pending.epoch:
+            raise EpochError(f"EpochKeyUpdate for epoch {message.epoch}, expected {pending.epoch}")
+        processed = pending.process(MLSMessage(message))
+        if not isinstance(processed, ApplicationMessage):
+            raise ValidationError("an EpochKeyUpdate must be an application message")
+        update = EpochKeyUpdate.from_bytes(processed.data)
+        if update.epoch != pending.epoch:
+            raise EpochError(f"EpochKeyUpdate names epoch {update.epoch}, expected {pending.epoch}")
+        return (replace(p, state=State.SYNCED, group=pending, pending=None),
+                [KeysChanged(pending.epoch, "peer confirmed our commit")])
+
+    def _answer_resumption(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        assert p.group is not None
+        if p.request_received:
+            raise ReplayedMessage("a second ResumptionRequest on the same connection")
+        allowed = {TwoPartyMessageType.RESUMPTION_REQUEST, TwoPartyMessageType.CONNECTION_UPDATE,
+                   TwoPartyMessageType.RESUMPTION_RESPONSE}
+        message = self._checked_commit(body, allowed)
+        epoch = _message_epoch(message)
+        digest = _commit_hash(body)
+        base = replace(p, request_received=True, current_role=Role.RESPONDER)
+        if digest == p.last_applied_commit and epoch + 1 == p.group.epoch:
+            # Rule 1: we applied it before the break; its confirmation was lost.  (Had the peer
+            # confirmed anything after it, we would be past epoch + 1: then this is a replay.)
+            base = replace(base, pending=None)
+        elif p.pending is not None and epoch == p.pending.group.epoch:
+            # Rule 2: the peer applied our pending commit; its confirmation was lost.
+            group, applied = self._apply_peer_commit(p.pending.group, message, body)
+            base = replace(base, group=group, pending=None, last_applied_commit=applied)
+        else:
+            if epoch != p.group.epoch:
+                raise EpochError(f"ResumptionRequest commit for epoch {epoch}, we are at {p.group.epoch}")
+            group, applied = self._apply_peer_commit(p.group, message, body)
+            base = replace(base, group=group, pending=None, last_applied_commit=applied)
+        return self._commit(base, TwoPartyMessageType.RESUMPTION_RESPONSE)
+
+    def _ignore_resumption(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        # Both requests crossed, so the peer is processing ours: exactly one side may process,
+        # and it is the initial responder (docs/profile.md, "Crossed resumption requests").
+        assert p.group is not None
+        if p.request_received:
+            raise ReplayedMessage("a second ResumptionRequest on the same connection")
+        log.info("crossed resumption: we are the initial initiator, ignoring the peer's request")
+        return replace(p, request_received=True), [ResumptionIgnored(p.group.epoch)]
+
+    def _finish_resumption(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        assert p.pending is not None
+        message = self._checked_commit(body, {TwoPartyMessageType.RESUMPTION_RESPONSE})
+        own = p.pending.group
+        new_group, digest = self._apply_peer_commit(own, message, body)
+        return self._confirm(replace(p, group=own, pending=None, last_applied_commit=digest), new_group,
+                             "resumption")
+
+    def _send_commit(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        return self._commit(p, TwoPartyMessageType.CONNECTION_UPDATE)
+
+    def _send_resumption_commit(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        return self._commit(replace(p, current_role=Role.INITIATOR, request_received=False),
+                            TwoPartyMessageType.RESUMPTION_REQUEST)
+
+    def _resend_pending(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        assert p.pending is not None
+        return (replace(p, state=State.AWAITING_RESUMPTION_RESPONSE, current_role=Role.INITIATOR,
+                        request_received=False),
+                [_send(ProfileMessageType.RESUMPTION_REQUEST, p.pending.message)])
+
+    def _reset_connection(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        return replace(p, request_received=False), []
+
+    def _forget(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        return _Progress(State.CLOSED, p.current_role), []
+
+    def _nothing(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        return p, []
+
+    _ACTIONS: dict[Action, Callable[[TwoPartySession, _Progress, bytes, int | None], _Outcome]] = {
+        Action.CREATE_GROUP: _create_group,
+        Action.JOIN_GROUP: _join_group,
+        Action.APPLY_AND_CONFIRM: _apply_and_confirm,
+        Action.DROP_PENDING_APPLY_AND_CONFIRM: _apply_and_confirm,  # _apply_and_confirm clears pending
+        Action.IGNORE_COMMIT: _ignore_commit,
+        Action.ADOPT_PENDING: _adopt_pending,
+        Action.ANSWER_RESUMPTION: _answer_resumption,
+        Action.IGNORE_RESUMPTION: _ignore_resumption,
+        Action.FINISH_RESUMPTION: _finish_resumption,
+        Action.SEND_COMMIT: _send_commit,
+        Action.SEND_RESUMPTION_COMMIT: _send_resumption_commit,
+        Action.RESEND_PENDING: _resend_pending,
+        Action.RESET_CONNECTION: _reset_connection,
+        Action.FORGET: _forget,
+        Action.NOTHING: _nothing,
+    }
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _commit(self, p: _Progress, msg_type: TwoPartyMessageType) -> _Outcome:
+        """A fresh commit with an UpdatePath from ``p.group``, kept pending until confirmed."""
+        assert p.group is not None
+        result = p.group.commit(force_path=True, authenticated_data=self._safe_aad(msg_type))
+        encoded = result.message.to_bytes()
+        pending = PendingCommit(encoded, msg_type, result.group)
+        if msg_type is TwoPartyMessageType.RESUMPTION_REQUEST:
+            state, wire = State.AWAITING_RESUMPTION_RESPONSE, ProfileMessageType.RESUMPTION_REQUEST
+        elif msg_type is TwoPartyMessageType.CONNECTION_UPDATE:
+            state, wire = State.AWAITING_EPOCH_KEY_UPDATE, ProfileMessageType.CONNECTION_UPDATE
+        else:
+            state, wire = State.AWAITING_EPOCH_KEY_UPDATE, ProfileMessageType.RESUMPTION_RESPONSE
+        return replace(p, state=state, pending=pending), [_send(wire, encoded)]
+
+    def _confirm(self, p: _Progress, new_group: Group, reason: str) -> _Outcome:
+        """Reply with EpochKeyUpdate in the new epoch, then switch (the replier switches after sending)."""
+        aad = self._safe_aad(TwoPartyMessageType.EPOCH_KEY_UPDATE)
+        ack = new_group.protect(EpochKeyUpdate(new_group.epoch).to_bytes(), authenticated_data=aad)
+        return (replace(p, state=State.SYNCED, group=new_group, pending=None),
+                [_send(ProfileMessageType.EPOCH_KEY_UPDATE, ack.to_bytes()), KeysChanged(new_group.epoch, reason)])
+
+    def _apply_peer_commit(self, group: Group, message: MLSMessage, encoded: bytes) -> tuple[Group, bytes]:
+        """Validate a peer commit against ``group``: no proposals, an UpdatePath, our component.
+
+        Returns the next epoch and the commit's digest (the draft's "last applied commit").
+        """
+        processed = group.process(message)
+        if not isinstance(processed, CommitMessage):
+            raise ValidationError("expected a commit")
+        commit = processed.commit
+        try:
+            if commit.proposals or commit.path is None:
+                raise ValidationError("profile commits must have no proposals and an UpdatePath")
+            safe_app.require_components(commit.path.leaf_node.extensions, [self.config.component_id],
+                                        "the peer's new LeafNode")
+        except ValidationError:
+            processed.group.destroy()
+            raise
+        return processed.group, _commit_hash(encoded)
+
+    def _checked_commit(self, body: bytes, allowed: set[TwoPartyMessageType]) -> MLSMessage:
+        message = MLSMessage.from_bytes(body)
+        inner = message.body
+        if isinstance(inner, PublicMessage):
+            aad = inner.content.authenticated_data
+        elif isinstance(inner, PrivateMessage):
+            aad = inner.authenticated_data
+        else:
+            raise ValidationError(f"expected a commit, got {message.wire_format.name}")
+        self._check_type(aad, allowed)
+        return message
+
+    def _check_type(self, authenticated_data: bytes, allowed: set[TwoPartyMessageType]) -> None:
+        safe_aad, _ = safe_app.split_authenticated_data(authenticated_data)
+        item = safe_app.safe_aad_item(safe_aad, self.config.component_id)
+        if item is None:
+            raise ValidationError("message lacks the two-party profile Safe AAD item")
+        reader = Reader(item)
+        value = decode_enum(TwoPartyMessageType, reader.u8(), "two-party message type")
+        reader.finish()
+        if value not in allowed:
+            raise ValidationError(f"Safe AAD message type {value.name} not allowed here")
+
+    def _safe_aad(self, msg_type: TwoPartyMessageType) -> bytes:
+        item = safe_app.SafeAADItem(self.config.component_id, Writer().u8(msg_type).getvalue())
+        return safe_app.encode_authenticated_data(safe_app.SafeAAD((item,)))
+
+
+# -- module helpers ------------------------------------------------------------------------------
+
+def _send(msg_type: ProfileMessageType, body: bytes) -> SendMessage:
+    return SendMessage(ProfileMessage(msg_type, body).to_bytes(), msg_type)
+
+
+def _decode(body: bytes, expected: type[T], what: str) -> T:
+    message = MLSMessage.from_bytes(body)
+    if not isinstance(message.body, expected):
+        raise ValidationError(f"{what} must carry a {expected.__name__}, got {message.wire_format.name}")
+    return message.body
+
+
+def _capabilities(suite_id: int) -> Capabilities:
+    return default_capabilities(suite_id, extensions=(ExtensionType.APP_DATA_DICTIONARY,))
+
+
+def _leaf_extensions(config: ProfileConfig) -> tuple[Extension, ...]:
+    return (safe_app.app_data_dictionary_extension([config.component_id]), *config.leaf_extensions)
+
+
+def _group_extensions(config: ProfileConfig) -> tuple[Extension, ...]:
+    required = RequiredCapabilities(extension_types=(ExtensionType.APP_DATA_DICTIONARY,))
+    return (safe_app.app_data_dictionary_extension([config.component_id]),
+            Extension(ExtensionType.REQUIRED_CAPABILITIES, required.to_bytes()))
+
+
+def _commit_hash(encoded: bytes) -> bytes:
+    """Collision-resistant digest of a commit as received (the draft lets us keep a hash)."""
+    return hashlib.sha256(encoded).digest()
+
+
+def _message_epoch(message: MLSMessage) -> int:
+    body = message.body
+    if isinstance(body, PublicMessage):
+        return body.content.epoch
+    assert isinstance(body, PrivateMessage)  # _checked_commit let nothing else through
+    return body.epoch
+
+
+__all__ = [
+    "KeysChanged",
+    "PendingCommit",
+    "ResumptionIgnored",
+    "SendMessage",
+    "SessionAction",
+    "TwoPartySession",
+]

@@ -1,0 +1,188 @@
+"""Every reliance on aioquic's private names, in one place.
+
+Tested with the aioquic versions pinned in pyproject.toml (see
+:data:`TESTED_AIOQUIC`); ``tests/test_mlsquic_compat.py`` checks each touch
+point against the installed aioquic, so an aioquic change fails there first,
+with the touch point's name, instead of somewhere deep in a handshake.
+
+Nothing here changes aioquic for anyone else: there is no patching.  mlsquic's
+connection classes subclass :class:`HookedQuicConnection` and are passed to
+aioquic explicitly (``mlsquic.serve``/``mlsquic.connect``).
+
+Touch points:
+
+1. ``QuicConnection._initialize(peer_cid)``: aioquic's one-time set-up once the
+   peer's connection id is known; it creates ``self.tls`` and ``self._cryptos``.
+   :class:`HookedQuicConnection` calls :meth:`~HookedQuicConnection.after_initialize`
+   after it, where mlsquic replaces the TLS context (QUIC-MLS mode) and the 1-RTT
+   crypto pair.
+2. ``QuicConnection._handle_crypto_frame(context, frame_type, buf)``: the CRYPTO
+   frame handler; ``context.epoch`` is the packet number space.  aioquic's TLS
+   infers the space from its own state; the MLS handshake needs it, so
+   :meth:`~HookedQuicConnection.before_crypto_frame` is told first.
+3. ``QuicConnection._cryptos``, ``_crypto_buffers``, ``_push_crypto_data()``,
+   ``_events``, ``_is_client``, ``_configuration``: read through the accessors
+   of :class:`HookedQuicConnection`.
+4. ``QuicConnection.tls``: read as a ``tls.Context`` with these attributes, which
+   :class:`mlsquic.handshake.MlsHandshakeContext` provides in QUIC-MLS mode:
+   ``handle_message(data, buffers)``, ``state``, ``alpn_negotiated``,
+   ``received_extensions``, ``session_resumed``, ``early_data_accepted``,
+   ``handshake_extensions``, ``alpn_cb``, ``update_traffic_key_cb``,
+   ``get_session_ticket_cb``, ``new_session_ticket_cb``, ``session_ticket``,
+   ``certificate``/``certificate_chain``/``certificate_private_key``,
+   ``legacy_session_id``, ``client_random``.
+5. ``CryptoPair._update_key(trigger)``, ``_update_key_requested``, and the
+   contexts' ``_setup_cb``/``_teardown_cb``: :class:`MlsCryptoPair` moves the
+   1-RTT keys to the next MLS epoch at a Key Phase flip instead of deriving
+   "quic ku" secrets; the header-protection key stays, as in RFC 9001.
+6. ``CryptoContext.decrypt_packet``'s behaviour (header-protection removal,
+   packet number decoding, the key-phase bit) is reproduced by
+   :class:`MlsCryptoContext`, which opens a flipped packet with the next
+   epoch's keys; ``aioquic._crypto.CryptoError`` is the AEAD's failure.
+7. ``QuicConnectionProtocol._connection_id_issued_handler``,
+   ``_connection_id_retired_handler``, ``_connection_terminated_handler``: the
+   callbacks a server uses to route datagrams by connection id
+   (:func:`watch_connection_ids`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from aioquic import tls
+from aioquic._crypto import CryptoError as AeadError  # touch point 6
+from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.buffer import Buffer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.crypto import CryptoContext, CryptoPair, KeyUnavailableError, apply_key_phase
+from aioquic.quic.events import QuicEvent
+from aioquic.quic.packet import decode_packet_number
+
+TESTED_AIOQUIC = (">=1.2", "<1.8")
+"""The aioquic versions these touch points were checked against (pyproject.toml pins the same)."""
+
+NextSecrets = Callable[[int], "tuple[bytes, bytes] | None"]
+
+
+class HookedQuicConnection(QuicConnection):
+    """A QuicConnection with public hooks in place of aioquic's private methods (touch points 1-3)."""
+
+    def _initialize(self, peer_cid: bytes) -> None:  # touch point 1
+        super()._initialize(peer_cid)
+        self.after_initialize()
+
+    def _handle_crypto_frame(self, context: Any, frame_type: int, buf: Buffer) -> None:  # touch point 2
+        self.before_crypto_frame(context.epoch)
+        super()._handle_crypto_frame(context, frame_type, buf)
+
+    def after_initialize(self) -> None:
+        """Called once aioquic has built its TLS context and crypto pairs."""
+
+    def before_crypto_frame(self, epoch: tls.Epoch) -> None:
+        """Called with the packet number space of each CRYPTO frame before aioquic handles it."""
+
+    # -- touch point 3 ---------------------------------------------------------------------
+
+    @property
+    def is_client(self) -> bool:
+        return bool(self._is_client)
+
+    @property
+    def quic_configuration(self) -> QuicConfiguration:
+        return self._configuration
+
+    def crypto_pair(self, epoch: tls.Epoch) -> CryptoPair:
+        return self._cryptos[epoch]
+
+    def replace_crypto_pair(self, epoch: tls.Epoch, pair: CryptoPair) -> None:
+        self._cryptos[epoch] = pair
+
+    def crypto_buffers(self) -> dict[tls.Epoch, Buffer]:
+        return self._crypto_buffers
+
+    def flush_crypto_data(self) -> None:
+        """Turn what was pushed into the crypto buffers into CRYPTO frames."""
+        self._push_crypto_data()
+
+    def queue_event(self, event: QuicEvent) -> None:
+        self._events.append(event)
+
+
+class MlsCryptoContext(CryptoContext):
+    """A 1-RTT receive context whose next Key Phase uses the pair's next MLS secret (touch point 6)."""
+
+    pair: MlsCryptoPair
+
+    def decrypt_packet(self, packet: bytes, encrypted_offset: int,
+                       expected_packet_number: int) -> tuple[bytes, bytes, int, bool]:
+        if self.aead is None:
+            raise KeyUnavailableError("Decryption key is not available")
+        plain_header, packet_number = self.hp.remove(packet, encrypted_offset)
+        first_byte = plain_header[0]
+        packet_number = decode_packet_number(packet_number, ((first_byte & 0x03) + 1) * 8, expected_packet_number)
+        body = packet[len(plain_header):]
+        if first_byte & 0x80 or ((first_byte & 4) >> 2) == self.key_phase:
+            payload = self.aead.decrypt(body, plain_header, packet_number)
+            self.pair.previous_aead = None  # the peer uses the current phase: old keys can go
+            return plain_header, payload, packet_number, False
+        previous = self.pair.previous_aead
+        if previous is not None:
+            # We flipped first; the peer's packets still use the old phase until it sees ours.
+            with contextlib.suppress(AeadError):
+                return plain_header, previous.decrypt(body, plain_header, packet_number), packet_number, False
+        crypto = self.pair.next_context(receive=True)
+        payload = crypto.aead.decrypt(body, plain_header, packet_number)
+        return plain_header, payload, packet_number, True
+
+
+class MlsCryptoPair(CryptoPair):
+    """1-RTT keys that move to the next MLS epoch at each Key Phase flip (touch point 5).
+
+    Flips are sequential (epoch N to N+1).  ``next_secrets(epoch)`` returns
+    (receive, send) secrets for an epoch, or None while it is unknown.
+    """
+
+    def __init__(self, original: CryptoPair, next_secrets: NextSecrets) -> None:
+        super().__init__()
+        recv = MlsCryptoContext(setup_cb=original.recv._setup_cb, teardown_cb=original.recv._teardown_cb)
+        recv.pair = self
+        self.recv = recv
+        self.send = CryptoContext(setup_cb=original.send._setup_cb, teardown_cb=original.send._teardown_cb)
+        self.epoch: int | None = None
+        self.next_secrets = next_secrets
+        self.previous_aead: Any = None  # old receive keys, kept after a local flip until the peer flips
+
+    @property
+    def update_requested(self) -> bool:
+        """A local Key Phase flip is queued for our next packet."""
+        return bool(self._update_key_requested)
+
+    def next_context(self, *, receive: bool) -> CryptoContext:
+        found = self.next_secrets(self.epoch + 1) if self.epoch is not None else None
+        if found is None:
+            raise KeyUnavailableError("key phase flipped but the next MLS epoch is not known")
+        recv_secret, send_secret = found
+        current = self.recv if receive else self.send
+        crypto = CryptoContext(key_phase=int(not current.key_phase))
+        crypto.setup(cipher_suite=current.cipher_suite, secret=recv_secret if receive else send_secret,
+                     version=current.version)
+        return crypto
+
+    def _update_key(self, trigger: str) -> None:
+        self.previous_aead = self.recv.aead if trigger == "local_update" else None
+        apply_key_phase(self.recv, self.next_context(receive=True), trigger=trigger)
+        apply_key_phase(self.send, self.next_context(receive=False), trigger=trigger)
+        assert self.epoch is not None
+        self.epoch += 1
+        self._update_key_requested = False
+
+
+def watch_connection_ids(protocol: QuicConnectionProtocol, *, issued: Callable[[bytes], None],
+                         retired: Callable[[bytes], None], terminated: Callable[[], None]) -> None:
+    """Have ``protocol`` report connection ids and its end to a server (touch point 7)."""
+    protocol._connection_id_issued_handler = issued
+    protocol._connection_id_retired_handler = retired
+    protocol._connection_terminated_handler = terminated

@@ -1,0 +1,122 @@
+"""MLS epochs as 1-RTT Key Phase flips: what both mlsquic modes share (docs/quic.md).
+
+RFC 9001 section 6 key updates are replaced by the two-party profile's
+rekeys: every confirmed MLS epoch is one Key Phase flip, and the secrets of
+the next phase come from that epoch instead of "quic ku".  The replier flips
+when it sends its EpochKeyUpdate, the committer when it receives it; the
+committer can already open the replier's flipped packets because the next
+secrets come from its pending epoch (:meth:`TwoPartySession.next_epoch_group`).
+
+:class:`EpochKeyedConnection` holds the connection's
+:class:`~mls2p.bootstrap.ProfileEndpoint` (start, resume, store, rekey
+policy: the same object mlstls uses) and the flipping 1-RTT crypto pair; the
+two modes differ only in where profile messages travel and how an epoch's
+secrets are derived.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import cast
+
+from aioquic import tls
+from aioquic.quic.events import QuicEvent
+
+from mls2p.bootstrap import ProfileEndpoint
+from mls2p.session import SessionAction, TwoPartySession
+
+from ._aioquic_compat import HookedQuicConnection, MlsCryptoPair
+from .config import MlsQuicConfiguration
+
+log = logging.getLogger(__name__)
+
+
+class EpochChanged(QuicEvent):
+    """The 1-RTT keys now come from MLS epoch ``epoch`` (a PCS rekey took effect)."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        self.epoch = epoch
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"EpochChanged(epoch={self.epoch}, reason={self.reason!r})"
+
+
+class EpochKeyedConnection(HookedQuicConnection):
+    """A QuicConnection whose 1-RTT keys follow the epochs of a two-party MLS session."""
+
+    endpoint: ProfileEndpoint
+    _now: float = 0.0
+
+    def after_initialize(self) -> None:
+        config = self.mls_configuration
+        self.endpoint = ProfileEndpoint(config.mls_profile, is_client=self.is_client, store=config.store,
+                                        resume_group_id=config.resume_group_id)
+        self.replace_crypto_pair(tls.Epoch.ONE_RTT,
+                                 MlsCryptoPair(self.crypto_pair(tls.Epoch.ONE_RTT), self.next_epoch_secrets))
+
+    # -- mode-specific -----------------------------------------------------------------------
+
+    def next_epoch_secrets(self, epoch: int) -> tuple[bytes, bytes] | None:
+        """(receive, send) 1-RTT secrets of MLS epoch ``epoch``, or None while it is unknown."""
+        raise NotImplementedError
+
+    def act(self, actions: list[SessionAction]) -> None:
+        """Carry out what the session asked for (send profile messages, move keys)."""
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------
+
+    @property
+    def mls_configuration(self) -> MlsQuicConfiguration:
+        return cast(MlsQuicConfiguration, self.quic_configuration)
+
+    @property
+    def one_rtt(self) -> MlsCryptoPair:
+        return cast(MlsCryptoPair, self.crypto_pair(tls.Epoch.ONE_RTT))
+
+    @property
+    def mls_session(self) -> TwoPartySession | None:
+        return self.endpoint.session
+
+    @property
+    def mls_epoch(self) -> int | None:
+        """The MLS epoch of the 1-RTT keys in use (0 in alongside mode before the first MLS epoch)."""
+        return self.one_rtt.epoch
+
+    def rekey(self) -> bool:
+        """Start a PCS rekey now (a ConnectionUpdate); False before keys exist or while one is in flight."""
+        if self.one_rtt.epoch is None:
+            return False
+        actions = self.endpoint.rekey()
+        self.act(actions)
+        return bool(actions)
+
+    def request_key_update(self) -> None:
+        """RFC 9001 key update is replaced by an MLS rekey."""
+        self.rekey()
+
+    def flip_to(self, epoch: int, reason: str, *, now: bool = True) -> None:
+        """Move the 1-RTT keys to ``epoch``: at our next packet (``now``), or when the peer's packets flip."""
+        pair = self.one_rtt
+        if now and pair.epoch is not None and pair.epoch < epoch and not pair.update_requested:
+            pair.update_key()
+        self.queue_event(EpochChanged(epoch, reason))
+        log.info("QUIC 1-RTT keys move to MLS epoch %d (%s)", epoch, reason)
+
+    @property
+    def now(self) -> float:
+        """The time aioquic last passed in (the rekey policy's clock)."""
+        return self._now
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int], now: float) -> None:
+        self._now = now
+        super().receive_datagram(data, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int] | tuple[str, int, int, int]]]:
+        self._now = now
+        if self.one_rtt.epoch is not None and self.endpoint.rekey_due(now):
+            self.rekey()
+        datagrams = super().datagrams_to_send(now)
+        self.endpoint.record_sent(sum(len(data) for data, _ in datagrams))
+        return datagrams

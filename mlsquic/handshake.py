@@ -1,0 +1,249 @@
+"""QUIC-MLS mode: the two-party profile in place of the TLS 1.3 handshake (docs/quic.md).
+
+:class:`MlsHandshakeContext` stands where aioquic keeps its ``tls.Context``
+(the attributes aioquic reads are listed in :mod:`mlsquic._aioquic_compat`)
+and runs the profile over CRYPTO frames:
+
+* Initial space: our ``HELLO_EXTRAS`` frame (transport parameters and ALPN),
+  then ClientHello/ServerHello, or ResumptionRequest/ResumptionResponse;
+* Handshake space: the resuming client's EpochKeyUpdate, and the client's key
+  confirmation (``CLIENT_CONFIRM``, like TLS Finished);
+* 1-RTT space: ConnectionUpdate/EpochKeyUpdate of the PCS rekeys.
+
+Handshake and first 1-RTT secrets are exported from the first MLS epoch with
+both HELLO_EXTRAS frames hashed into the context, so tampering with transport
+parameters or ALPN changes every key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import TYPE_CHECKING
+
+from aioquic import tls
+from aioquic.buffer import Buffer
+
+from mls2p.errors import StateError, UnexpectedMessage
+from mls2p.session import KeysChanged, SendMessage, SessionAction
+from mls2p.traffic import traffic_aead
+from mls2p.wire import MessageBuffer, ProfileMessageType
+from mlscore.codec import Reader, Writer
+from mlscore.errors import MLSError, ValidationError
+from mlscore.group import Group
+
+from .errors import alert_from
+
+if TYPE_CHECKING:
+    from .connection import MlsQuicConnection
+
+log = logging.getLogger(__name__)
+
+HELLO_EXTRAS = 0x40
+"""Our frame beside the profile messages: transport parameters and ALPN (hashed into every key)."""
+CLIENT_CONFIRM = 0x41
+"""The client's key confirmation in the Handshake space (like TLS Finished)."""
+CONFIRM_LABEL = "quic-mls client finished"
+
+LABELS = {
+    (tls.Epoch.HANDSHAKE, True): "quic-mls client hs",
+    (tls.Epoch.HANDSHAKE, False): "quic-mls server hs",
+    (tls.Epoch.ONE_RTT, True): "quic-mls client 1rtt",
+    (tls.Epoch.ONE_RTT, False): "quic-mls server 1rtt",
+}
+
+_INITIAL_MESSAGES = frozenset({ProfileMessageType.CLIENT_HELLO, ProfileMessageType.SERVER_HELLO,
+                               ProfileMessageType.RESUMPTION_REQUEST, ProfileMessageType.RESUMPTION_RESPONSE})
+
+
+def _frame(kind: int, body: bytes) -> bytes:
+    return Writer().u8(kind).opaque(body).getvalue()
+
+
+def quic_cipher_suite(mls_suite: int) -> tls.CipherSuite:
+    """The TLS 1.3 cipher suite QUIC packet protection uses for an MLS suite (same AEAD)."""
+    return tls.CipherSuite(traffic_aead(mls_suite).tls_cipher_suite)
+
+
+class MlsHandshakeContext:
+    """Drives the two-party profile over QUIC CRYPTO frames in place of aioquic's ``tls.Context``."""
+
+    def __init__(self, connection: MlsQuicConnection, original: tls.Context) -> None:
+        self._connection = connection
+        self.is_client = connection.is_client
+        self.endpoint = connection.endpoint
+        self.alpn_protocols = list(connection.mls_configuration.alpn_protocols or [])
+        self.handshake_extensions = original.handshake_extensions
+        self.alpn_cb = original.alpn_cb
+        self.update_traffic_key_cb = original.update_traffic_key_cb
+        self.get_session_ticket_cb = None
+        self.new_session_ticket_cb = None
+        self.state = tls.State.CLIENT_HANDSHAKE_START if self.is_client else tls.State.SERVER_EXPECT_CLIENT_HELLO
+        self.alpn_negotiated: str | None = None
+        self.early_data_accepted = False
+        self.received_extensions: list[tuple[int, bytes]] = []
+        self.legacy_session_id = b""
+        self.client_random = b""
+        self.session_ticket = None
+        self.certificate = self.certificate_chain = self.certificate_private_key = None
+        self.current_epoch = tls.Epoch.INITIAL
+        self._buffers = {epoch: MessageBuffer() for epoch in tls.Epoch}
+        self._hello_frames: dict[bool, bytes] = {}  # is_client -> our/their HELLO_EXTRAS frame
+        self._handshake_installed = False
+
+    @property
+    def session_resumed(self) -> bool:
+        return self.endpoint.resumed
+
+    # aioquic calls this with the CRYPTO data of the space noted in current_epoch
+    def handle_message(self, input_data: bytes, output_buf: dict[tls.Epoch, Buffer]) -> None:
+        try:
+            if self.state == tls.State.CLIENT_HANDSHAKE_START:
+                self._start_client(output_buf)
+                return
+            for frame in self._buffers[self.current_epoch].feed_frames(input_data):
+                self._handle_frame(self.current_epoch, frame, output_buf)
+        except MLSError as exc:
+            raise alert_from(exc) from exc
+
+    # -- frames ----------------------------------------------------------------------------
+
+    def _start_client(self, out: dict[tls.Epoch, Buffer]) -> None:
+        out[tls.Epoch.INITIAL].push_bytes(self._our_hello())
+        self.act(self.endpoint.start(), out)
+        self.state = tls.State.CLIENT_EXPECT_SERVER_HELLO
+
+    def _handle_frame(self, epoch: tls.Epoch, frame: bytes, out: dict[tls.Epoch, Buffer]) -> None:
+        kind = frame[0]
+        if kind == HELLO_EXTRAS:
+            self._receive_hello(epoch, frame, out)
+            return
+        if kind == CLIENT_CONFIRM:
+            self._receive_confirm(epoch, frame)
+            return
+        if epoch == tls.Epoch.INITIAL and (not self.is_client) not in self._hello_frames:
+            raise UnexpectedMessage("the transport-parameters frame must come before the first profile message")
+        self.act(self.endpoint.receive(frame, self._connection.now), out)
+        session = self.endpoint.session
+        if (not self.is_client and self.endpoint.resumed and session is not None and session.pending is not None
+                and not self._handshake_installed):
+            # Our ResumptionResponse waits for the client's EpochKeyUpdate, which the client
+            # sends in the Handshake space: key that space from our pending epoch.
+            self._install(tls.Epoch.HANDSHAKE, session.pending.group)
+
+    def _our_hello(self) -> bytes:
+        alpns = [self.alpn_negotiated] if (not self.is_client and self.alpn_negotiated) else self.alpn_protocols
+        body = Writer().opaque(self.handshake_extensions[0][1])
+        body.vector([a.encode() for a in alpns], Writer.opaque)
+        frame = _frame(HELLO_EXTRAS, body.getvalue())
+        self._hello_frames[self.is_client] = frame
+        return frame
+
+    def _receive_hello(self, epoch: tls.Epoch, frame: bytes, out: dict[tls.Epoch, Buffer]) -> None:
+        if epoch != tls.Epoch.INITIAL or (not self.is_client) in self._hello_frames:
+            raise UnexpectedMessage("unexpected transport-parameters frame")
+        reader = Reader(frame[1:])
+        body = Reader(reader.opaque())
+        reader.finish()
+        transport_parameters = body.opaque()
+        alpns = [a.decode("ascii", "replace") for a in body.vector(Reader.opaque)]
+        body.finish()
+        self._hello_frames[not self.is_client] = frame
+        self.received_extensions = [(tls.ExtensionType.QUIC_TRANSPORT_PARAMETERS, transport_parameters)]
+        ours = self.alpn_protocols
+        if self.is_client:
+            if len(alpns) != 1 or alpns[0] not in ours:
+                raise ValidationError(f"server chose ALPN {alpns}, we offered {ours}")
+            self.alpn_negotiated = alpns[0]
+        else:
+            common = [a for a in ours if a in alpns]
+            if ours and not common:
+                raise ValidationError(f"no common ALPN: client offered {alpns}, we support {ours}")
+            self.alpn_negotiated = common[0] if common else None
+        self.alpn_cb(self.alpn_negotiated)  # aioquic parses the transport parameters here
+        if not self.is_client:
+            out[tls.Epoch.INITIAL].push_bytes(self._our_hello())
+
+    def _confirm_value(self) -> bytes:
+        session = self.endpoint.session
+        assert session is not None
+        return session.export_secret(CONFIRM_LABEL, self._binding(), 32)
+
+    def _receive_confirm(self, epoch: tls.Epoch, frame: bytes) -> None:
+        session = self.endpoint.session
+        if self.is_client or epoch != tls.Epoch.HANDSHAKE or session is None:
+            raise UnexpectedMessage("unexpected confirmation frame")
+        reader = Reader(frame[1:])
+        value = reader.opaque()
+        reader.finish()
+        if not session.synced or not hmac.compare_digest(value, self._confirm_value()):
+            raise ValidationError("client key confirmation does not match")
+        self.state = tls.State.SERVER_POST_HANDSHAKE
+
+    # -- acting on the session ---------------------------------------------------------------
+
+    def _space_for(self, msg_type: ProfileMessageType) -> tls.Epoch:
+        """Hellos and resumption go in Initial; the resumer's ack in Handshake; rekeys in 1-RTT."""
+        if msg_type in _INITIAL_MESSAGES:
+            return tls.Epoch.INITIAL
+        if self._connection.one_rtt.epoch is None:
+            return tls.Epoch.HANDSHAKE
+        return tls.Epoch.ONE_RTT
+
+    def act(self, actions: list[SessionAction], out: dict[tls.Epoch, Buffer]) -> None:
+        for action in actions:
+            if isinstance(action, SendMessage):
+                out[self._space_for(action.msg_type)].push_bytes(action.data)
+            elif isinstance(action, KeysChanged):
+                self._keys_changed(action.epoch, action.reason, out)
+
+    def _keys_changed(self, epoch: int, reason: str, out: dict[tls.Epoch, Buffer]) -> None:
+        session = self.endpoint.session
+        assert session is not None and session.group is not None
+        pair = self._connection.one_rtt
+        if pair.epoch is not None:
+            self._connection.flip_to(epoch, reason)
+            return
+        # the handshake: install Handshake and 1-RTT keys
+        if not self._handshake_installed:
+            self._install(tls.Epoch.HANDSHAKE, session.group)
+        self._install(tls.Epoch.ONE_RTT, session.group)
+        pair.epoch = epoch
+        if self.is_client:
+            out[tls.Epoch.HANDSHAKE].push_bytes(_frame(CLIENT_CONFIRM, self._confirm_value()))
+            self.state = tls.State.CLIENT_POST_HANDSHAKE
+        else:
+            self.state = tls.State.SERVER_EXPECT_FINISHED
+
+    def next_epoch_secrets(self, epoch: int) -> tuple[bytes, bytes] | None:
+        session = self.endpoint.session
+        group = session.next_epoch_group(epoch) if session is not None else None
+        return self._secrets(tls.Epoch.ONE_RTT, group) if group is not None else None
+
+    def _install(self, epoch: tls.Epoch, group: Group) -> None:
+        recv, send = self._secrets(epoch, group)
+        suite = quic_cipher_suite(group.suite.id)
+        self.update_traffic_key_cb(tls.Direction.DECRYPT, epoch, suite, recv)
+        self.update_traffic_key_cb(tls.Direction.ENCRYPT, epoch, suite, send)
+        if epoch == tls.Epoch.HANDSHAKE:
+            self._handshake_installed = True
+
+    def _binding(self) -> bytes:
+        """Both hello-extras frames, hashed: tampering with transport parameters or ALPN changes every key."""
+        return hashlib.sha256(self._hello_frames.get(True, b"") + self._hello_frames.get(False, b"")).digest()
+
+    def _secrets(self, epoch: tls.Epoch, group: Group) -> tuple[bytes, bytes]:
+        length = hashlib.new(traffic_aead(group.suite.id).tls_hash).digest_size
+        binding = self._binding()
+        client = group.export_secret(LABELS[(epoch, True)], binding, length)
+        server = group.export_secret(LABELS[(epoch, False)], binding, length)
+        return (server, client) if self.is_client else (client, server)
+
+    def rekey(self, out: dict[tls.Epoch, Buffer]) -> bool:
+        """A ConnectionUpdate now, once 1-RTT keys exist; False while one is in flight."""
+        if self._connection.one_rtt.epoch is None:
+            raise StateError("no 1-RTT keys yet")
+        actions = self.endpoint.rekey()
+        self.act(actions, out)
+        return bool(actions)
