@@ -15,9 +15,11 @@ from .handshake import MlsHandshakeContext
 class MlsQuicConnection(EpochKeyedConnection):
     """MLS in place of the QUIC TLS handshake; pass it to aioquic as the connection class."""
 
+    handshake_class: type[MlsHandshakeContext] = MlsHandshakeContext
+
     def after_initialize(self) -> None:
         super().after_initialize()
-        self.tls = MlsHandshakeContext(self, self.tls)  # type: ignore[assignment]  # duck-typed, touch point 4
+        self.tls = self.handshake_class(self, self.tls)  # type: ignore[assignment]  # duck-typed, touch point 4
 
     @property
     def handshake(self) -> MlsHandshakeContext:

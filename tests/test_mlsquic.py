@@ -1,117 +1,114 @@
-"""QUIC-MLS on loopback: handshake, bulk data across many Key Phase flips, refusals, loss during rekeys."""
+"""QUIC-MLS: handshake, bulk data across many Key Phase flips, the time policy, refusals, loss, resumption.
+
+Driven in memory with :class:`mlsquic.testing.QuicPair` (no sockets, simulated
+time), so nothing here depends on how fast the machine is; one loopback test
+covers ``mlsquic.serve``/``connect``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import random
 
-import pytest
-from aioquic.asyncio import connect as aioquic_connect
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 
 import mlsquic
-from mls2p import RekeyPolicy
+from mls2p import MemorySessionStore, RekeyPolicy
 from mls2p.testing import config
 from mlscore.credentials import BasicCredentialPolicy
-from mlsquic.testing import Collector, client_configuration, echo_server, echo_through, server_configuration
-
-TIMEOUT = 30
+from mlsquic.testing import Collector, QuicPair, client_configuration, echo_server, echo_through, server_configuration
 
 
-async def test_handshake_and_bulk_transfer_across_rekeys() -> None:
-    async with echo_server() as port, mlsquic.connect("127.0.0.1", port, configuration=client_configuration(),
-                                                       create_protocol=Collector) as client:
-        assert client._quic.mls_epoch == 1
-        assert client._quic.mls_session.group.members()
-        data = os.urandom(4 * 1024 * 1024)
-        echoed = await echo_through(client, data, rekey_every=4)
-        assert hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
-        assert len(client.epochs) >= 5 and client._quic.mls_epoch == client.epochs[-1]
+def established(**kwargs: object) -> QuicPair:
+    client = kwargs.pop("client", None) or client_configuration()
+    server = kwargs.pop("server", None) or server_configuration()
+    pair = QuicPair(client, server, **kwargs)  # type: ignore[arg-type]
+    pair.run(pair.established)
+    return pair
 
 
-async def test_time_policy_rekeys_without_being_asked() -> None:
-    profile = config(b"client", rekey=RekeyPolicy(max_seconds=0.2))
-    async with echo_server() as port, mlsquic.connect("127.0.0.1", port, configuration=client_configuration(
-            profile=profile), create_protocol=Collector) as client:
-        await echo_through(client, os.urandom(512 * 1024), chunk=8 * 1024)
-        assert client.epochs, "the time-based policy should have rekeyed during the transfer"
+def test_handshake_and_bulk_transfer_across_rekeys() -> None:
+    pair = established()
+    quic = pair.client.connection
+    assert quic.mls_epoch == 1 and len(quic.mls_session.group.members()) == 2
+    data = os.urandom(4 * 1024 * 1024)
+    echoed = pair.echo_of(pair.send(data, rekey_every=4))
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
+    assert len(pair.client.epochs) >= 5 and quic.mls_epoch == pair.client.epochs[-1]
+    assert pair.server.connection.mls_epoch == quic.mls_epoch
 
 
-async def test_wrong_credential_is_refused_with_a_reason() -> None:
+def test_time_policy_rekeys_without_being_asked() -> None:
+    pair = established(client=client_configuration(profile=config(b"client", rekey=RekeyPolicy(max_seconds=1.0))))
+    pair.advance(0.9)
+    assert pair.client.epochs == []  # not yet due
+    pair.advance(0.2)
+    pair.run(lambda: bool(pair.client.epochs))
+    assert pair.client.connection.mls_epoch == 2
+    pair.advance(1.5)
+    assert pair.client.connection.mls_epoch == 3  # and again a second later
+
+
+def test_byte_policy_counts_every_batch() -> None:
+    pair = established(client=client_configuration(profile=config(b"client", rekey=RekeyPolicy(max_bytes=256 * 1024))))
+    data = os.urandom(1024 * 1024)
+    assert pair.echo_of(pair.send(data, chunk=4 * 1024)) == data  # many small batches
+    assert len(pair.client.epochs) >= 3
+
+
+def test_wrong_credential_is_refused_with_a_reason() -> None:
     strict = server_configuration(profile=config(b"server", authentication_service=BasicCredentialPolicy({b"alice"})))
-    async with echo_server(strict) as port:
-        with pytest.raises(ConnectionError):
-            async with mlsquic.connect("127.0.0.1", port, configuration=client_configuration(),
-                                       create_protocol=Collector, wait_connected=True):
-                pass
+    pair = QuicPair(client_configuration(), strict)
+    pair.run(lambda: pair.client.terminated is not None)
+    assert "CredentialError" in pair.client.terminated.reason_phrase
+    assert pair.client.terminated.error_code == 0x100 + 42  # bad_certificate
 
 
-async def test_standard_aioquic_client_is_refused_not_hung() -> None:
-    async with echo_server() as port:
-        plain = QuicConfiguration(is_client=True, alpn_protocols=["echo"], idle_timeout=5.0)
-        with pytest.raises(ConnectionError):
-            await asyncio.wait_for(_plain_connect(port, plain), TIMEOUT)
+def test_standard_aioquic_client_is_refused_not_hung() -> None:
+    plain = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["echo"]))
+    pair = QuicPair(plain, server_configuration())
+    pair.run(lambda: pair.client.terminated is not None)
+    assert pair.client.terminated.error_code >= 0x100
 
 
-async def _plain_connect(port: int, configuration: QuicConfiguration) -> None:
-    async with aioquic_connect("127.0.0.1", port, configuration=configuration):
-        pass
+def test_packet_loss_and_reordering_during_rekeys_lose_no_data() -> None:
+    pair = established(loss=0.05, reorder=0.1, seed=7)
+    data = os.urandom(1024 * 1024)
+    assert pair.echo_of(pair.send(data, rekey_every=2, chunk=32 * 1024), max_seconds=300) == data
+    assert len(pair.client.epochs) >= 3  # rekeys completed while packets were lost and reordered
 
 
-async def test_packet_loss_and_reordering_during_rekeys_lose_no_data() -> None:
-    rng = random.Random(7)
-
-    class Lossy(Collector):
-        def datagram_received(self, data, addr) -> None:
-            if rng.random() < 0.05:
-                return  # dropped
-            if rng.random() < 0.1:
-                asyncio.get_running_loop().call_later(0.01, super().datagram_received, data, addr)  # late
-                return
-            super().datagram_received(data, addr)
-
-    async with echo_server() as port, mlsquic.connect("127.0.0.1", port, configuration=client_configuration(),
-                                                       create_protocol=Lossy) as client:
-        data = os.urandom(1024 * 1024)
-        echoed = await echo_through(client, data, rekey_every=2, chunk=32 * 1024, timeout=60)
-        assert echoed == data
-        assert len(client.epochs) >= 3  # rekeys completed while packets were lost and reordered
-
-
-async def test_resumption_without_a_new_key_package() -> None:
-    from mls2p.store import MemorySessionStore
-
+def test_resumption_without_a_new_key_package() -> None:
     server_store, client_store = MemorySessionStore(), MemorySessionStore()
     profile = config(b"client")
-    async with echo_server(server_configuration(store=server_store)) as port:
-        async with mlsquic.connect("127.0.0.1", port, configuration=client_configuration(
-                profile=profile, store=client_store), create_protocol=Collector) as client:
-            await echo_through(client, b"first connection")
-            client._quic.rekey()
-            client.transmit()
-            await asyncio.sleep(0.2)
-            group_id = client._quic.mls_session.group_id
-            first_epoch = client._quic.mls_epoch
-        async with mlsquic.connect("127.0.0.1", port, configuration=client_configuration(
-                profile=profile, store=client_store, resume_group_id=group_id), create_protocol=Collector) as client:
-            session = client._quic.mls_session
-            assert session.group_id == group_id and client._quic.tls.session_resumed
-            assert client._quic.mls_epoch >= first_epoch + 2  # resumption advances two epochs
-            assert await echo_through(client, b"resumed") == b"resumed"
+    server = server_configuration(store=server_store)
+    first = established(client=client_configuration(profile=profile, store=client_store), server=server)
+    assert first.echo_of(first.send(b"first connection")) == b"first connection"
+    first.client.connection.rekey()
+    first.run(lambda: first.client.epochs == [2])
+    group_id = first.client.connection.mls_session.group_id
+    second = established(client=client_configuration(profile=profile, store=client_store, resume_group_id=group_id),
+                         server=server)
+    quic = second.client.connection
+    assert quic.mls_session.group_id == group_id and quic.tls.session_resumed
+    assert quic.mls_epoch == 4  # resumption advances two epochs
+    assert second.echo_of(second.send(b"resumed")) == b"resumed"
 
 
-async def test_both_sides_rekeying_at_once_converge() -> None:
-    server_profile = config(b"server", rekey=RekeyPolicy(max_seconds=0.03))
-    client_profile = config(b"client", rekey=RekeyPolicy(max_seconds=0.02))
-    async with echo_server(server_configuration(profile=server_profile)) as port, mlsquic.connect(
-            "127.0.0.1", port, configuration=client_configuration(profile=client_profile),
-            create_protocol=Collector) as client:
-        for _ in range(5):
-            client.received.clear()
-            client.finished.clear()
-            data = os.urandom(20000)
-            assert await echo_through(client, data, timeout=10) == data
-            await asyncio.sleep(0.05)
-        assert len(client.epochs) >= 3
+def test_both_sides_rekeying_at_once_converge() -> None:
+    pair = established(client=client_configuration(profile=config(b"client", rekey=RekeyPolicy(max_seconds=0.02))),
+                       server=server_configuration(profile=config(b"server", rekey=RekeyPolicy(max_seconds=0.03))))
+    for _ in range(5):
+        data = os.urandom(20000)
+        assert pair.echo_of(pair.send(data)) == data
+        pair.advance(0.05)
+    assert len(pair.client.epochs) >= 3
+    assert pair.client.connection.mls_epoch == pair.server.connection.mls_epoch
+
+
+async def test_serve_and_connect_over_loopback() -> None:
+    async with echo_server() as port, mlsquic.connect("127.0.0.1", port, configuration=client_configuration(),
+                                                       create_protocol=Collector) as client:
+        assert type(client._quic) is mlsquic.MlsQuicConnection and client._quic.mls_epoch == 1
+        assert await echo_through(client, b"over real sockets", rekey_every=1) == b"over real sockets"

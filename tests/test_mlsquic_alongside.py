@@ -1,21 +1,17 @@
-"""MLS alongside the QUIC TLS handshake: TLS first, then MLS rekeys as Key Phase flips."""
+"""MLS alongside the QUIC TLS handshake: TLS first, then MLS rekeys as Key Phase flips (in memory)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
-from aioquic.asyncio import connect as aioquic_connect
-from aioquic.asyncio import serve as aioquic_serve
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 
-import mlsquic
+from mls2p import ConfigurationError
 from mls2p.testing import config, self_signed_server_certificate
 from mlsquic import MlsQuicConfiguration
-from mlsquic.testing import Collector, EchoServer, echo_through, free_udp_port
-
-TIMEOUT = 30
+from mlsquic.testing import QuicPair
 
 
 @pytest.fixture
@@ -35,79 +31,50 @@ def client_config(certificate, **kwargs) -> MlsQuicConfiguration:
                                 alpn_protocols=["echo"], cafile=certificate[0], server_name="localhost", **kwargs)
 
 
-async def test_tls_then_mls_rekeys_with_every_byte_intact(certificate) -> None:
-    port = free_udp_port()
-    server = await mlsquic.serve("127.0.0.1", port, configuration=server_config(certificate),
-                                 create_protocol=EchoServer)
-    try:
-        async with mlsquic.connect("127.0.0.1", port, configuration=client_config(certificate),
-                                   create_protocol=Collector) as client:
-            for _ in range(100):
-                if client._quic.mls_epoch:
-                    break
-                await asyncio.sleep(0.01)
-            assert client._quic.mls_epoch == 1  # the TLS keys were replaced by MLS epoch 1's
-            data = os.urandom(1024 * 1024)
-            assert await echo_through(client, data, rekey_every=3) == data
-            assert len(client.epochs) >= 3 and client._quic.mls_session.epoch == client._quic.mls_epoch
-    finally:
-        server.close()
+def plain_client(certificate) -> QuicConnection:
+    return QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["echo"],
+                                                          cafile=certificate[0], server_name="localhost"))
 
 
-async def test_standard_aioquic_client_works_when_plain_peers_are_allowed(certificate) -> None:
-    port = free_udp_port()
-    server = await mlsquic.serve("127.0.0.1", port, configuration=server_config(certificate, allow_plain_peers=True),
-                                 create_protocol=EchoServer)
-    try:
-        plain = QuicConfiguration(is_client=True, alpn_protocols=["echo"], cafile=certificate[0],
-                                  server_name="localhost")
-        async with aioquic_connect("127.0.0.1", port, configuration=plain, create_protocol=Collector) as client:
-            assert await echo_through(client, b"plain TLS QUIC") == b"plain TLS QUIC"
-    finally:
-        server.close()
+def test_tls_then_mls_rekeys_with_every_byte_intact(certificate) -> None:
+    pair = QuicPair(client_config(certificate), server_config(certificate))
+    pair.run(lambda: pair.client.connection.mls_epoch == 1 and pair.server.connection.mls_epoch == 1)
+    data = os.urandom(1024 * 1024)
+    assert pair.echo_of(pair.send(data, rekey_every=3)) == data
+    quic = pair.client.connection
+    assert len(pair.client.epochs) >= 3 and quic.mls_session.epoch == quic.mls_epoch
 
 
-async def test_standard_aioquic_client_refused_by_default(certificate) -> None:
-    port = free_udp_port()
-    server = await mlsquic.serve("127.0.0.1", port, configuration=server_config(certificate),
-                                 create_protocol=EchoServer)
-    try:
-        plain = QuicConfiguration(is_client=True, alpn_protocols=["echo"], cafile=certificate[0],
-                                  server_name="localhost")
-        async with aioquic_connect("127.0.0.1", port, configuration=plain, create_protocol=Collector) as client:
-            await asyncio.wait_for(client._closed.wait(), TIMEOUT)
-            assert "does not run MLS" in (client.terminated.reason_phrase if client.terminated else
-                                          client._quic._close_event.reason_phrase)
-    finally:
-        server.close()
+def test_standard_aioquic_client_works_when_plain_peers_are_allowed(certificate) -> None:
+    pair = QuicPair(plain_client(certificate), server_config(certificate, allow_plain_peers=True))
+    pair.run(pair.established)
+    assert pair.echo_of(pair.send(b"plain TLS QUIC")) == b"plain TLS QUIC"
 
 
-async def test_mlsquic_client_against_a_standard_aioquic_server(certificate) -> None:
-    port = free_udp_port()
+def test_standard_aioquic_client_refused_by_default(certificate) -> None:
+    pair = QuicPair(plain_client(certificate), server_config(certificate))
+    pair.run(lambda: pair.client.terminated is not None)
+    assert "does not run MLS" in pair.client.terminated.reason_phrase
+    assert pair.client.terminated.error_code == 0x100 + 120  # no_application_protocol
+
+
+def test_mlsquic_client_against_a_standard_aioquic_server(certificate) -> None:
     plain_server = QuicConfiguration(is_client=False, alpn_protocols=["echo"])
     plain_server.load_cert_chain(*certificate)
-    server = await aioquic_serve("127.0.0.1", port, configuration=plain_server, create_protocol=EchoServer)
-    try:
-        async with mlsquic.connect("127.0.0.1", port, configuration=client_config(certificate, allow_plain_peers=True),
-                                   create_protocol=Collector) as client:
-            assert await echo_through(client, b"falls back to TLS") == b"falls back to TLS"
-            assert client._quic.mls_session is None
-    finally:
-        server.close()
+    pair = QuicPair(client_config(certificate, allow_plain_peers=True), plain_server)
+    pair.run(pair.established)
+    assert pair.echo_of(pair.send(b"falls back to TLS")) == b"falls back to TLS"
+    assert pair.client.connection.mls_session is None
 
 
-
-
-async def test_untrusted_server_certificate_is_refused(certificate, tmp_path) -> None:
+def test_untrusted_server_certificate_is_refused(certificate, tmp_path) -> None:
     (tmp_path / "other").mkdir()
     other_cert, _ = self_signed_server_certificate(str(tmp_path / "other"), "localhost")  # another key, same name
-    port = free_udp_port()
-    server = await mlsquic.serve("127.0.0.1", port, configuration=server_config(certificate),
-                                 create_protocol=EchoServer)
-    try:
-        with pytest.raises(ConnectionError):
-            async with mlsquic.connect("127.0.0.1", port, configuration=client_config((other_cert, None)),
-                                       create_protocol=Collector):
-                pass
-    finally:
-        server.close()
+    pair = QuicPair(client_config((other_cert, None)), server_config(certificate))
+    pair.run(lambda: pair.client.terminated is not None)
+    assert pair.client.connection.mls_session is None
+
+
+def test_alongside_refuses_resumption_in_its_configuration(certificate) -> None:
+    with pytest.raises(ConfigurationError, match="QUIC-MLS mode"):
+        client_config(certificate, resume_group_id=b"x" * 16)

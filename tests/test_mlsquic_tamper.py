@@ -1,60 +1,55 @@
-"""A QUIC-MLS client that tampers with, replays or reorders its handshake messages is refused."""
+"""A QUIC-MLS client that tampers with, replays or reorders its handshake messages is refused (in memory)."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
+
 from aioquic import tls
 from aioquic.buffer import Buffer
 
-import mlsquic
+from mls2p.wire import MessageBuffer
+from mlsquic import MlsQuicConnection
 from mlsquic.handshake import MlsHandshakeContext
-from mlsquic.testing import Collector, client_configuration, echo_server
+from mlsquic.testing import QuicPair, client_configuration, server_configuration
+
+Mutation = Callable[[list[bytes]], list[bytes]]
 
 
-def rewrite_client_initial(monkeypatch, mutate) -> None:
-    """Let the client build its first flight, then hand ``mutate`` the (hello-extras, ClientHello) frames."""
-    original = MlsHandshakeContext._start_client
+def tampering_client(mutate: Mutation) -> MlsQuicConnection:
+    """A client whose first flight (hello-extras frame, ClientHello) passes through ``mutate``."""
 
-    def start(self: MlsHandshakeContext, out: dict[tls.Epoch, Buffer]) -> None:
-        original(self, out)
-        data = out[tls.Epoch.INITIAL].data
-        frames = self._buffers[tls.Epoch.HANDSHAKE].feed_frames(data)  # a scratch splitter
-        out[tls.Epoch.INITIAL].seek(0)
-        out[tls.Epoch.INITIAL].push_bytes(b"".join(mutate(frames)))
+    class Tampering(MlsHandshakeContext):
+        def _start_client(self, out: dict[tls.Epoch, Buffer]) -> None:
+            super()._start_client(out)
+            frames = MessageBuffer().feed_frames(out[tls.Epoch.INITIAL].data)
+            out[tls.Epoch.INITIAL].seek(0)
+            out[tls.Epoch.INITIAL].push_bytes(b"".join(mutate(frames)))
 
-    monkeypatch.setattr(MlsHandshakeContext, "_start_client", start)
+    class Connection(MlsQuicConnection):
+        handshake_class = Tampering
+
+    return Connection(configuration=client_configuration())
 
 
-async def refused_with(reason: str) -> None:
-    created: list[Collector] = []
-
-    def factory(*args, **kwargs) -> Collector:
-        created.append(Collector(*args, **kwargs))
-        return created[-1]
-
-    async with echo_server() as port:
-        with pytest.raises(ConnectionError):
-            async with mlsquic.connect("127.0.0.1", port, configuration=client_configuration(),
-                                       create_protocol=factory, wait_connected=True):
-                pass
-    close = created[0]._quic._close_event
-    assert close is not None and reason in close.reason_phrase, close
+def refused_with(mutate: Mutation, reason: str, alert: int) -> None:
+    pair = QuicPair(tampering_client(mutate), server_configuration())
+    pair.run(lambda: pair.client.terminated is not None)
+    closed = pair.client.terminated
+    assert reason in closed.reason_phrase and closed.error_code == 0x100 + alert, closed
+    assert pair.client.connection.mls_epoch is None  # no 1-RTT keys ever came of it
 
 
 def flip_last_byte(frame: bytes) -> bytes:
     return frame[:-1] + bytes([frame[-1] ^ 0x01])
 
 
-async def test_tampered_client_hello(monkeypatch) -> None:
-    rewrite_client_initial(monkeypatch, lambda frames: [frames[0], flip_last_byte(frames[1])])
-    await refused_with("InvalidSignatureError")
+def test_tampered_client_hello() -> None:
+    refused_with(lambda frames: [frames[0], flip_last_byte(frames[1])], "InvalidSignatureError", 51)
 
 
-async def test_replayed_client_hello(monkeypatch) -> None:
-    rewrite_client_initial(monkeypatch, lambda frames: [frames[0], frames[1], frames[1]])
-    await refused_with("ClientHello received is not allowed")
+def test_replayed_client_hello() -> None:
+    refused_with(lambda frames: [frames[0], frames[1], frames[1]], "ClientHello received is not allowed", 10)
 
 
-async def test_reordered_handshake_frames(monkeypatch) -> None:
-    rewrite_client_initial(monkeypatch, lambda frames: [frames[1], frames[0]])
-    await refused_with("must come before")
+def test_reordered_handshake_frames() -> None:
+    refused_with(lambda frames: [frames[1], frames[0]], "must come before", 10)
