@@ -12,12 +12,14 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import cast
 
 from benchmarks.mlsrs_baseline import mlsrs_commit_round_seconds, mlsrs_setup_seconds
 from interop import mlsrs
 from mls2p import SendMessage, TwoPartySession
 from mls2p.testing import Pair, bundle, config, pump, sent
-from mlscore.group import Group
+from mlscore.errors import StateError
+from mlscore.group import CommitMessage, Group
 from mlscore.messages import Add
 
 
@@ -36,11 +38,14 @@ def mlscore_commit_round(rounds: int) -> float:
     alice = Group.create(bundle(b"alice"))
     bob_bundle = bundle(b"bob")
     result = alice.commit([Add(bob_bundle.key_package)], force_path=False)
+    if result.welcome is None:  # a commit with an Add always has a Welcome
+        raise StateError("the commit adding bob has no Welcome")
     state = {"a": result.group, "b": Group.join(result.welcome, bob_bundle)}
 
     def round_trip() -> None:
         out = state["a"].commit()
-        state["b"] = state["b"].process(out.message.to_bytes()).group
+        # processing the peer's commit yields a CommitMessage
+        state["b"] = cast(CommitMessage, state["b"].process(out.message.to_bytes())).group
         state["a"] = out.group
         state["a"], state["b"] = state["b"], state["a"]
 
@@ -52,6 +57,8 @@ def mlscore_setup() -> float:
         alice = Group.create(bundle(b"alice"))
         bob_bundle = bundle(b"bob")
         result = alice.commit([Add(bob_bundle.key_package)], force_path=False)
+        if result.welcome is None:  # a commit with an Add always has a Welcome
+            raise StateError("the commit adding bob has no Welcome")
         Group.join(result.welcome, bob_bundle)
 
     return median_ms(setup, 30)

@@ -12,6 +12,10 @@ import argparse
 import asyncio
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from functools import partial
+from typing import Any, cast
 
 from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.asyncio import connect as aioquic_connect
@@ -22,16 +26,19 @@ from aioquic.quic.events import QuicEvent, StreamDataReceived
 import mlsquic
 from benchmarks.report import interleaved, print_ratios
 from mls2p.testing import config, self_signed_server_certificate
-from mlsquic import MlsQuicConfiguration
+from mlsquic import MlsQuicConfiguration, quic_of
+from mlsquic.epochs import EpochKeyedConnection
 from mlsquic.testing import client_configuration, free_udp_port, server_configuration
 
 CHUNK = 256 * 1024
+
+Connect = Callable[[], AbstractAsyncContextManager[QuicConnectionProtocol]]
 
 
 class Sink(QuicConnectionProtocol):
     """Counts a stream and answers with the count when it ends."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.count = 0
 
@@ -39,12 +46,12 @@ class Sink(QuicConnectionProtocol):
         if isinstance(event, StreamDataReceived):
             self.count += len(event.data)
             if event.end_stream:
-                self._quic.send_stream_data(event.stream_id, b"%d" % self.count, True)
+                quic_of(self).send_stream_data(event.stream_id, b"%d" % self.count, True)
                 self.transmit()
 
 
 class Pusher(QuicConnectionProtocol):
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.answer = asyncio.get_running_loop().create_future()
 
@@ -53,11 +60,12 @@ class Pusher(QuicConnectionProtocol):
             self.answer.set_result(int(event.data))
 
 
-async def push(connect, total: int, rekey_every: float | None) -> tuple[float, float]:
+async def push(connect: Connect, total: int, rekey_every: float | None) -> tuple[float, float]:
     started = time.perf_counter()
-    async with connect() as client:
+    async with connect() as protocol:
+        client = cast(Pusher, protocol)  # every mode connects with create_protocol=Pusher
         setup = time.perf_counter() - started
-        quic = client._quic
+        quic = quic_of(client)
         stream = quic.get_next_available_stream_id()
         payload = bytes(CHUNK)
         started = last = time.perf_counter()
@@ -65,7 +73,7 @@ async def push(connect, total: int, rekey_every: float | None) -> tuple[float, f
             quic.send_stream_data(stream, payload, False)
             client.transmit()
             if rekey_every is not None and time.perf_counter() - last >= rekey_every:
-                quic.rekey()
+                cast(EpochKeyedConnection, quic).rekey()  # only the mlsquic modes have a rekey interval
                 last = time.perf_counter()
             await asyncio.sleep(0)  # let the loop send and receive, as a chunked writer would
         quic.send_stream_data(stream, b"", True)
@@ -93,24 +101,25 @@ async def run(megabytes: int, rounds: int) -> None:
         along_config.load_cert_chain(cert, key)
         along_server = await mlsquic.serve("127.0.0.1", along_port, configuration=along_config, create_protocol=Sink)
 
-        def plain():
+        def plain() -> AbstractAsyncContextManager[QuicConnectionProtocol]:
             config = QuicConfiguration(is_client=True, alpn_protocols=["bench"], cafile=cert, server_name="localhost")
             return aioquic_connect("127.0.0.1", tls_port, configuration=config, create_protocol=Pusher)
 
-        def mls():
+        def mls() -> AbstractAsyncContextManager[QuicConnectionProtocol]:
             config = client_configuration()
             config.alpn_protocols = ["bench"]
             return mlsquic.connect("127.0.0.1", mls_port, configuration=config, create_protocol=Pusher)
 
-        def along():
+        def along() -> AbstractAsyncContextManager[QuicConnectionProtocol]:
             config_ = MlsQuicConfiguration(profile=config(b"client"), mode="alongside", is_client=True,
                                            alpn_protocols=["bench"], cafile=cert, server_name="localhost")
             return mlsquic.connect("127.0.0.1", along_port, configuration=config_, create_protocol=Pusher)
 
-        modes = {"aioquic (TLS 1.3)": (plain, None), "QUIC-MLS": (mls, None), "QUIC-MLS+rekey/1s": (mls, 1.0),
-                 "alongside": (along, None), "alongside+rekey/1s": (along, 1.0)}
+        modes: dict[str, tuple[Connect, float | None]] = {
+            "aioquic (TLS 1.3)": (plain, None), "QUIC-MLS": (mls, None), "QUIC-MLS+rekey/1s": (mls, 1.0),
+            "alongside": (along, None), "alongside+rekey/1s": (along, 1.0)}
         results = await interleaved(
-            {name: (lambda c=connect, r=rekey: push(c, total, r))
+            {name: partial(push, connect, total, rekey)
              for name, (connect, rekey) in modes.items()}, rounds)
         for server in (tls_server, mls_server, along_server):
             server.close()

@@ -14,7 +14,10 @@ import datetime
 import ssl
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
+from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,10 +27,12 @@ from cryptography.x509.oid import NameOID
 from benchmarks.report import interleaved, print_ratios
 from mls2p import RekeyPolicy
 from mls2p.testing import config
-from mlstls import MlsTlsConfiguration, open_connection, start_server
+from mlstls import MlsTlsConfiguration, MlsTlsWriter, open_connection, start_server
 from mlstls.alongside import TlsSettings
 
 CHUNK = 256 * 1024
+
+Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter | MlsTlsWriter]]]
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -57,7 +62,7 @@ async def run(megabytes: int, rounds: int) -> None:
         done = asyncio.Event()
         expected = megabytes * (1 << 20)
 
-        async def counting_sink(reader, writer) -> None:
+        async def counting_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter | MlsTlsWriter) -> None:
             total = 0
             while total < expected and (data := await reader.read(1 << 20)):
                 total += len(data)
@@ -74,7 +79,7 @@ async def run(megabytes: int, rounds: int) -> None:
             config(b"server"), is_client=False, tls=TlsSettings(certfile=str(cert), keyfile=str(key))))
         along_port = along_server.sockets[0].getsockname()[1]
 
-        async def push(connect, rekey: float | None) -> tuple[float, float]:
+        async def push(connect: Connect, rekey: float | None) -> tuple[float, float]:
             started = time.perf_counter()
             reader, writer = await connect()
             setup = time.perf_counter() - started
@@ -84,7 +89,7 @@ async def run(megabytes: int, rounds: int) -> None:
                 writer.write(payload)
                 await writer.drain()
                 if rekey is not None and time.perf_counter() - last >= rekey:
-                    writer.rekey()
+                    cast(MlsTlsWriter, writer).rekey()  # only the mlstls modes have a rekey interval
                     last = time.perf_counter()
             count = int(await reader.read(100))
             elapsed = time.perf_counter() - started
@@ -92,21 +97,22 @@ async def run(megabytes: int, rounds: int) -> None:
             writer.close()
             return setup, megabytes / elapsed
 
-        def tls():
+        def tls() -> Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
             return asyncio.open_connection("127.0.0.1", tls_port, ssl=client_ctx, server_hostname="localhost")
 
-        def mls():
+        def mls() -> Awaitable[tuple[asyncio.StreamReader, MlsTlsWriter]]:
             return open_connection("127.0.0.1", mls_port, configuration=MlsTlsConfiguration(
                 config(b"client", rekey=RekeyPolicy())))
 
-        def along():
+        def along() -> Awaitable[tuple[asyncio.StreamReader, MlsTlsWriter]]:
             return open_connection("127.0.0.1", along_port, configuration=MlsTlsConfiguration(
                 config(b"client", rekey=RekeyPolicy()), tls=TlsSettings(cafile=str(cert), server_hostname="localhost")))
 
-        modes = {"ssl": (tls, None), "mlstls in place": (mls, None), "in place+rekey/1s": (mls, 1.0),
-                 "mlstls alongside": (along, None), "alongside+rekey/1s": (along, 1.0)}
+        modes: dict[str, tuple[Connect, float | None]] = {
+            "ssl": (tls, None), "mlstls in place": (mls, None), "in place+rekey/1s": (mls, 1.0),
+            "mlstls alongside": (along, None), "alongside+rekey/1s": (along, 1.0)}
         results = await interleaved(
-            {name: (lambda c=connect, r=rekey: push(c, r))
+            {name: partial(push, connect, rekey)
              for name, (connect, rekey) in modes.items()}, rounds)
         for server in (tls_server, mls_server, along_server):
             server.close()

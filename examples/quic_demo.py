@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.quic.events import QuicEvent, StreamDataReceived
@@ -27,7 +28,8 @@ import mlsquic
 from mls2p import ProfileConfig, RekeyPolicy
 from mlscore.credentials import BasicCredentialPolicy, Credential
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
-from mlsquic import EpochChanged, MlsQuicConfiguration
+from mlsquic import EpochChanged, MlsQuicConfiguration, MlsQuicServer, quic_of
+from mlsquic.epochs import EpochKeyedConnection
 
 log = logging.getLogger("quic_demo")
 DOWNLOAD = b"GET "
@@ -52,14 +54,14 @@ class DemoServer(QuicConnectionProtocol):
             if event.data.startswith(DOWNLOAD) and self.files is not None:
                 path = (self.files / event.data[len(DOWNLOAD):].decode().strip()).resolve()
                 body = path.read_bytes() if path.is_file() and self.files in path.parents else b""
-                self._quic.send_stream_data(event.stream_id, body, True)
+                quic_of(self).send_stream_data(event.stream_id, body, True)
             else:
-                self._quic.send_stream_data(event.stream_id, event.data, event.end_stream)
+                quic_of(self).send_stream_data(event.stream_id, event.data, event.end_stream)
             self.transmit()
 
 
 class DemoClient(QuicConnectionProtocol):
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.body = bytearray()
         self.done = asyncio.Event()
@@ -75,14 +77,14 @@ class DemoClient(QuicConnectionProtocol):
     async def request(self, data: bytes) -> bytes:
         self.body.clear()
         self.done.clear()
-        stream = self._quic.get_next_available_stream_id()
-        self._quic.send_stream_data(stream, data, True)
+        stream = quic_of(self).get_next_available_stream_id()
+        quic_of(self).send_stream_data(stream, data, True)
         self.transmit()
         await asyncio.wait_for(self.done.wait(), 60)
         return bytes(self.body)
 
 
-async def run_server(args: argparse.Namespace) -> asyncio.AbstractServer:
+async def run_server(args: argparse.Namespace) -> MlsQuicServer:
     DemoServer.files = Path(args.serve_dir).resolve() if args.serve_dir else None
     configuration = MlsQuicConfiguration(profile=profile("server", args), mode=args.mode, is_client=False,
                                          alpn_protocols=["demo"])
@@ -98,8 +100,10 @@ async def run_client(args: argparse.Namespace) -> None:
                                          alpn_protocols=["demo"], cafile=args.cafile, server_name=args.server_name)
     started = time.perf_counter()
     async with mlsquic.connect(args.host, args.port, configuration=configuration,
-                               create_protocol=DemoClient) as client:
-        print(f"connected in {1000 * (time.perf_counter() - started):.1f} ms at MLS epoch {client._quic.mls_epoch}")
+                               create_protocol=DemoClient) as protocol:
+        client = cast(DemoClient, protocol)  # built by create_protocol
+        quic = cast(EpochKeyedConnection, quic_of(client))  # mlsquic.connect() builds an epoch-keyed connection
+        print(f"connected in {1000 * (time.perf_counter() - started):.1f} ms at MLS epoch {quic.mls_epoch}")
         if args.download:
             started = time.perf_counter()
             body = await client.request(DOWNLOAD + args.download.encode())
@@ -109,9 +113,9 @@ async def run_client(args: argparse.Namespace) -> None:
             payload = os.urandom(args.size)
             echoed = await client.request(payload)
             if i % max(1, args.rounds // 5) == 0:
-                client._quic.rekey()  # an on-demand PCS rekey too
+                quic.rekey()  # an on-demand PCS rekey too
             print(f"echo {i + 1}/{args.rounds}: {len(echoed)} bytes, intact={echoed == payload}, "
-                  f"epoch {client._quic.mls_epoch}")
+                  f"epoch {quic.mls_epoch}")
             await asyncio.sleep(args.interval)
 
 

@@ -21,6 +21,7 @@ from mls2p import (
     TwoPartySession,
     persist_to,
 )
+from mls2p.errors import StoreError
 from mls2p.store import FileSessionStore
 from mlscore.credentials import Credential
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
@@ -84,9 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     show("alice", alice.update())  # lost with the connection
     group_id = alice.group_id
     assert group_id is not None
-    alice = TwoPartySession.from_state(alice_store.load(group_id), alice_config,
-                                       on_state_change=persist_to(alice_store))
-    bob = TwoPartySession.from_state(bob_store.load(group_id), bob_config, on_state_change=persist_to(bob_store))
+    alice_state = alice_store.load(group_id)
+    if alice_state is None:  # persist_to stored every state change
+        raise StoreError("no stored state for alice's group")
+    alice = TwoPartySession.from_state(alice_state, alice_config, on_state_change=persist_to(alice_store))
+    bob_state = bob_store.load(group_id)
+    if bob_state is None:
+        raise StoreError("no stored state for bob's group")
+    bob = TwoPartySession.from_state(bob_state, bob_config, on_state_change=persist_to(bob_store))
 
     print("phase 3: bob resumes on a new connection")
     deliver(bob, alice, ("bob", "alice"), show("bob", bob.resume()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,10 +28,11 @@ from .config import ProfileConfig
 from .session import KeysChanged, SendMessage, SessionAction, TwoPartySession
 from .store import MemorySessionStore
 
-_CURVES = {2: ec.SECP256R1, 5: ec.SECP521R1, 7: ec.SECP384R1}
+_CURVES: dict[int, type[ec.EllipticCurve]] = {2: ec.SECP256R1, 5: ec.SECP521R1, 7: ec.SECP384R1}
+_SignaturePublicKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | ec.EllipticCurvePublicKey
 
 
-def public_key_object(suite_id: int, signature_pub: bytes):
+def public_key_object(suite_id: int, signature_pub: bytes) -> _SignaturePublicKey:
     """The `cryptography` public key object for an MLS signature key."""
     if suite_id in (1, 3):
         return ed25519.Ed25519PublicKey.from_public_bytes(signature_pub)
@@ -96,18 +98,18 @@ class ThrowawayCA:
         return Credential.x509((leaf.public_bytes(serialization.Encoding.DER), *self.chain()))
 
 
-def _ca_builder(subject: x509.Name, issuer: x509.Name, public_key: object, issuer_key: object,
-                now: datetime.datetime, days: int) -> x509.CertificateBuilder:
+def _ca_builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
+                issuer_key: ec.EllipticCurvePublicKey, now: datetime.datetime, days: int) -> x509.CertificateBuilder:
     usage = x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                           data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
                           encipher_only=False, decipher_only=False)
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)  # type: ignore[arg-type]
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(usage, critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key), critical=False))  # type: ignore[arg-type]
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key), critical=False))
 
 
 def self_signed_server_certificate(directory: str, hostname: str = "localhost",
@@ -158,10 +160,10 @@ def two_party(suite_id: int = 1, config: GroupConfig | None = None) -> tuple[Gro
 
 # -- sessions in memory -------------------------------------------------------------------------
 
-def config(name: bytes, suite_id: int = 1, **overrides: object) -> ProfileConfig:
+def config(name: bytes, suite_id: int = 1, **overrides: Any) -> ProfileConfig:
     """A ProfileConfig with a basic credential ``name`` and a fresh signature key."""
     signature_priv, _ = get_suite(suite_id).generate_signature_key_pair()
-    return ProfileConfig(credential=Credential.basic(name), signature_priv=signature_priv,  # type: ignore[arg-type]
+    return ProfileConfig(credential=Credential.basic(name), signature_priv=signature_priv,
                          cipher_suite=suite_id, **overrides)
 
 

@@ -11,10 +11,14 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from .codec import Reader, Struct, Writer
 from .errors import CredentialError, DecodeError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 
 class CredentialType(IntEnum):
@@ -89,7 +93,7 @@ class BasicCredentialPolicy:
 _SUITE_KEY_TYPES = {1: "ed25519", 2: "p256", 3: "ed25519", 4: "ed448", 5: "p521", 6: "ed448", 7: "p384"}
 
 
-def _raw_public_key(public_key: object, suite_id: int) -> bytes:
+def _raw_public_key(public_key: CertificatePublicKeyTypes, suite_id: int) -> bytes:
     """The certificate key in MLS signature-key form, checking it fits the suite."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
@@ -106,8 +110,8 @@ def _raw_public_key(public_key: object, suite_id: int) -> bytes:
     if kind != wanted:
         raise CredentialError(f"certificate key type {kind} does not match cipher suite {suite_id} ({wanted})")
     if kind.startswith("ed"):
-        return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)  # type: ignore[attr-defined]
-    return public_key.public_bytes(serialization.Encoding.X962,  # type: ignore[attr-defined]
+        return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return public_key.public_bytes(serialization.Encoding.X962,
                                    serialization.PublicFormat.UncompressedPoint)
 
 
@@ -123,12 +127,12 @@ class X509AuthenticationService:
     names (DNS names or URIs).
     """
 
-    def __init__(self, trust_roots: list[bytes] | list[object], *, now: datetime.datetime,
+    def __init__(self, trust_roots: list[bytes] | list[x509.Certificate], *, now: datetime.datetime,
                  expected_names: set[str] | None = None) -> None:
         from cryptography import x509
         from cryptography.x509.verification import PolicyBuilder, Store
 
-        roots = [root if isinstance(root, x509.Certificate) else _load_certificate(root)  # type: ignore[arg-type]
+        roots = [root if isinstance(root, x509.Certificate) else _load_certificate(root)
                  for root in trust_roots]
         if not roots:
             raise CredentialError("no trust roots configured")
@@ -182,7 +186,7 @@ class AnyOf:
         raise CredentialError("; ".join(reasons) or "no authentication service configured")
 
 
-def _load_certificate(der: bytes):
+def _load_certificate(der: bytes) -> x509.Certificate:
     from cryptography import x509
 
     try:

@@ -15,6 +15,7 @@ import hmac
 import os
 from dataclasses import dataclass
 from functools import cache
+from typing import cast
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,6 +28,12 @@ from .errors import CryptoError, InvalidSignatureError, UnsupportedError
 
 MLS_PREFIX = b"MLS 1.0 "
 HPKE_VERSION = b"HPKE-v1"
+
+# `cryptography` key objects of the HPKE KEMs and of the signature schemes.
+_KemPrivateKey = x25519.X25519PrivateKey | x448.X448PrivateKey | ec.EllipticCurvePrivateKey
+_KemPublicKey = x25519.X25519PublicKey | x448.X448PublicKey | ec.EllipticCurvePublicKey
+_SignaturePrivateKey = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | ec.EllipticCurvePrivateKey
+_SignaturePublicKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | ec.EllipticCurvePublicKey
 
 
 def _label(label: bytes | str) -> bytes:
@@ -60,16 +67,18 @@ class _KeyCodec:
     curve: type[ec.EllipticCurve] | None
     private_len: int
 
-    def serialize_public(self, key) -> bytes:
+    def serialize_public(self, key: _KemPublicKey | _SignaturePublicKey) -> bytes:
         if self.curve is None:
             return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
-    def serialize_private(self, key) -> bytes:
+    def serialize_private(self, key: _KemPrivateKey | _SignaturePrivateKey) -> bytes:
         if self.curve is None:
             return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                      serialization.NoEncryption())
-        return key.private_numbers().private_value.to_bytes(self.private_len, "big")
+        # a curve is set only for the NIST suites, whose keys are EllipticCurvePrivateKey
+        ec_key = cast(ec.EllipticCurvePrivateKey, key)
+        return ec_key.private_numbers().private_value.to_bytes(self.private_len, "big")
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,7 @@ class _Kem(_KeyCodec):
         return _expand(self.hash_name, self.hash_len, prk, data, length)
 
     # keys as bytes <-> objects
-    def private_key(self, data: bytes):
+    def private_key(self, data: bytes) -> _KemPrivateKey:
         try:
             if self.curve is None:
                 return self.x_cls.from_private_bytes(data)  # type: ignore[union-attr]
@@ -105,7 +114,7 @@ class _Kem(_KeyCodec):
         except (ValueError, TypeError) as exc:
             raise CryptoError(f"invalid HPKE private key: {exc}") from None
 
-    def public_key(self, data: bytes):
+    def public_key(self, data: bytes) -> _KemPublicKey:
         try:
             if self.curve is None:
                 return self.x_pub_cls.from_public_bytes(data)  # type: ignore[union-attr]
@@ -113,11 +122,15 @@ class _Kem(_KeyCodec):
         except (ValueError, TypeError) as exc:
             raise CryptoError(f"invalid HPKE public key: {exc}") from None
 
-    def dh(self, private, public) -> bytes:
+    def dh(self, private: _KemPrivateKey, public: _KemPublicKey) -> bytes:
         try:
             if self.curve is None:
-                return private.exchange(public)
-            return private.exchange(ec.ECDH(), public)
+                # X25519 or X448: both keys come from this KEM's x_cls / x_pub_cls, so they share a curve
+                x_private = cast("x25519.X25519PrivateKey | x448.X448PrivateKey", private)
+                return x_private.exchange(public)  # type: ignore[arg-type]  # the curve pairing is not in the types
+            # a curve is set only for the NIST KEMs, whose keys are EllipticCurve keys
+            ec_private = cast(ec.EllipticCurvePrivateKey, private)
+            return ec_private.exchange(ec.ECDH(), cast(ec.EllipticCurvePublicKey, public))
         except ValueError as exc:
             raise CryptoError(f"Diffie-Hellman failed: {exc}") from None
 
@@ -127,7 +140,8 @@ class _Kem(_KeyCodec):
             sk = self.labeled_expand(dkp_prk, b"sk", b"", self.private_len)
             private = self.private_key(sk)
         else:
-            order = _CURVE_ORDERS[self.curve.name]
+            # the concrete curve classes set ``name`` as a class attribute (a property on EllipticCurve)
+            order = _CURVE_ORDERS[cast(str, self.curve.name)]
             mask = 0x01 if self.curve is ec.SECP521R1 else 0xFF
             for counter in range(256):
                 candidate = bytearray(self.labeled_expand(dkp_prk, b"candidate", bytes([counter]),
@@ -141,7 +155,7 @@ class _Kem(_KeyCodec):
                 raise CryptoError("DeriveKeyPair found no valid scalar")
         return self.serialize_private(private), self.serialize_public(private.public_key())
 
-    def generate(self):
+    def generate(self) -> _KemPrivateKey:
         if self.curve is None:
             return self.x_cls.generate()  # type: ignore[union-attr]
         return ec.generate_private_key(self.curve())
@@ -190,7 +204,7 @@ class _SignatureScheme(_KeyCodec):
     hash_algorithm: type[hashes.HashAlgorithm] | None
     private_len: int
 
-    def private_key(self, data: bytes):
+    def private_key(self, data: bytes) -> _SignaturePrivateKey:
         try:
             if self.name == "ed25519":
                 return ed25519.Ed25519PrivateKey.from_private_bytes(data)
@@ -202,7 +216,7 @@ class _SignatureScheme(_KeyCodec):
         except (ValueError, TypeError) as exc:
             raise CryptoError(f"invalid {self.name} signature private key: {exc}") from None
 
-    def public_key(self, data: bytes):
+    def public_key(self, data: bytes) -> _SignaturePublicKey:
         try:
             if self.name == "ed25519":
                 return ed25519.Ed25519PublicKey.from_public_bytes(data)
@@ -212,23 +226,27 @@ class _SignatureScheme(_KeyCodec):
         except (ValueError, TypeError) as exc:
             raise CryptoError(f"invalid {self.name} signature public key: {exc}") from None
 
-    def sign(self, private, data: bytes) -> bytes:
+    def sign(self, private: _SignaturePrivateKey, data: bytes) -> bytes:
+        # a curve is set only for the ECDSA schemes, whose keys are EllipticCurve keys; else EdDSA keys
         if self.curve is None:
-            return private.sign(data)
-        return private.sign(data, ec.ECDSA(self.hash_algorithm()))  # type: ignore[misc]
+            return cast("ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey", private).sign(data)
+        ec_private = cast(ec.EllipticCurvePrivateKey, private)
+        return ec_private.sign(data, ec.ECDSA(self.hash_algorithm()))  # type: ignore[misc]
 
-    def verify(self, public, signature: bytes, data: bytes) -> None:
+    def verify(self, public: _SignaturePublicKey, signature: bytes, data: bytes) -> None:
         try:
+            # a curve is set only for the ECDSA schemes, whose keys are EllipticCurve keys; else EdDSA keys
             if self.curve is None:
-                public.verify(signature, data)
+                cast("ed25519.Ed25519PublicKey | ed448.Ed448PublicKey", public).verify(signature, data)
             else:
-                public.verify(signature, data, ec.ECDSA(self.hash_algorithm()))  # type: ignore[misc]
+                ec_public = cast(ec.EllipticCurvePublicKey, public)
+                ec_public.verify(signature, data, ec.ECDSA(self.hash_algorithm()))  # type: ignore[misc]
         except InvalidSignature:
             raise InvalidSignatureError("signature does not verify") from None
         except (ValueError, TypeError) as exc:
             raise InvalidSignatureError(f"malformed signature: {exc}") from None
 
-    def generate(self):
+    def generate(self) -> _SignaturePrivateKey:
         if self.name == "ed25519":
             return ed25519.Ed25519PrivateKey.generate()
         if self.name == "ed448":
@@ -417,19 +435,19 @@ class CipherSuite:
 
 
 @cache
-def _signature_private(scheme: _SignatureScheme, data: bytes):
+def _signature_private(scheme: _SignatureScheme, data: bytes) -> _SignaturePrivateKey:
     return scheme.private_key(data)
 
 
-def _cached_signature_private(scheme: _SignatureScheme, data: bytes):
+def _cached_signature_private(scheme: _SignatureScheme, data: bytes) -> _SignaturePrivateKey:
     # Parsing a key costs as much as a signature for ECDSA; a session reuses one key for life.
     return _signature_private(scheme, bytes(data))
 
 
-_PUBLIC_CACHE: dict[tuple[str, bytes], object] = {}
+_PUBLIC_CACHE: dict[tuple[str, bytes], _SignaturePublicKey] = {}
 
 
-def _cached_signature_public(scheme: _SignatureScheme, data: bytes):
+def _cached_signature_public(scheme: _SignatureScheme, data: bytes) -> _SignaturePublicKey:
     key = (scheme.name, bytes(data))
     public = _PUBLIC_CACHE.get(key)
     if public is None:

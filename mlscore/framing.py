@@ -263,7 +263,7 @@ class MLSMessage(Struct):
         body_cls = _BODY_CLASSES.get(wire_format)  # type: ignore[call-overload]
         if body_cls is None:
             raise DecodeError(f"unknown wire format {wire_format}")
-        return cls(body_cls.decode(r), version)  # type: ignore[arg-type]
+        return cls(body_cls.decode(r), version)
 
 
 # -- protection (sections 6.1-6.3) ------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .errors import ValidationError
 from .extensions import Extension, ExtensionType, RequiredCapabilities, check_unique, find_extension
+from .leaf_node import Capabilities
 from .messages import (
     Add,
     ExternalInit,
@@ -167,7 +168,7 @@ def check_required_capabilities(tree: RatchetTree, extensions: Sequence[Extensio
         check_leaf_supports(leaf.capabilities, required, f"leaf {index}")
 
 
-def check_leaf_supports(capabilities, required: RequiredCapabilities, who: str) -> None:
+def check_leaf_supports(capabilities: Capabilities, required: RequiredCapabilities, who: str) -> None:
     from .extensions import DEFAULT_EXTENSION_TYPES
 
     missing_ext = [t for t in required.extension_types

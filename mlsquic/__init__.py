@@ -16,6 +16,7 @@ aioquic users.  Every use of an aioquic private name is in
 
 from __future__ import annotations
 
+from ._aioquic_compat import quic_of
 from .alongside import AlongsideQuicConnection
 from .config import MLS_ALPN_SUFFIX, MlsQuicConfiguration
 from .connection import MlsQuicConnection
@@ -30,5 +31,6 @@ __all__ = [
     "MlsQuicConnection",
     "MlsQuicServer",
     "connect",
+    "quic_of",
     "serve",
 ]

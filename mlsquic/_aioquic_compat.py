@@ -43,6 +43,11 @@ Touch points:
    ``_connection_id_retired_handler``, ``_connection_terminated_handler``: the
    callbacks a server uses to route datagrams by connection id
    (:func:`watch_connection_ids`).
+8. ``QuicConnectionProtocol._quic``: the connection a protocol drives
+   (:func:`quic_of`), as aioquic's own examples use it.
+9. ``QuicConnection._peer_cid.cid`` and ``._packet_number``: what an on-path
+   observer learns of the next 1-RTT packet; only the PCS experiment's thief
+   reads them (:func:`wire_position`).
 """
 
 from __future__ import annotations
@@ -120,6 +125,8 @@ class MlsCryptoContext(CryptoContext):
                        expected_packet_number: int) -> tuple[bytes, bytes, int, bool]:
         if self.aead is None:
             raise KeyUnavailableError("Decryption key is not available")
+        if self.hp is None:  # setup() installs the AEAD and the header protection together
+            raise KeyUnavailableError("1-RTT receive keys without header protection")
         plain_header, packet_number = self.hp.remove(packet, encrypted_offset)
         first_byte = plain_header[0]
         packet_number = decode_packet_number(packet_number, ((first_byte & 0x03) + 1) * 8, expected_packet_number)
@@ -134,6 +141,8 @@ class MlsCryptoContext(CryptoContext):
             with contextlib.suppress(AeadError):
                 return plain_header, previous.decrypt(body, plain_header, packet_number), packet_number, False
         crypto = self.pair.next_context(receive=True)
+        if crypto.aead is None:  # next_context() has just set it up
+            raise KeyUnavailableError("the next key phase has no AEAD")
         payload = crypto.aead.decrypt(body, plain_header, packet_number)
         return plain_header, payload, packet_number, True
 
@@ -166,6 +175,8 @@ class MlsCryptoPair(CryptoPair):
             raise KeyUnavailableError("key phase flipped but the next MLS epoch is not known")
         recv_secret, send_secret = found
         current = self.recv if receive else self.send
+        if current.cipher_suite is None or current.version is None:  # a flip needs the current keys set up
+            raise KeyUnavailableError("key phase flip before the 1-RTT keys were set up")
         crypto = CryptoContext(key_phase=int(not current.key_phase))
         crypto.setup(cipher_suite=current.cipher_suite, secret=recv_secret if receive else send_secret,
                      version=current.version)
@@ -186,3 +197,13 @@ def watch_connection_ids(protocol: QuicConnectionProtocol, *, issued: Callable[[
     protocol._connection_id_issued_handler = issued
     protocol._connection_id_retired_handler = retired
     protocol._connection_terminated_handler = terminated
+
+
+def quic_of(protocol: QuicConnectionProtocol) -> QuicConnection:
+    """The connection ``protocol`` drives (touch point 8)."""
+    return protocol._quic
+
+
+def wire_position(connection: QuicConnection) -> tuple[bytes, int]:
+    """(peer connection id, next packet number): what a captured packet reveals anyway (touch point 9)."""
+    return connection._peer_cid.cid, connection._packet_number

@@ -51,7 +51,7 @@ class MlsQuicConfiguration(QuicConfiguration):
         if self.mode == "mls" and not self.is_client and self.certificate is None:
             # aioquic insists that servers have a certificate; in QUIC-MLS mode the peer is
             # authenticated by its MLS credential and no TLS certificate is ever used.
-            self.certificate = self.private_key = _NO_CERTIFICATE  # type: ignore[assignment]
+            self.certificate = self.private_key = _NO_CERTIFICATE
 
     @property
     def mls_profile(self) -> ProfileConfig:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from aioquic import tls
 from aioquic.buffer import Buffer
@@ -161,7 +162,11 @@ class MlsHandshakeContext:
             if ours and not common:
                 raise ValidationError(f"no common ALPN: client offered {alpns}, we support {ours}")
             self.alpn_negotiated = common[0] if common else None
-        self.alpn_cb(self.alpn_negotiated)  # aioquic parses the transport parameters here
+        if self.alpn_cb is None:  # aioquic's QuicConnection always installs its ALPN handler
+            raise StateError("aioquic installed no ALPN callback")
+        # aioquic's own TLS passes alpn_negotiated here too, None included, though AlpnHandler says str
+        alpn_cb = cast("Callable[[str | None], None]", self.alpn_cb)
+        alpn_cb(self.alpn_negotiated)  # aioquic parses the transport parameters here
         if not self.is_client:
             out[tls.Epoch.INITIAL].push_bytes(self._our_hello())
 

@@ -55,7 +55,8 @@ async def connect(host: str, port: int, *, configuration: MlsQuicConfiguration,
     _check(configuration, is_client=True)
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    addr = infos[0][4]
+    # a host name and a port resolve to IPv4 (host, port) or IPv6 (host, port, flowinfo, scope_id) addresses
+    addr = cast("tuple[str, int] | tuple[str, int, int, int]", infos[0][4])
     if len(addr) == 2:
         addr = ("::ffff:" + addr[0], addr[1], 0, 0)
     if configuration.server_name is None:
@@ -105,7 +106,7 @@ class MlsQuicServer(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         assert self._transport is not None
         buf = Buffer(data=data)
         try:

@@ -15,6 +15,7 @@ import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.buffer import Buffer
@@ -25,8 +26,9 @@ from aioquic.quic.packet import pull_quic_header
 
 from mls2p.testing import config
 
+from ._aioquic_compat import quic_of
 from .config import MlsQuicConfiguration
-from .epochs import EpochChanged
+from .epochs import EpochChanged, EpochKeyedConnection
 from .serving import connection_class, serve
 
 CLIENT_ADDR = ("10.0.0.1", 50000)
@@ -118,7 +120,8 @@ class QuicPair:
         for index, start in enumerate(range(0, len(data), chunk)):
             quic.send_stream_data(stream, data[start : start + chunk], False)
             if rekey_every and index % rekey_every == 0:
-                quic.rekey()  # type: ignore[attr-defined]
+                # rekeying needs an mlsquic connection (what connection_class builds from a configuration)
+                cast(EpochKeyedConnection, quic).rekey()
             self._exchange()
             self.now += self.step
         quic.send_stream_data(stream, b"", end_stream)
@@ -193,12 +196,12 @@ class QuicPair:
 class EchoServer(QuicConnectionProtocol):
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, StreamDataReceived):
-            self._quic.send_stream_data(event.stream_id, event.data, event.end_stream)
+            quic_of(self).send_stream_data(event.stream_id, event.data, event.end_stream)
             self.transmit()
 
 
 class Collector(QuicConnectionProtocol):
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.received = bytearray()
         self.finished = asyncio.Event()
@@ -222,16 +225,16 @@ def free_udp_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_configuration(**overrides: object) -> MlsQuicConfiguration:
+def server_configuration(**overrides: Any) -> MlsQuicConfiguration:
     profile = overrides.pop("profile", None) or config(b"server")
     return MlsQuicConfiguration(profile=profile, is_client=False, alpn_protocols=["echo"],
-                                idle_timeout=10.0, **overrides)  # type: ignore[arg-type]
+                                idle_timeout=10.0, **overrides)
 
 
-def client_configuration(**overrides: object) -> MlsQuicConfiguration:
+def client_configuration(**overrides: Any) -> MlsQuicConfiguration:
     profile = overrides.pop("profile", None) or config(b"client")
     return MlsQuicConfiguration(profile=profile, is_client=True, alpn_protocols=["echo"],
-                                idle_timeout=10.0, **overrides)  # type: ignore[arg-type]
+                                idle_timeout=10.0, **overrides)
 
 
 @contextlib.asynccontextmanager
@@ -248,12 +251,12 @@ async def echo_server(configuration: MlsQuicConfiguration | None = None, **kwarg
 async def echo_through(client: Collector, data: bytes, *, rekey_every: int = 0, chunk: int = 64 * 1024,
                        timeout: float = 30.0) -> bytes:
     """Send ``data`` on a new stream, rekeying every ``rekey_every`` chunks; return the echo."""
-    quic = client._quic
+    quic = quic_of(client)
     stream = quic.get_next_available_stream_id()
     for index, start in enumerate(range(0, len(data), chunk)):
         quic.send_stream_data(stream, data[start : start + chunk], False)
         if rekey_every and index % rekey_every == 0:
-            quic.rekey()
+            cast(EpochKeyedConnection, quic).rekey()  # an mlsquic client: its connection is epoch-keyed
         client.transmit()
         await asyncio.sleep(0.002)
     quic.send_stream_data(stream, b"", True)

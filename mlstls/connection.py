@@ -194,6 +194,7 @@ class MlsTlsConnection:
 
     def _record(self, header: bytes, body: bytes) -> None:
         kind = header[0]
+        payload: bytes | memoryview
         if kind == ContentType.APPLICATION_DATA:
             if self._recv is None:
                 raise UnexpectedMessage("protected record before keys were established")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mls2p.store import MemorySessionStore
 from mls2p.testing import config
 
@@ -10,7 +12,7 @@ from .connection import MlsTlsConnection
 
 
 class TlsPair:
-    def __init__(self, **profile_overrides: object) -> None:
+    def __init__(self, **profile_overrides: Any) -> None:
         self.client_store = MemorySessionStore()
         self.server_store = MemorySessionStore()
         self.client_profile = config(b"client", **profile_overrides)

@@ -21,6 +21,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,7 +152,7 @@ class TunnelLink:
             pass
         self._send(Frame(FrameType.CLOSE, stream))
 
-    def _track(self, coroutine) -> None:
+    def _track(self, coroutine: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -10,9 +10,9 @@ import pytest
 
 from mls2p import RekeyPolicy
 from mls2p.store import MemorySessionStore
-from mls2p.testing import config
+from mls2p.testing import config, self_signed_server_certificate
 from mlscore.errors import DecodeError
-from mlstls.connection import MlsTlsConfiguration
+from mlstls import MlsTlsConfiguration, TlsSettings
 from mlstls.link import Frame, FrameType, ReliableLink
 from mlstls.tunnel import TunnelClient, TunnelServer
 
@@ -35,13 +35,17 @@ async def digest_target() -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-async def tunnel(rekey: RekeyPolicy) -> tuple[TunnelServer, TunnelClient, int, asyncio.Server]:
+async def tunnel(rekey: RekeyPolicy, certificate: tuple[str, str] | None = None
+                 ) -> tuple[TunnelServer, TunnelClient, int, asyncio.Server]:
+    """A tunnel on loopback; with ``certificate``, MLS runs alongside TLS 1.3."""
     target, target_port = await digest_target()
-    server = TunnelServer(MlsTlsConfiguration(config(b"server", rekey=rekey), False, MemorySessionStore()),
-                          ("127.0.0.1", target_port))
+    server_tls = TlsSettings(certfile=certificate[0], keyfile=certificate[1]) if certificate else None
+    client_tls = TlsSettings(cafile=certificate[0], server_hostname="localhost") if certificate else None
+    server = TunnelServer(MlsTlsConfiguration(config(b"server", rekey=rekey), False, MemorySessionStore(),
+                                              tls=server_tls), ("127.0.0.1", target_port))
     server_port = await server.start("127.0.0.1", 0)
-    client = TunnelClient(MlsTlsConfiguration(config(b"client", rekey=rekey), True, MemorySessionStore()),
-                          ("127.0.0.1", server_port), retry_delay=0.05)
+    client = TunnelClient(MlsTlsConfiguration(config(b"client", rekey=rekey), True, MemorySessionStore(),
+                                              tls=client_tls), ("127.0.0.1", server_port), retry_delay=0.05)
     local_port = await client.start("127.0.0.1", 0)
     return server, client, local_port, target
 
@@ -74,8 +78,11 @@ async def test_24_megabytes_across_dozens_of_rekeys() -> None:
         target.close()
 
 
-async def test_cut_mid_transfer_resumes_without_loss_or_duplication() -> None:
-    server, client, local_port, target = await tunnel(RekeyPolicy(max_bytes=1 << 20))
+@pytest.mark.parametrize("alongside", [False, True], ids=["in-place", "alongside-tls"])
+async def test_cut_mid_transfer_resumes_without_loss_or_duplication(alongside: bool, tmp_path) -> None:
+    # Alongside TLS, every reconnect must keep the TLS settings (it once dropped them and looped forever).
+    certificate = self_signed_server_certificate(str(tmp_path), "localhost") if alongside else None
+    server, client, local_port, target = await tunnel(RekeyPolicy(max_bytes=1 << 20), certificate)
     epochs = []
 
     async def cut(i: int) -> None:

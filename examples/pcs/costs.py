@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from mls2p import ProfileConfig, RekeyPolicy, SendMessage, TwoPartySession
 from mlscore.credentials import Credential
@@ -29,19 +30,20 @@ def mls_rekey_cost(rounds: int = 50) -> SideCost:
     """CPU of each side for one ConnectionUpdate + EpochKeyUpdate (median), and its bytes."""
     alice, hello = TwoPartySession.initiator(profile(b"a"))
     bob = TwoPartySession.responder(profile(b"b"))
-    alice.receive(next(a for a in bob.receive(hello[0].data) if isinstance(a, SendMessage)).data)
+    # initiator() and update() return the SendMessage of their profile message first
+    alice.receive(next(a for a in bob.receive(cast(SendMessage, hello[0]).data) if isinstance(a, SendMessage)).data)
     committer, replier, size = [], [], 0
     for _ in range(rounds):
         t0 = time.process_time()
         update = alice.update()
         t1 = time.process_time()
-        reply = bob.receive(update[0].data)
+        reply = bob.receive(cast(SendMessage, update[0]).data)
         t2 = time.process_time()
         alice.receive(next(a for a in reply if isinstance(a, SendMessage)).data)
         t3 = time.process_time()
         committer.append((t1 - t0) + (t3 - t2))
         replier.append(t2 - t1)
-        size = len(update[0].data) + sum(len(a.data) for a in reply if isinstance(a, SendMessage))
+        size = len(cast(SendMessage, update[0]).data) + sum(len(a.data) for a in reply if isinstance(a, SendMessage))
     committer.sort()
     replier.sort()
     return SideCost(1000 * committer[len(committer) // 2], 1000 * replier[len(replier) // 2], size)
@@ -58,11 +60,11 @@ class Series:
 
 async def throughput_over_time(rekey_seconds: float | None, duration: float, bucket: float = 0.1) -> Series:
     """Push data through a real mlstls connection; sample the receiver's rate every ``bucket`` seconds."""
-    from mlstls import MlsTlsConfiguration, open_connection, start_server
+    from mlstls import MlsTlsConfiguration, MlsTlsWriter, open_connection, start_server
 
     arrivals: list[tuple[float, int]] = []
 
-    async def sink(reader: asyncio.StreamReader, writer) -> None:
+    async def sink(reader: asyncio.StreamReader, writer: MlsTlsWriter) -> None:
         while data := await reader.read(1 << 20):
             arrivals.append((time.perf_counter(), len(data)))
 

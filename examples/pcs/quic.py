@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from typing import cast
 
-from aioquic import tls
 from aioquic.quic.crypto import CryptoContext
 
 import mlsquic
 from mls2p.testing import self_signed_server_certificate
-from mlsquic import MlsQuicConfiguration
+from mlscore.errors import StateError
+from mlsquic import MlsQuicConfiguration, quic_of
+from mlsquic._aioquic_compat import wire_position
+from mlsquic.epochs import EpochKeyedConnection
 
 from .costs import profile
 from .mechanisms import Outcome, RekeyCost
@@ -60,18 +63,18 @@ async def run_quic(mode: str, records: int, rekey_every: int, theft_at: int, siz
     cost = RekeyCost(round_trips=1.0, messages=2)
     async with mlsquic.connect("127.0.0.1", relay_port, configuration=client_config,
                                create_protocol=Collector) as client:
+        quic = cast(EpochKeyedConnection, quic_of(client))  # mlsquic.connect() builds an epoch-keyed connection
         for _ in range(200):
-            if client._quic.mls_epoch:
+            if quic.mls_epoch:
                 break
             await asyncio.sleep(0.01)
-        quic = client._quic
         stream = quic.get_next_available_stream_id()
         loot = None
         for i in range(records):
             if i == theft_at:
-                send = quic._cryptos[tls.Epoch.ONE_RTT].send
+                send = quic.one_rtt.send
                 loot = (send.cipher_suite, send.secret, send.hp, send.key_phase, len(relay.captured),
-                        quic._peer_cid.cid, quic._packet_number)
+                        *wire_position(quic))
             if i and i % rekey_every == 0:
                 started = time.process_time()
                 if quic.rekey():
@@ -85,6 +88,8 @@ async def run_quic(mode: str, records: int, rekey_every: int, theft_at: int, siz
     transport.close()
     assert loot is not None
     suite, secret, hp, phase, first, dcid, expected = loot
+    if suite is None or secret is None:
+        raise StateError(f"the 1-RTT send keys were not set up at record {theft_at}")
     attacker = CryptoContext(key_phase=phase)
     attacker.setup(cipher_suite=suite, secret=secret, version=1)
     attacker.hp = hp  # the header-protection key never changes, so the thief has it too

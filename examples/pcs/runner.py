@@ -17,13 +17,17 @@ import asyncio
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import cast
 
 from mls2p import ProfileConfig
+from mlscore.errors import StateError
+from mlstls.alongside import AlongsideConnection
 from mlstls.connection import CLIENT_LABEL, MlsTlsConfiguration, MlsTlsConnection
-from mlstls.record import RecordProtection, RecordSplitter, aead_spec
+from mlstls.record import ContentType, RecordProtection, RecordSplitter, aead_spec
 
 from .costs import Series, SideCost, mls_rekey_cost, throughput_over_time
 from .mechanisms import (
@@ -72,6 +76,7 @@ class Relay:
 
         ``any_version`` parses a real TLS stream, whose ClientHello record says 0x0301.
         """
+        out: list[tuple[float, bytes, bytes]]
         if not any_version:
             splitter, out = RecordSplitter(), []
             for when, chunk in self.captured:
@@ -119,23 +124,27 @@ async def run_model(sender: ModelSender, settings: Settings) -> Outcome:
         await asyncio.sleep(settings.interval)
     writer.close()
     await asyncio.sleep(0.05)
+    if relay.server is None:
+        raise StateError("the relay was not started")
     relay.server.close()
+    if loot is None:
+        raise StateError(f"nothing was stolen: the run ended before record {settings.theft_at}")
     attacker = ChainAttacker(loot, type(sender))
     outcome.cost = _per_rekey(cost, outcome.rekeys)
     _attack(outcome, relay.records()[theft_record:], attacker.read)
     return outcome
 
 
-async def run_mlstls(settings: Settings, profile_factory) -> Outcome:
+async def run_mlstls(settings: Settings, profile_factory: Callable[[bytes], ProfileConfig]) -> Outcome:
     """The real MLS-TLS connection; the relay sits between the client and a server endpoint."""
-    from mlstls.streams import MlsTlsProtocol, start_server
+    from mlstls.streams import MlsTlsProtocol, MlsTlsWriter, start_server
 
     relay = Relay()
     relay_port = await relay.start()
     outcome = Outcome("mlstls", settings.theft_at, settings.records)
     server_received = asyncio.Event()
 
-    async def drain(reader, writer) -> None:
+    async def drain(reader: asyncio.StreamReader, writer: MlsTlsWriter) -> None:
         while await reader.read(1 << 16):
             pass
         server_received.set()
@@ -164,13 +173,15 @@ async def run_mlstls(settings: Settings, profile_factory) -> Outcome:
     protocol = Tapped(MlsTlsConfiguration(profile_factory(b"c")))
     transport, _ = await loop.create_connection(lambda: protocol, "127.0.0.1", server_port)
     await asyncio.wait_for(protocol.handshake, 10)
-    connection: MlsTlsConnection = protocol.connection
+    connection = cast(MlsTlsConnection, protocol.connection)  # no TlsSettings: MLS in place of TLS
     loot = None
     cost = RekeyCost(round_trips=1.0, messages=2)
     theft_bytes = 0
     for i in range(settings.records):
         if i == settings.theft_at:
             session = connection.session
+            if session is None or session.group is None or connection._send is None:
+                raise StateError("the client has no MLS keys after its handshake")
             loot = session.export_secret(CLIENT_LABEL, b"", session.group.suite.hash_len)
             loot_sequence = connection._send.sequence  # the thief counts records on the wire
             theft_bytes = sum(len(c) for _, c in relay.captured)
@@ -187,6 +198,8 @@ async def run_mlstls(settings: Settings, profile_factory) -> Outcome:
     capture_writer.close()
     transport.close()
     server.close()
+    if relay.server is None:
+        raise StateError("the relay was not started")
     relay.server.close()
     await asyncio.sleep(0.05)
     records = relay.records()
@@ -195,6 +208,8 @@ async def run_mlstls(settings: Settings, profile_factory) -> Outcome:
         if offset >= theft_bytes:
             break
         offset += len(header) + len(body)
+    if loot is None:
+        raise StateError(f"nothing was stolen: the run ended before record {settings.theft_at}")
     keys = RecordProtection(aead_spec(1), loot)
     keys.sequence = loot_sequence
 
@@ -210,7 +225,7 @@ async def run_mlstls(settings: Settings, profile_factory) -> Outcome:
     return outcome
 
 
-async def run_alongside(settings: Settings, profile_factory) -> list[Outcome]:
+async def run_alongside(settings: Settings, profile_factory: Callable[[bytes], ProfileConfig]) -> list[Outcome]:
     """mlstls alongside TLS 1.3: the thief gets the TLS traffic secret (and, in one row, the MLS one too)."""
     import tempfile
 
@@ -219,13 +234,13 @@ async def run_alongside(settings: Settings, profile_factory) -> list[Outcome]:
     from mls2p.testing import self_signed_server_certificate
     from mlstls.alongside import TlsSettings
     from mlstls.record import AeadSpec, ContentType
-    from mlstls.streams import MlsTlsProtocol, start_server
+    from mlstls.streams import MlsTlsProtocol, MlsTlsWriter, start_server
 
     folder = tempfile.mkdtemp(prefix="pcs-")
     cert, key = self_signed_server_certificate(folder, "localhost")
     keylog: list[bytes] = []
 
-    async def drain(reader, writer) -> None:
+    async def drain(reader: asyncio.StreamReader, writer: MlsTlsWriter) -> None:
         while await reader.read(1 << 16):
             pass
 
@@ -253,14 +268,18 @@ async def run_alongside(settings: Settings, profile_factory) -> list[Outcome]:
         cafile=cert, server_hostname="localhost", keylog=keylog.append)))
     transport, _ = await asyncio.get_running_loop().create_connection(lambda: protocol, "127.0.0.1", server_port)
     await asyncio.wait_for(protocol.handshake, 10)
-    outer = protocol.connection
+    outer = cast(AlongsideConnection, protocol.connection)  # TlsSettings given: MLS alongside TLS
     theft: dict = {}
     rekeys = 0
     cost = RekeyCost(round_trips=1.0, messages=2)
     for i in range(settings.records):
         if i == settings.theft_at:
             inner = outer.inner
+            if inner is None:
+                raise StateError("no MLS connection inside TLS after the handshake")
             session = inner.session
+            if session is None or session.group is None or inner._send is None:
+                raise StateError("the client has no MLS keys after its handshake")
             theft = {"bytes": counted[0],
                      "tls": next(bytes.fromhex(line.split()[-1].decode()) for line in keylog
                                  if line.startswith(b"CLIENT_TRAFFIC_SECRET_0")),
@@ -279,6 +298,8 @@ async def run_alongside(settings: Settings, profile_factory) -> list[Outcome]:
     capture_writer.close()
     transport.close()
     server.close()
+    if relay.server is None:
+        raise StateError("the relay was not started")
     relay.server.close()
     await asyncio.sleep(0.05)
 
@@ -308,7 +329,7 @@ async def run_alongside(settings: Settings, profile_factory) -> list[Outcome]:
                 inner_records += [(when, h, b) for h, b in splitter.feed(bytes(opened[1]))]
         outcome = Outcome(label, settings.theft_at, settings.records, rekeys=rekeys, cost=_per_rekey(cost, rekeys))
 
-        def read(header: bytes, body: bytes, keys=mls_keys) -> bool:
+        def read(header: bytes, body: bytes, keys: RecordProtection | None = mls_keys) -> bool:
             if keys is None:
                 return False
             try:
@@ -322,7 +343,8 @@ async def run_alongside(settings: Settings, profile_factory) -> list[Outcome]:
     return outcomes
 
 
-def _open_at_some_sequence(keys: RecordProtection, header: bytes, body: bytes):
+def _open_at_some_sequence(keys: RecordProtection, header: bytes,
+                           body: bytes) -> tuple[ContentType, memoryview] | None:
     """The thief knows roughly how many records passed; allow for the handshake's few."""
     for _ in range(8):
         try:
@@ -338,7 +360,8 @@ def _per_rekey(total: RekeyCost, rekeys: int) -> RekeyCost:
     return RekeyCost(total.cpu_seconds / n, total.wire_bytes // n, total.round_trips, total.messages)
 
 
-def _attack(outcome: Outcome, records: list, read) -> None:
+def _attack(outcome: Outcome, records: list[tuple[float, bytes, bytes]],
+            read: Callable[[bytes, bytes], bool]) -> None:
     start_time = records[0][0] if records else 0.0
     sent = 0
     for index, (when, header, body) in enumerate(records):

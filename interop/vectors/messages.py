@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mlscore.codec import Struct
 from mlscore.framing import MLSMessage
 from mlscore.messages import (
     Add,
@@ -19,7 +20,7 @@ from mlscore.messages import (
 from mlscore.tree.ratchet_tree import decode_ratchet_tree, encode_ratchet_tree
 
 
-def _struct(cls: type) -> Callable[[bytes], bytes]:
+def _struct(cls: type[Struct]) -> Callable[[bytes], bytes]:
     return lambda data: cls.from_bytes(data).to_bytes()
 
 

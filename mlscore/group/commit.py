@@ -82,7 +82,7 @@ def create_commit(group: Group, proposals: Sequence[Proposal] = (), *, force_pat
     path_state = group._path_state
     commit_secret = bytes(group.suite.hash_len)
     path = None
-    joiner_path_secrets: dict[int, bytes] = {}
+    joiner_path_secrets: dict[int, bytes | None] = {}
     if with_path:
         leaf_template = group.own_leaf_node
         if leaf_node_update is not None:
@@ -154,7 +154,7 @@ def process_commit(group: Group, authenticated: AuthenticatedContent) -> CommitM
         assert applied.external_init is not None
         init_secret = _schedule.external_init_secret(group.suite, group._secrets.external_secret,
                                                      applied.external_init.kem_output)
-        committer = tree.add_leaf(commit.path.leaf_node) if commit.path else None  # type: ignore[union-attr]
+        committer = tree.add_leaf(commit.path.leaf_node) if commit.path else None
     commit_secret = bytes(group.suite.hash_len)
     path_state = group._path_state
     if commit.path is not None:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def build_welcome(group: Group, group_info: GroupInfo, joiner_secret: bytes, applied: AppliedProposals,
-                  covered: Sequence[CoveredProposal], path_secrets: dict[int, bytes],
+                  covered: Sequence[CoveredProposal], path_secrets: dict[int, bytes | None],
                   psk_ids: Sequence[PreSharedKeyID]) -> MLSMessage:
     psk_secret = group._psk_secret(psk_ids)
     welcome_secret = _schedule.welcome_secret(group.suite, joiner_secret, psk_secret)

@@ -56,7 +56,8 @@ def decode_node(r: Reader) -> Node:
 
 def encode_ratchet_tree(nodes: list[Node | None]) -> bytes:
     """The ``ratchet_tree`` extension body: ``optional<Node> ratchet_tree<V>``."""
-    return Writer().vector(nodes, lambda w, node: w.optional(node, encode_node)).getvalue()
+    # mypy solves optional's T as the join of LeafNode and ParentNode (Struct), not the Node union
+    return Writer().vector(nodes, lambda w, node: w.optional(node, encode_node)).getvalue()  # type: ignore[arg-type]
 
 
 def decode_ratchet_tree(data: bytes) -> list[Node | None]:

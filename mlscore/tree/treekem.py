@@ -136,8 +136,8 @@ def apply_update_path(suite: CipherSuite, tree: RatchetTree, sender: int, path: 
     if len(filtered) != len(path.nodes):
         raise ValidationError(f"UpdatePath has {len(path.nodes)} nodes, the filtered direct path "
                               f"has {len(filtered)}")
-    for parent, node in zip(filtered, path.nodes, strict=True):
-        tree.set_node(parent, ParentNode(node.encryption_key))
+    for parent, path_node in zip(filtered, path.nodes, strict=True):
+        tree.set_node(parent, ParentNode(path_node.encryption_key))
     leaf_parent_hash = tree.set_path_parent_hashes(sender, filtered)
     if path.leaf_node.parent_hash != leaf_parent_hash:
         raise TreeError("UpdatePath leaf parent_hash does not match the path")
