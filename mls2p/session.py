@@ -27,23 +27,18 @@ destroyed as soon as the swap makes them unreachable.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
 
-from mlscore import safe_app
-from mlscore.codec import Reader, Writer, decode_enum
 from mlscore.errors import EpochError, StateError, ValidationError
-from mlscore.extensions import Extension, ExtensionType, RequiredCapabilities
-from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
+from mlscore.framing import MLSMessage, PrivateMessage
 from mlscore.group import ApplicationMessage, CommitMessage, Group
-from mlscore.key_package import KeyPackageBundle, create_key_package, default_capabilities
-from mlscore.leaf_node import Capabilities
+from mlscore.key_package import KeyPackageBundle, create_key_package
 from mlscore.messages import Add, KeyPackage, Welcome
 
-from . import persistence
+from . import persistence, safe_aad
+from .actions import KeysChanged, ResumptionIgnored, SendMessage, SessionAction
 from .config import ProfileConfig, Role
 from .errors import ReplayedMessage, UnexpectedMessage
 from .persistence import PendingCommit, StoredSession
@@ -51,35 +46,6 @@ from .transitions import Action, Event, State, Transition, lookup
 from .wire import EpochKeyUpdate, ProfileMessage, ProfileMessageType, TwoPartyMessageType
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-
-# -- what the transport acts on ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SendMessage:
-    data: bytes = field(repr=False)
-    msg_type: ProfileMessageType
-
-
-@dataclass(frozen=True)
-class KeysChanged:
-    """Switch the transport to keys exported from this epoch."""
-
-    epoch: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class ResumptionIgnored:
-    """The peer's colliding ResumptionRequest lost the tie-break (we are the initial initiator)."""
-
-    epoch: int
-
-
-SessionAction = SendMessage | KeysChanged | ResumptionIgnored
-
 
 @dataclass(frozen=True)
 class _Progress:
@@ -123,7 +89,7 @@ class TwoPartySession:
         """Start phase 1: build our KeyPackage and the ClientHello to send."""
         bundle = create_key_package(
             config.cipher_suite, config.credential, config.signature_priv, lifetime=config.lifetime,
-            capabilities=_capabilities(config.cipher_suite), leaf_extensions=_leaf_extensions(config))
+            capabilities=safe_aad.capabilities(config.cipher_suite), leaf_extensions=safe_aad.leaf_extensions(config))
         progress = _Progress(State.AWAITING_SERVER_HELLO, Role.INITIATOR, key_package=bundle)
         session = cls(config, initial_role=Role.INITIATOR, progress=progress, on_state_change=on_state_change)
         hello = MLSMessage(bundle.key_package).to_bytes()
@@ -271,16 +237,17 @@ class TwoPartySession:
     # -- actions: (current progress, message body, now) -> (next progress, what to do) -----------
 
     def _create_group(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
-        key_package = _decode(body, KeyPackage, "ClientHello")
+        key_package = safe_aad.decode_as(body, KeyPackage, "ClientHello")
         suite_id = key_package.cipher_suite
         if suite_id not in (self.config.accepted_suites or (self.config.cipher_suite,)):
             raise ValidationError(f"cipher suite {suite_id} is not accepted")
-        safe_app.require_components(key_package.leaf_node.extensions, [self.config.component_id],
-                                    "the initiator's KeyPackage")
+        component = self.config.component_id
+        safe_aad.require_component(key_package.leaf_node.extensions, component, "the initiator's KeyPackage")
         own = create_key_package(suite_id, self.config.credential, self.config.signature_priv,
-                                 lifetime=self.config.lifetime, capabilities=_capabilities(suite_id),
-                                 leaf_extensions=_leaf_extensions(self.config))
-        founding = Group.create(own, extensions=_group_extensions(self.config), config=self.config.group_config(now))
+                                 lifetime=self.config.lifetime, capabilities=safe_aad.capabilities(suite_id),
+                                 leaf_extensions=safe_aad.leaf_extensions(self.config))
+        founding = Group.create(own, extensions=safe_aad.group_extensions(self.config),
+                                config=self.config.group_config(now))
         result = founding.commit([Add(key_package)], force_path=False, include_tree_in_welcome=True)
         founding.destroy()
         assert result.welcome is not None
@@ -291,14 +258,14 @@ class TwoPartySession:
 
     def _join_group(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         assert p.key_package is not None
-        welcome = _decode(body, Welcome, "ServerHello")
+        welcome = safe_aad.decode_as(body, Welcome, "ServerHello")
         group = Group.join(welcome, p.key_package, config=self.config.group_config(now))
         members = group.members()
         if len(members) != 2:
             raise ValidationError(f"the group has {len(members)} members, the profile needs exactly two")
         if group.own_leaf_node.encryption_key != p.key_package.key_package.leaf_node.encryption_key:
             raise ValidationError("our leaf in the group is not the KeyPackage we sent")
-        safe_app.require_components(group.context.extensions, [self.config.component_id], "the GroupContext")
+        safe_aad.require_component(group.context.extensions, self.config.component_id, "the GroupContext")
         return (replace(p, state=State.SYNCED, group=group, key_package=None),
                 [KeysChanged(group.epoch, "key establishment")])
 
@@ -315,8 +282,9 @@ class TwoPartySession:
     def _adopt_pending(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         assert p.pending is not None
         pending = p.pending.group
-        message = _decode(body, PrivateMessage, "EpochKeyUpdate")
-        self._check_type(message.authenticated_data, {TwoPartyMessageType.EPOCH_KEY_UPDATE})
+        message = safe_aad.decode_as(body, PrivateMessage, "EpochKeyUpdate")
+        safe_aad.check_type(message.authenticated_data, self.config.component_id,
+                         {TwoPartyMessageType.EPOCH_KEY_UPDATE})
         if message.epoch != pending.epoch:
             raise EpochError(f"EpochKeyUpdate for epoch {message.epoch}, expected {pending.epoch}")
         processed = pending.process(MLSMessage(message))
@@ -335,8 +303,8 @@ class TwoPartySession:
         allowed = {TwoPartyMessageType.RESUMPTION_REQUEST, TwoPartyMessageType.CONNECTION_UPDATE,
                    TwoPartyMessageType.RESUMPTION_RESPONSE}
         message = self._checked_commit(body, allowed)
-        epoch = _message_epoch(message)
-        digest = _commit_hash(body)
+        epoch = safe_aad.message_epoch(message)
+        digest = safe_aad.commit_hash(body)
         base = replace(p, request_received=True, current_role=Role.RESPONDER)
         if digest == p.last_applied_commit and epoch + 1 == p.group.epoch:
             # Rule 1: we applied it before the break; its confirmation was lost.  (Had the peer
@@ -445,79 +413,24 @@ class TwoPartySession:
         try:
             if commit.proposals or commit.path is None:
                 raise ValidationError("profile commits must have no proposals and an UpdatePath")
-            safe_app.require_components(commit.path.leaf_node.extensions, [self.config.component_id],
-                                        "the peer's new LeafNode")
+            safe_aad.require_component(commit.path.leaf_node.extensions, self.config.component_id,
+                                       "the peer's new LeafNode")
         except ValidationError:
             processed.group.destroy()
             raise
-        return processed.group, _commit_hash(encoded)
-
-    def _checked_commit(self, body: bytes, allowed: set[TwoPartyMessageType]) -> MLSMessage:
-        message = MLSMessage.from_bytes(body)
-        inner = message.body
-        if isinstance(inner, PublicMessage):
-            aad = inner.content.authenticated_data
-        elif isinstance(inner, PrivateMessage):
-            aad = inner.authenticated_data
-        else:
-            raise ValidationError(f"expected a commit, got {message.wire_format.name}")
-        self._check_type(aad, allowed)
-        return message
-
-    def _check_type(self, authenticated_data: bytes, allowed: set[TwoPartyMessageType]) -> None:
-        safe_aad, _ = safe_app.split_authenticated_data(authenticated_data)
-        item = safe_app.safe_aad_item(safe_aad, self.config.component_id)
-        if item is None:
-            raise ValidationError("message lacks the two-party profile Safe AAD item")
-        reader = Reader(item)
-        value = decode_enum(TwoPartyMessageType, reader.u8(), "two-party message type")
-        reader.finish()
-        if value not in allowed:
-            raise ValidationError(f"Safe AAD message type {value.name} not allowed here")
+        return processed.group, safe_aad.commit_hash(encoded)
 
     def _safe_aad(self, msg_type: TwoPartyMessageType) -> bytes:
-        item = safe_app.SafeAADItem(self.config.component_id, Writer().u8(msg_type).getvalue())
-        return safe_app.encode_authenticated_data(safe_app.SafeAAD((item,)))
+        return safe_aad.authenticated_data(self.config.component_id, msg_type)
+
+    def _checked_commit(self, body: bytes, allowed: set[TwoPartyMessageType]) -> MLSMessage:
+        return safe_aad.checked_commit(body, self.config.component_id, allowed)
 
 
 # -- module helpers ------------------------------------------------------------------------------
 
 def _send(msg_type: ProfileMessageType, body: bytes) -> SendMessage:
     return SendMessage(ProfileMessage(msg_type, body).to_bytes(), msg_type)
-
-
-def _decode(body: bytes, expected: type[T], what: str) -> T:
-    message = MLSMessage.from_bytes(body)
-    if not isinstance(message.body, expected):
-        raise ValidationError(f"{what} must carry a {expected.__name__}, got {message.wire_format.name}")
-    return message.body
-
-
-def _capabilities(suite_id: int) -> Capabilities:
-    return default_capabilities(suite_id, extensions=(ExtensionType.APP_DATA_DICTIONARY,))
-
-
-def _leaf_extensions(config: ProfileConfig) -> tuple[Extension, ...]:
-    return (safe_app.app_data_dictionary_extension([config.component_id]), *config.leaf_extensions)
-
-
-def _group_extensions(config: ProfileConfig) -> tuple[Extension, ...]:
-    required = RequiredCapabilities(extension_types=(ExtensionType.APP_DATA_DICTIONARY,))
-    return (safe_app.app_data_dictionary_extension([config.component_id]),
-            Extension(ExtensionType.REQUIRED_CAPABILITIES, required.to_bytes()))
-
-
-def _commit_hash(encoded: bytes) -> bytes:
-    """Collision-resistant digest of a commit as received (the draft lets us keep a hash)."""
-    return hashlib.sha256(encoded).digest()
-
-
-def _message_epoch(message: MLSMessage) -> int:
-    body = message.body
-    if isinstance(body, PublicMessage):
-        return body.content.epoch
-    assert isinstance(body, PrivateMessage)  # _checked_commit let nothing else through
-    return body.epoch
 
 
 __all__ = [

@@ -1,0 +1,103 @@
+"""How the profile marks and checks its MLS messages (draft-kohbrok-mls-two-party-profile-01 section 3).
+
+Every commit and EpochKeyUpdate carries, in its ``authenticated_data``, a Safe
+AAD item of the profile's component whose value is the one-byte
+:class:`~mls2p.wire.TwoPartyMessageType`; it is checked before anything else is
+processed.  Every leaf and the GroupContext list the component in an
+``app_data_dictionary`` (draft-ietf-mls-extensions), and the GroupContext
+requires that extension of every member.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import TypeVar
+
+from mlscore import safe_app
+from mlscore.codec import Reader, Writer, decode_enum
+from mlscore.errors import ValidationError
+from mlscore.extensions import Extension, ExtensionType, RequiredCapabilities
+from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
+from mlscore.key_package import default_capabilities
+from mlscore.leaf_node import Capabilities
+
+from .config import ProfileConfig
+from .wire import TwoPartyMessageType
+
+T = TypeVar("T")
+
+
+def authenticated_data(component_id: int, msg_type: TwoPartyMessageType) -> bytes:
+    """The ``authenticated_data`` of a profile message: one Safe AAD item naming its type."""
+    item = safe_app.SafeAADItem(component_id, Writer().u8(msg_type).getvalue())
+    return safe_app.encode_authenticated_data(safe_app.SafeAAD((item,)))
+
+
+def check_type(data: bytes, component_id: int, allowed: set[TwoPartyMessageType]) -> None:
+    """Raise ValidationError unless ``data`` carries our Safe AAD item with one of the ``allowed`` types."""
+    safe_aad, _ = safe_app.split_authenticated_data(data)
+    item = safe_app.safe_aad_item(safe_aad, component_id)
+    if item is None:
+        raise ValidationError("message lacks the two-party profile Safe AAD item")
+    reader = Reader(item)
+    value = decode_enum(TwoPartyMessageType, reader.u8(), "two-party message type")
+    reader.finish()
+    if value not in allowed:
+        raise ValidationError(f"Safe AAD message type {value.name} not allowed here")
+
+
+def checked_commit(body: bytes, component_id: int, allowed: set[TwoPartyMessageType]) -> MLSMessage:
+    """A received commit, decoded, whose Safe AAD type is one of ``allowed`` (nothing else checked yet)."""
+    message = MLSMessage.from_bytes(body)
+    inner = message.body
+    if isinstance(inner, PublicMessage):
+        aad = inner.content.authenticated_data
+    elif isinstance(inner, PrivateMessage):
+        aad = inner.authenticated_data
+    else:
+        raise ValidationError(f"expected a commit, got {message.wire_format.name}")
+    check_type(aad, component_id, allowed)
+    return message
+
+
+def decode_as(body: bytes, expected: type[T], what: str) -> T:
+    """The body of an MLSMessage that must be of type ``expected`` (a KeyPackage, a Welcome...)."""
+    message = MLSMessage.from_bytes(body)
+    if not isinstance(message.body, expected):
+        raise ValidationError(f"{what} must carry a {expected.__name__}, got {message.wire_format.name}")
+    return message.body
+
+
+def message_epoch(message: MLSMessage) -> int:
+    """The epoch in a checked commit's header (readable before it is decrypted)."""
+    body = message.body
+    if isinstance(body, PublicMessage):
+        return body.content.epoch
+    assert isinstance(body, PrivateMessage)  # checked_commit let nothing else through
+    return body.epoch
+
+
+def commit_hash(encoded: bytes) -> bytes:
+    """Collision-resistant digest of a commit as received (the draft lets us keep a hash)."""
+    return hashlib.sha256(encoded).digest()
+
+
+def require_component(extensions: Sequence[Extension], component_id: int, where: str) -> None:
+    """Raise ValidationError unless ``extensions`` list the profile's component (leaf or GroupContext)."""
+    safe_app.require_components(extensions, [component_id], where)
+
+
+def capabilities(suite_id: int) -> Capabilities:
+    """A leaf's capabilities: the suite, and the app_data_dictionary extension."""
+    return default_capabilities(suite_id, extensions=(ExtensionType.APP_DATA_DICTIONARY,))
+
+
+def leaf_extensions(config: ProfileConfig) -> tuple[Extension, ...]:
+    return (safe_app.app_data_dictionary_extension([config.component_id]), *config.leaf_extensions)
+
+
+def group_extensions(config: ProfileConfig) -> tuple[Extension, ...]:
+    required = RequiredCapabilities(extension_types=(ExtensionType.APP_DATA_DICTIONARY,))
+    return (safe_app.app_data_dictionary_extension([config.component_id]),
+            Extension(ExtensionType.REQUIRED_CAPABILITIES, required.to_bytes()))
