@@ -1,12 +1,14 @@
 """QUIC-MLS demo: an echo and file-download server and client, with PCS rekeys you can watch.
 
-    python -m examples.quic_demo both                          # server and client in one process (the README demo)
-    python -m examples.quic_demo server --port 4433 --serve-file ./big.iso
-    python -m examples.quic_demo client --port 4433 --download big.iso --rekey-seconds 1 -v
+    python -m examples.quic_demo both            # server and client in one process (the README demo)
+    python -m examples.quic_demo server --key-file server.key --allow client=sha256:... --serve-dir .
+    python -m examples.quic_demo client --key-file client.key --allow server=sha256:... --download big.iso -v
 
 The client sends a line to echo or asks for a file; both sides rekey by policy
-and print every epoch change with -v.  QUIC-MLS authenticates peers by MLS
-credentials (basic identities here; see mlscore.credentials for X.509).
+and print every epoch change with -v.  QUIC-MLS authenticates peers by their
+MLS credentials, pinned by key: each role prints its own key fingerprint at
+start (keep it with --key-file), and the other pins it with --allow.  In
+"both" the two ends pin each other's fresh keys.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,9 +28,12 @@ from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 import mlsquic
-from mls2p import ProfileConfig, RekeyPolicy
-from mlscore.credentials import BasicCredentialPolicy, Credential
+from mls2p import ConfigurationError, ProfileConfig, RekeyPolicy
+from mls2p.identity import fingerprint, load_or_create_key
+from mls2p.trust import parse_pin
+from mlscore.credentials import Credential, PinnedKeys, key_fingerprint
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
+from mlscore.errors import MLSError
 from mlsquic import EpochChanged, MlsQuicConfiguration, MlsQuicServer, quic_of
 from mlsquic.epochs import EpochKeyedConnection
 
@@ -35,11 +41,31 @@ log = logging.getLogger("quic_demo")
 DOWNLOAD = b"GET "
 
 
-def profile(name: str, args: argparse.Namespace) -> ProfileConfig:
-    signature_priv, _ = get_suite(args.suite).generate_signature_key_pair()
+def signature_key(args: argparse.Namespace) -> bytes:
+    if args.key_file:
+        return load_or_create_key(args.key_file, args.suite)
+    return get_suite(args.suite).generate_signature_key_pair()[0]
+
+
+def profile(name: str, signature_priv: bytes, pins: dict[bytes, set[str]], args: argparse.Namespace
+            ) -> ProfileConfig:
+    """Our identity ``name`` with ``signature_priv``, trusting exactly the keys in ``pins``."""
+    print(f"{name}: key {fingerprint(signature_priv, args.suite)}")
+    insecure = args.insecure_accept_any_peer
     return ProfileConfig(credential=Credential.basic(name.encode()), signature_priv=signature_priv,
-                         cipher_suite=args.suite, authentication_service=BasicCredentialPolicy(),
-                         rekey=RekeyPolicy(max_seconds=args.rekey_seconds))
+                         cipher_suite=args.suite, authentication_service=None if insecure else PinnedKeys(pins),
+                         insecure_accept_any_peer=insecure, rekey=RekeyPolicy(max_seconds=args.rekey_seconds))
+
+
+def pins_from(args: argparse.Namespace) -> dict[bytes, set[str]]:
+    pins: dict[bytes, set[str]] = {}
+    for text in args.allow or []:
+        name, print_ = parse_pin(text)
+        pins.setdefault(name, set()).add(print_)
+    if not pins and not args.insecure_accept_any_peer:
+        raise ConfigurationError("no peer is trusted: give --allow NAME=FINGERPRINT (the peer prints its "
+                                 "fingerprint when it starts)")
+    return pins
 
 
 class DemoServer(QuicConnectionProtocol):
@@ -84,9 +110,9 @@ class DemoClient(QuicConnectionProtocol):
         return bytes(self.body)
 
 
-async def run_server(args: argparse.Namespace) -> MlsQuicServer:
+async def run_server(args: argparse.Namespace, profile_: ProfileConfig) -> MlsQuicServer:
     DemoServer.files = Path(args.serve_dir).resolve() if args.serve_dir else None
-    configuration = MlsQuicConfiguration(profile=profile("server", args), mode=args.mode, is_client=False,
+    configuration = MlsQuicConfiguration(profile=profile_, mode=args.mode, is_client=False,
                                          alpn_protocols=["demo"])
     if args.mode == "alongside":
         configuration.load_cert_chain(args.cert, args.key)
@@ -95,8 +121,8 @@ async def run_server(args: argparse.Namespace) -> MlsQuicServer:
     return server
 
 
-async def run_client(args: argparse.Namespace) -> None:
-    configuration = MlsQuicConfiguration(profile=profile("client", args), mode=args.mode, is_client=True,
+async def run_client(args: argparse.Namespace, profile_: ProfileConfig) -> None:
+    configuration = MlsQuicConfiguration(profile=profile_, mode=args.mode, is_client=True,
                                          alpn_protocols=["demo"], cafile=args.cafile, server_name=args.server_name)
     started = time.perf_counter()
     async with mlsquic.connect(args.host, args.port, configuration=configuration,
@@ -121,17 +147,20 @@ async def run_client(args: argparse.Namespace) -> None:
 
 async def main_async(args: argparse.Namespace) -> None:
     if args.role == "server":
-        server = await run_server(args)
+        server = await run_server(args, profile("server", signature_key(args), pins_from(args), args))
         try:
             await asyncio.Event().wait()
         finally:
             server.close()
     elif args.role == "client":
-        await run_client(args)
+        await run_client(args, profile("client", signature_key(args), pins_from(args), args))
     else:
-        server = await run_server(args)
+        suite = get_suite(args.suite)
+        (server_priv, server_pub), (client_priv, client_pub) = (suite.generate_signature_key_pair() for _ in "sc")
+        server = await run_server(args, profile("server", server_priv, {b"client": {key_fingerprint(client_pub)}},
+                                                args))
         try:
-            await run_client(args)
+            await run_client(args, profile("client", client_priv, {b"server": {key_fingerprint(server_pub)}}, args))
         finally:
             server.close()
 
@@ -154,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between echoes")
     parser.add_argument("--serve-dir", help="server: directory that GET requests may read from")
     parser.add_argument("--download", help="client: a file name to download from the server's --serve-dir")
+    parser.add_argument("--key-file", help="server/client: this end's signature key (created if missing)")
+    parser.add_argument("--allow", action="append", metavar="NAME=FINGERPRINT",
+                        help="server/client: trust peer NAME with exactly this key (repeatable)")
+    parser.add_argument("--insecure-accept-any-peer", action="store_true",
+                        help="authenticate nobody (a warning is logged for every peer)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch change")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -163,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         folder = tempfile.mkdtemp(prefix="quic-demo-")
         args.cert, args.key = self_signed_server_certificate(folder, "localhost")
         args.cafile = args.cert
-    asyncio.run(main_async(args))
+    try:
+        asyncio.run(main_async(args))
+    except (MLSError, OSError) as exc:
+        print(f"quic_demo: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -23,7 +23,7 @@ from mls2p import (
 )
 from mls2p.errors import StoreError
 from mls2p.store import FileSessionStore
-from mlscore.credentials import Credential
+from mlscore.credentials import Credential, PinnedKeys, key_fingerprint
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
 
 
@@ -57,12 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     suite = get_suite(args.suite)
     state_dir = args.state_dir or tempfile.mkdtemp(prefix="mls-transport-demo-")
 
-    def config(name: bytes) -> ProfileConfig:
-        signature_priv, _ = suite.generate_signature_key_pair()
-        return ProfileConfig(credential=Credential.basic(name), signature_priv=signature_priv,
-                             cipher_suite=suite.id)
+    (alice_priv, alice_pub), (bob_priv, bob_pub) = suite.generate_signature_key_pair(), \
+        suite.generate_signature_key_pair()
 
-    alice_config, bob_config = config(b"alice"), config(b"bob")
+    def config(name: bytes, own: bytes, peer: bytes, peer_key: bytes) -> ProfileConfig:
+        """``name`` trusts exactly one peer: ``peer`` with ``peer_key`` (a name alone is no identity)."""
+        return ProfileConfig(credential=Credential.basic(name), signature_priv=own, cipher_suite=suite.id,
+                             authentication_service=PinnedKeys({peer: {key_fingerprint(peer_key)}}))
+
+    alice_config = config(b"alice", alice_priv, b"bob", bob_pub)
+    bob_config = config(b"bob", bob_priv, b"alice", alice_pub)
     alice_store = FileSessionStore(f"{state_dir}/alice")
     bob_store = FileSessionStore(f"{state_dir}/bob")
     print(f"suite {suite.id} ({suite.name}); state in {state_dir}")

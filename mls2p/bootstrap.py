@@ -95,7 +95,7 @@ class ProfileEndpoint:
             if self.is_client:
                 raise StateError("the client has not started")
             self.session = self._start_server(message)
-        actions = self.session.receive(message)
+        actions = self.session.receive(message, now=int(self.profile.wall_clock()))
         self._observe(actions, now)
         return actions
 

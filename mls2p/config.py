@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from mlscore.credentials import AuthenticationService, BasicCredentialPolicy, Credential
+from mlscore.credentials import AuthenticationService, Credential
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
 from mlscore.errors import ConfigurationError, MLSError
 from mlscore.extensions import Extension
@@ -15,6 +17,7 @@ from mlscore.key_package import NO_EXPIRY
 from mlscore.leaf_node import Lifetime
 
 from .policy import RekeyPolicy
+from .trust import AcceptAnyPeer
 
 TWO_PARTY_PROFILE_COMPONENT = 0x8001
 """Private-use component id (0x8000-0xFFFF) standing in for the draft's TBD1; configurable."""
@@ -31,20 +34,35 @@ class Role(Enum):
         return Role.RESPONDER if self is Role.INITIATOR else Role.INITIATOR
 
 
+TWO_PARTY_MAX_LEAVES = 2
+
+
 @dataclass(frozen=True)
 class ProfileConfig:
-    """Everything a session needs that is not protocol state.  Checked when built."""
+    """Everything a session needs that is not protocol state.  Checked when built.
+
+    ``authentication_service`` decides which peers are accepted, by key:
+    :class:`~mlscore.credentials.PinnedKeys` (see :mod:`mls2p.trust`) or
+    :class:`~mlscore.credentials.X509AuthenticationService`.  There is no
+    default: a configuration without one is refused, unless it says
+    ``insecure_accept_any_peer=True``, which accepts everyone and logs a
+    warning for every peer.
+    """
 
     credential: Credential
     signature_priv: bytes = field(repr=False)
     cipher_suite: int = 1
-    authentication_service: AuthenticationService = field(default_factory=BasicCredentialPolicy)
+    authentication_service: AuthenticationService | None = None
+    insecure_accept_any_peer: bool = False
     component_id: int = TWO_PARTY_PROFILE_COMPONENT
     handshake_wire_format: WireFormat = WireFormat.PRIVATE_MESSAGE
     accepted_suites: tuple[int, ...] = ()
     lifetime: Lifetime = NO_EXPIRY
     rekey: RekeyPolicy = field(default_factory=RekeyPolicy)
     leaf_extensions: tuple[Extension, ...] = ()
+    wall_clock: Callable[[], float] = field(default=time.time, repr=False)
+    """Seconds since the Unix epoch, for KeyPackage lifetimes and certificate validity.  The session
+    never calls it; the bootstrap does and passes the time in.  Tests inject a fixed clock."""
 
     def __post_init__(self) -> None:
         for suite_id in (self.cipher_suite, *self.accepted_suites):
@@ -60,11 +78,24 @@ class ProfileConfig:
             raise ConfigurationError(f"component_id {self.component_id} is not a 16-bit value")
         if self.handshake_wire_format not in (WireFormat.PUBLIC_MESSAGE, WireFormat.PRIVATE_MESSAGE):
             raise ConfigurationError("handshake_wire_format must be PUBLIC_MESSAGE or PRIVATE_MESSAGE")
+        if self.authentication_service is None and not self.insecure_accept_any_peer:
+            raise ConfigurationError(
+                "no authentication_service: say whom to trust, by key (mls2p.trust.load_trust_store, "
+                "mlscore.credentials.PinnedKeys or X509AuthenticationService), or set "
+                "insecure_accept_any_peer=True to accept anyone (never in production)")
+        if self.authentication_service is not None and self.insecure_accept_any_peer:
+            raise ConfigurationError("insecure_accept_any_peer=True contradicts the authentication_service given")
 
     @property
     def signature_public_key(self) -> bytes:
         return get_suite(self.cipher_suite).signature_public_key(self.signature_priv)
 
+    @property
+    def peer_authentication(self) -> AuthenticationService:
+        """The service that decides about the peer (AcceptAnyPeer, loudly, when insecure)."""
+        return self.authentication_service if self.authentication_service is not None else AcceptAnyPeer()
+
     def group_config(self, now: int | None) -> GroupConfig:
-        return GroupConfig(authentication_service=self.authentication_service,
-                           handshake_wire_format=self.handshake_wire_format, now=now)
+        return GroupConfig(authentication_service=self.peer_authentication,
+                           handshake_wire_format=self.handshake_wire_format, now=now,
+                           max_leaves=TWO_PARTY_MAX_LEAVES)

@@ -83,7 +83,7 @@ class TwoPartySession:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def initiator(cls, config: ProfileConfig, *, now: int | None = None,
+    def initiator(cls, config: ProfileConfig, *,
                   on_state_change: Callable[[TwoPartySession], None] | None = None
                   ) -> tuple[TwoPartySession, list[SessionAction]]:
         """Start phase 1: build our KeyPackage and the ClientHello to send."""
@@ -272,7 +272,7 @@ class TwoPartySession:
     def _apply_and_confirm(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         assert p.group is not None
         message = self._checked_commit(body, {TwoPartyMessageType.CONNECTION_UPDATE})
-        new_group, digest = self._apply_peer_commit(p.group, message, body)
+        new_group, digest = self._apply_peer_commit(p.group, message, body, now)
         return self._confirm(replace(p, last_applied_commit=digest, pending=None), new_group, "peer ConnectionUpdate")
 
     def _ignore_commit(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
@@ -287,7 +287,7 @@ class TwoPartySession:
                          {TwoPartyMessageType.EPOCH_KEY_UPDATE})
         if message.epoch != pending.epoch:
             raise EpochError(f"EpochKeyUpdate for epoch {message.epoch}, expected {pending.epoch}")
-        processed = pending.process(MLSMessage(message))
+        processed = pending.process(MLSMessage(message), now=now)
         if not isinstance(processed, ApplicationMessage):
             raise ValidationError("an EpochKeyUpdate must be an application message")
         update = EpochKeyUpdate.from_bytes(processed.data)
@@ -312,12 +312,12 @@ class TwoPartySession:
             base = replace(base, pending=None)
         elif p.pending is not None and epoch == p.pending.group.epoch:
             # Rule 2: the peer applied our pending commit; its confirmation was lost.
-            group, applied = self._apply_peer_commit(p.pending.group, message, body)
+            group, applied = self._apply_peer_commit(p.pending.group, message, body, now)
             base = replace(base, group=group, pending=None, last_applied_commit=applied)
         else:
             if epoch != p.group.epoch:
                 raise EpochError(f"ResumptionRequest commit for epoch {epoch}, we are at {p.group.epoch}")
-            group, applied = self._apply_peer_commit(p.group, message, body)
+            group, applied = self._apply_peer_commit(p.group, message, body, now)
             base = replace(base, group=group, pending=None, last_applied_commit=applied)
         return self._commit(base, TwoPartyMessageType.RESUMPTION_RESPONSE)
 
@@ -334,7 +334,7 @@ class TwoPartySession:
         assert p.pending is not None
         message = self._checked_commit(body, {TwoPartyMessageType.RESUMPTION_RESPONSE})
         own = p.pending.group
-        new_group, digest = self._apply_peer_commit(own, message, body)
+        new_group, digest = self._apply_peer_commit(own, message, body, now)
         return self._confirm(replace(p, group=own, pending=None, last_applied_commit=digest), new_group,
                              "resumption")
 
@@ -401,12 +401,13 @@ class TwoPartySession:
         return (replace(p, state=State.SYNCED, group=new_group, pending=None),
                 [_send(ProfileMessageType.EPOCH_KEY_UPDATE, ack.to_bytes()), KeysChanged(new_group.epoch, reason)])
 
-    def _apply_peer_commit(self, group: Group, message: MLSMessage, encoded: bytes) -> tuple[Group, bytes]:
+    def _apply_peer_commit(self, group: Group, message: MLSMessage, encoded: bytes,
+                           now: int | None) -> tuple[Group, bytes]:
         """Validate a peer commit against ``group``: no proposals, an UpdatePath, our component.
 
         Returns the next epoch and the commit's digest (the draft's "last applied commit").
         """
-        processed = group.process(message)
+        processed = group.process(message, now=now)
         if not isinstance(processed, CommitMessage):
             raise ValidationError("expected a commit")
         commit = processed.commit

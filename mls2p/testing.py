@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mlscore.credentials import Credential
+from mlscore.credentials import Credential, PinnedKeys, key_fingerprint
 from mlscore.crypto import get_suite
 from mlscore.group import Group, GroupConfig
 from mlscore.key_package import KeyPackageBundle, create_key_package
@@ -160,11 +160,33 @@ def two_party(suite_id: int = 1, config: GroupConfig | None = None) -> tuple[Gro
 
 # -- sessions in memory -------------------------------------------------------------------------
 
+TEST_PINS: dict[bytes, set[str]] = {}
+"""Identity -> fingerprints of every key :func:`config` made: test sessions trust each other by key."""
+
+
+def trusted_test_peers() -> PinnedKeys:
+    """Trust every key made by :func:`config` (and nothing else: a fresh key under a known name is refused)."""
+    return PinnedKeys(TEST_PINS)
+
+
 def config(name: bytes, suite_id: int = 1, **overrides: Any) -> ProfileConfig:
-    """A ProfileConfig with a basic credential ``name`` and a fresh signature key."""
-    signature_priv, _ = get_suite(suite_id).generate_signature_key_pair()
+    """A ProfileConfig with a basic credential ``name`` and a fresh signature key, pinned in :data:`TEST_PINS`.
+
+    Unless ``overrides`` say otherwise, it trusts every other key made here.
+    """
+    signature_priv, signature_pub = get_suite(suite_id).generate_signature_key_pair()
+    TEST_PINS.setdefault(name, set()).add(key_fingerprint(signature_pub))
+    if "insecure_accept_any_peer" not in overrides:
+        overrides.setdefault("authentication_service", trusted_test_peers())
     return ProfileConfig(credential=Credential.basic(name), signature_priv=signature_priv,
                          cipher_suite=suite_id, **overrides)
+
+
+def impersonator(name: bytes, suite_id: int = 1) -> ProfileConfig:
+    """An attacker's config: a pinned name (``name``), but a fresh key that nobody pinned."""
+    signature_priv, _ = get_suite(suite_id).generate_signature_key_pair()
+    return ProfileConfig(credential=Credential.basic(name), signature_priv=signature_priv, cipher_suite=suite_id,
+                         authentication_service=trusted_test_peers())
 
 
 def sent(actions: list[SessionAction]) -> list[bytes]:

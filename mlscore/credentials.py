@@ -1,14 +1,18 @@
 """Credentials (RFC 9420 section 5.3) and the authentication service interface.
 
 The core never decides on its own whether an identity is acceptable: it asks
-an :class:`AuthenticationService`.  :class:`BasicCredentialPolicy` is the
-trivial one for tests and demos; X.509 chains are verified by
-:class:`X509AuthenticationService`.
+an :class:`AuthenticationService`, which must bind the credential to the
+signature key (section 5.3.1: a name alone is not an identity).  Two ship here:
+:class:`PinnedKeys` accepts basic credentials whose signature key is pinned
+for their identity, :class:`X509AuthenticationService` verifies X.509 chains
+whose leaf key is the signature key.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, Self
@@ -65,30 +69,64 @@ class Credential(Struct):
 
 
 class AuthenticationService(Protocol):
-    """Decides whether a credential is acceptable and bound to a signature key.
+    """Decides whether a credential is acceptable *and* bound to ``signature_key``.
 
-    ``validate`` raises :class:`CredentialError` to reject; it returns nothing.
+    ``validate`` raises :class:`CredentialError` (with a message naming the
+    identity and why) to reject; it returns nothing.  ``now`` (seconds since
+    the Unix epoch) is the time to check validity periods against; the core
+    never reads a clock, so it is None when the caller gave no time.
     """
 
-    def validate(self, credential: Credential, signature_key: bytes, suite_id: int) -> None: ...
+    def validate(self, credential: Credential, signature_key: bytes, suite_id: int,
+                 now: int | None = None) -> None: ...
 
 
-class BasicCredentialPolicy:
-    """Accept basic credentials, optionally only from a set of identities.
+FINGERPRINT_PREFIX = "sha256:"
 
-    With ``allowed=None`` every basic identity is accepted: only for tests and
-    demos where the peer is authenticated by other means.
+
+def key_fingerprint(signature_key: bytes) -> str:
+    """``sha256:<hex>`` of a signature public key in its RFC 9420 wire form: what peers pin."""
+    return FINGERPRINT_PREFIX + hashlib.sha256(signature_key).hexdigest()
+
+
+class PinnedKeys:
+    """Basic credentials bound to keys: ``identity`` is accepted only with a key pinned for it.
+
+    ``pins`` maps identities to the fingerprints (:func:`key_fingerprint`) of
+    the keys each may use; it is read at every validation, so a caller may
+    keep a live mapping.
     """
 
-    def __init__(self, allowed: set[bytes] | None = None) -> None:
-        self.allowed = allowed
+    def __init__(self, pins: Mapping[bytes, Iterable[str]]) -> None:
+        self.pins = pins
 
-    def validate(self, credential: Credential, signature_key: bytes, suite_id: int) -> None:
+    def __repr__(self) -> str:
+        return f"PinnedKeys({len(self.pins)} identities)"
+
+    def validate(self, credential: Credential, signature_key: bytes, suite_id: int,
+                 now: int | None = None) -> None:
         if credential.credential_type != CredentialType.BASIC:
-            raise CredentialError(f"credential type {credential.credential_type} not accepted")
-        if self.allowed is not None and credential.identity not in self.allowed:
-            raise CredentialError(f"identity {credential.identity!r} is not allowed")
+            raise CredentialError(f"credential type {credential.credential_type} is not a basic credential")
+        identity = credential.identity
+        pinned = self.pins.get(identity)
+        if pinned is None:
+            raise CredentialError(f"identity {_show(identity)} is not in the trust store")
+        presented = key_fingerprint(signature_key)
+        allowed = sorted(pinned)
+        if presented not in allowed:
+            raise CredentialError(f"identity {_show(identity)} presented key {presented}, but the key pinned "
+                                  f"for it is {' or '.join(allowed) or 'none'}")
 
+
+def _show(identity: bytes) -> str:
+    """An identity for an error message: printable ASCII as is, anything else as hex, bounded."""
+    text = identity[:64].decode("ascii", "replace")
+    shown = repr(text) if text.isprintable() and "\ufffd" not in text else identity[:32].hex()
+    return shown + ("..." if len(identity) > 64 else "")
+
+
+MAX_CHAIN_LENGTH = 8
+"""Longest X.509 chain accepted (leaf and intermediates): a bound on work before any signature checks."""
 
 _SUITE_KEY_TYPES = {1: "ed25519", 2: "p256", 3: "ed25519", 4: "ed448", 5: "p521", 6: "ed448", 7: "p384"}
 
@@ -116,46 +154,56 @@ def _raw_public_key(public_key: CertificatePublicKeyTypes, suite_id: int) -> byt
 
 
 class X509AuthenticationService:
-    """Accept X.509 credentials whose chain verifies to one of ``trust_roots`` at time ``now``.
+    """Accept X.509 credentials whose chain verifies to one of ``trust_roots``.
 
     The chain (leaf first) is verified with `cryptography`'s X.509 path
     validation (client policy: the leaf must be an end-entity certificate),
-    and the leaf's public key must be the MLS signature key.  ``now`` is
-    required because the core never reads a clock: transports pass the
-    current time when they build the service (or call :meth:`at`).
-    ``expected_names`` optionally restricts the accepted subject alternative
-    names (DNS names or URIs).
+    and the leaf's public key must be the MLS signature key.  Validity is
+    checked at the ``now`` each validation passes in (the transports pass the
+    current time); ``now`` given here is used when a validation brings none,
+    and with neither the chain is refused: a certificate never goes unchecked
+    for time.  ``expected_names`` optionally restricts the accepted subject
+    alternative names (DNS names or URIs).
     """
 
-    def __init__(self, trust_roots: list[bytes] | list[x509.Certificate], *, now: datetime.datetime,
+    def __init__(self, trust_roots: list[bytes] | list[x509.Certificate], *, now: datetime.datetime | None = None,
                  expected_names: set[str] | None = None) -> None:
         from cryptography import x509
-        from cryptography.x509.verification import PolicyBuilder, Store
+        from cryptography.x509.verification import Store
 
         roots = [root if isinstance(root, x509.Certificate) else _load_certificate(root)
                  for root in trust_roots]
         if not roots:
             raise CredentialError("no trust roots configured")
         self._roots = roots
+        self._store = Store(roots)
         self._now = now
-        self._verifier = PolicyBuilder().store(Store(roots)).time(now).build_client_verifier()
         self.expected_names = expected_names
 
     def at(self, now: datetime.datetime) -> X509AuthenticationService:
-        """The same policy, evaluated at another time."""
+        """The same policy, with ``now`` as the default time."""
         return X509AuthenticationService(self._roots, now=now, expected_names=self.expected_names)
 
-    def validate(self, credential: Credential, signature_key: bytes, suite_id: int) -> None:
-        from cryptography.x509.verification import VerificationError
+    def validate(self, credential: Credential, signature_key: bytes, suite_id: int,
+                 now: int | None = None) -> None:
+        from cryptography.x509.verification import PolicyBuilder, VerificationError
+
+        when = datetime.datetime.fromtimestamp(now, datetime.UTC) if now is not None else self._now
+        if when is None:
+            raise CredentialError("no time to check the certificate's validity against")
 
         if credential.credential_type != CredentialType.X509:
             raise CredentialError(f"credential type {credential.credential_type} is not X.509")
         if not credential.certificates:
             raise CredentialError("empty X.509 certificate chain")
+        if len(credential.certificates) > MAX_CHAIN_LENGTH:
+            raise CredentialError(f"certificate chain of {len(credential.certificates)} certificates "
+                                  f"(at most {MAX_CHAIN_LENGTH})")
         chain = [_load_certificate(der) for der in credential.certificates]
         leaf = chain[0]
+        verifier = PolicyBuilder().store(self._store).time(when).build_client_verifier()
         try:
-            verified = self._verifier.verify(leaf, chain[1:])
+            verified = verifier.verify(leaf, chain[1:])
         except VerificationError as exc:
             raise CredentialError(f"certificate chain rejected: {exc}") from None
         except ValueError as exc:
@@ -175,11 +223,12 @@ class AnyOf:
     def __init__(self, *services: AuthenticationService) -> None:
         self.services = services
 
-    def validate(self, credential: Credential, signature_key: bytes, suite_id: int) -> None:
+    def validate(self, credential: Credential, signature_key: bytes, suite_id: int,
+                 now: int | None = None) -> None:
         reasons = []
         for service in self.services:
             try:
-                service.validate(credential, signature_key, suite_id)
+                service.validate(credential, signature_key, suite_id, now)
                 return
             except CredentialError as exc:
                 reasons.append(str(exc))
@@ -191,5 +240,5 @@ def _load_certificate(der: bytes) -> x509.Certificate:
 
     try:
         return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
-        raise CredentialError(f"malformed certificate: {exc}") from None
+    except Exception as exc:  # cryptography raises ValueError, InvalidVersion, ... on hostile DER
+        raise CredentialError(f"malformed certificate: {type(exc).__name__}: {exc}") from None

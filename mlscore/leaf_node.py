@@ -129,9 +129,11 @@ def validate_leaf_node(leaf: LeafNode, suite: CipherSuite, *, expected_source: L
     if leaf.leaf_node_source != expected_source:
         raise ValidationError(f"leaf node source is {leaf.leaf_node_source.name}, "
                               f"expected {expected_source.name}")
-    if authentication_service is not None:
-        authentication_service.validate(leaf.credential, leaf.signature_key, suite.id)
+    # The signature first: a forged leaf costs one verification and never reaches the
+    # authentication service (X.509 parsing and path building are the expensive part).
     leaf.verify(suite, group_id, leaf_index)
+    if authentication_service is not None:
+        authentication_service.validate(leaf.credential, leaf.signature_key, suite.id, now)
     if suite.id not in leaf.capabilities.cipher_suites:
         raise ValidationError(f"leaf does not list the group's cipher suite {suite.id}")
     if PROTOCOL_VERSION_MLS10 not in leaf.capabilities.versions:

@@ -1,7 +1,4 @@
-"""A long-lived secure TCP tunnel over MLS-TLS: ``mls-tunnel client|server``.
-
-    mls-tunnel server --listen 127.0.0.1:8443 --target 127.0.0.1:5432 --state-dir ~/.mls-tunnel/server
-    mls-tunnel client --listen 127.0.0.1:15432 --connect 127.0.0.1:8443 --state-dir ~/.mls-tunnel/client
+"""A long-lived secure TCP tunnel over MLS-TLS (the ``mls-tunnel`` command is :mod:`mlstls.cli`).
 
 Every local connection accepted by the client is carried as one stream of a
 single MLS-TLS link to the server, which opens the matching connection to the
@@ -13,23 +10,14 @@ status line, and shuts down cleanly on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
 import logging
-import signal
-import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from mls2p.config import ProfileConfig
-from mls2p.policy import RekeyPolicy
-from mls2p.store import FileSessionStore, MemorySessionStore, SessionStore
-from mlscore.credentials import BasicCredentialPolicy, Credential
-from mlscore.crypto import get_suite
 from mlscore.errors import MLSError
 
 from .config import MlsTlsConfiguration
@@ -266,91 +254,3 @@ class TunnelClient:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-
-
-# -- command line --------------------------------------------------------------------------
-
-def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
-def _profile(args: argparse.Namespace) -> tuple[ProfileConfig, SessionStore]:
-    suite = get_suite(args.suite)
-    if args.state_dir:
-        folder = Path(args.state_dir).expanduser()
-        store: SessionStore = FileSessionStore(folder / "sessions")
-        key_file = folder / "signature.key"
-        if key_file.exists():
-            signature_priv = key_file.read_bytes()
-        else:
-            signature_priv, _ = suite.generate_signature_key_pair()
-            key_file.touch(mode=0o600)
-            key_file.write_bytes(signature_priv)
-    else:
-        store = MemorySessionStore()
-        signature_priv, _ = suite.generate_signature_key_pair()
-    allowed = {name.encode() for name in args.allow} if args.allow else None
-    profile = ProfileConfig(credential=Credential.basic(args.identity.encode()), signature_priv=signature_priv,
-                            cipher_suite=suite.id, authentication_service=BasicCredentialPolicy(allowed),
-                            rekey=RekeyPolicy(max_bytes=args.rekey_bytes, max_seconds=args.rekey_seconds))
-    return profile, store
-
-
-async def _run(args: argparse.Namespace) -> int:
-    profile, store = _profile(args)
-    listen = _address(args.listen)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if args.mode == "server":
-        endpoint: TunnelServer | TunnelClient = TunnelServer(MlsTlsConfiguration(profile, False, store),
-                                                             _address(args.target))
-        port = await endpoint.start(*listen)
-        print(f"mls-tunnel server on {listen[0]}:{port} -> {args.target}", flush=True)
-    else:
-        group_ids = store.group_ids()
-        config = MlsTlsConfiguration(profile, True, store, resume_group_id=group_ids[0] if group_ids else None)
-        endpoint = TunnelClient(config, _address(args.connect))
-        port = await endpoint.start(*listen)
-        print(f"mls-tunnel client on {listen[0]}:{port} -> {args.connect}", flush=True)
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), args.status_interval)
-        links = endpoint.links.values() if isinstance(endpoint, TunnelServer) else [endpoint.link]
-        for link in links:
-            print(time.strftime("%H:%M:%S"), link.status(), flush=True)
-    print("shutting down", flush=True)
-    await endpoint.close()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mls-tunnel", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("client", "server"))
-    parser.add_argument("--listen", required=True, help="host:port to listen on")
-    parser.add_argument("--connect", help="client: the tunnel server's host:port")
-    parser.add_argument("--target", help="server: where streams are forwarded to (host:port)")
-    parser.add_argument("--identity", default="mls-tunnel", help="basic credential identity")
-    parser.add_argument("--allow", action="append", help="accept only these peer identities (repeatable)")
-    parser.add_argument("--suite", type=int, default=1, help="MLS cipher suite (default 1)")
-    parser.add_argument("--rekey-seconds", type=float, default=30.0, help="PCS rekey interval (default 30)")
-    parser.add_argument("--rekey-bytes", type=int, default=1 << 30, help="PCS rekey after this many bytes")
-    parser.add_argument("--state-dir", help="persist keys and group state here (enables resumption "
-                        "across restarts)")
-    parser.add_argument("--status-interval", type=float, default=5.0, help="seconds between status lines")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    if args.mode == "client" and not args.connect:
-        parser.error("client mode needs --connect")
-    if args.mode == "server" and not args.target:
-        parser.error("server mode needs --target")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
-    return asyncio.run(_run(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 from mls2p.testing import ThrowawayCA
-from mlscore.credentials import AnyOf, BasicCredentialPolicy, Credential, X509AuthenticationService
+from mlscore.credentials import AnyOf, Credential, PinnedKeys, X509AuthenticationService, key_fingerprint
 from mlscore.crypto import get_suite
 from mlscore.errors import CredentialError
 
@@ -89,10 +89,32 @@ def test_expected_names(root: ThrowawayCA) -> None:
 
 
 def test_any_of(root: ThrowawayCA) -> None:
-    service = AnyOf(BasicCredentialPolicy({b"alice"}), X509AuthenticationService([root.der], now=NOW))
-    service.validate(Credential.basic(b"alice"), b"", 1)
-    with pytest.raises(CredentialError, match="not allowed"):
-        service.validate(Credential.basic(b"eve"), b"", 1)
+    _, alice_key = get_suite(1).generate_signature_key_pair()
+    pins = PinnedKeys({b"alice": {key_fingerprint(alice_key)}})
+    service = AnyOf(pins, X509AuthenticationService([root.der], now=NOW))
+    service.validate(Credential.basic(b"alice"), alice_key, 1)
+    with pytest.raises(CredentialError, match="not in the trust store"):
+        service.validate(Credential.basic(b"eve"), alice_key, 1)
+
+
+def test_x509_validity_is_checked_at_the_time_each_validation_passes(root: ThrowawayCA) -> None:
+    _, pub = get_suite(1).generate_signature_key_pair()
+    credential = root.issue("alice", 1, pub, NOW, days=30)
+    service = X509AuthenticationService([root.der])  # no frozen time
+    service.validate(credential, pub, 1, int(NOW.timestamp()))
+    with pytest.raises(CredentialError, match="rejected"):
+        service.validate(credential, pub, 1, int((NOW + datetime.timedelta(days=60)).timestamp()))
+    with pytest.raises(CredentialError, match="no time"):
+        service.validate(credential, pub, 1)
+
+
+def test_a_certificate_with_an_impossible_version_is_a_credential_error(root: ThrowawayCA) -> None:
+    _, pub = get_suite(1).generate_signature_key_pair()
+    der = bytearray(root.issue("alice", 1, pub, NOW).certificates[0])
+    index = der.find(bytes([0xA0, 0x03, 0x02, 0x01, 0x02]))  # [0] EXPLICIT INTEGER 2 (v3)
+    der[index + 4] = 7  # not v1/v2/v3: cryptography raises InvalidVersion, not ValueError
+    with pytest.raises(CredentialError, match="malformed certificate"):
+        X509AuthenticationService([root.der], now=NOW).validate(Credential.x509((bytes(der),)), pub, 1)
 
 
 def test_profile_with_x509_credentials(root: ThrowawayCA) -> None:
@@ -115,7 +137,7 @@ def test_profile_with_x509_credentials(root: ThrowawayCA) -> None:
     untrusted = ThrowawayCA.root("evil", NOW)
     priv, pub = get_suite(1).generate_signature_key_pair()
     _mallory, hello = TwoPartySession.initiator(ProfileConfig(credential=untrusted.issue("mallory", 1, pub, NOW),
-                                                             signature_priv=priv))
+                                                             signature_priv=priv, insecure_accept_any_peer=True))
     victim = TwoPartySession.responder(configs[1])
     with pytest.raises(CredentialError):
         victim.receive(sent(hello)[0])

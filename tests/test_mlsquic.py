@@ -15,8 +15,7 @@ from aioquic.quic.connection import QuicConnection
 
 import mlsquic
 from mls2p import MemorySessionStore, RekeyPolicy
-from mls2p.testing import config
-from mlscore.credentials import BasicCredentialPolicy
+from mls2p.testing import config, impersonator
 from mlsquic.testing import Collector, QuicPair, client_configuration, echo_server, echo_through, server_configuration
 
 
@@ -57,9 +56,8 @@ def test_byte_policy_counts_every_batch() -> None:
     assert len(pair.client.epochs) >= 3
 
 
-def test_wrong_credential_is_refused_with_a_reason() -> None:
-    strict = server_configuration(profile=config(b"server", authentication_service=BasicCredentialPolicy({b"alice"})))
-    pair = QuicPair(client_configuration(), strict)
+def test_impersonator_is_refused_with_a_reason() -> None:
+    pair = QuicPair(client_configuration(profile=impersonator(b"client")), server_configuration())
     pair.run(lambda: pair.client.terminated is not None)
     assert "CredentialError" in pair.client.terminated.reason_phrase
     assert pair.client.terminated.error_code == 0x100 + 42  # bad_certificate

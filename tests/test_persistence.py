@@ -14,7 +14,8 @@ V1 = Path(__file__).parent / "data" / "profile-state-v1"
 
 
 def load(name: str, who: bytes) -> TwoPartySession:
-    return TwoPartySession.from_state((V1 / name).read_bytes(), config(who))
+    # The fixtures' keys were made by an earlier process: nothing here pinned them.
+    return TwoPartySession.from_state((V1 / name).read_bytes(), config(who, insecure_accept_any_peer=True))
 
 
 def in_sync(a: TwoPartySession, b: TwoPartySession) -> bool:

@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from mls2p import ProfileConfig, RekeyPolicy, SendMessage, TwoPartySession
-from mlscore.credentials import Credential
-from mlscore.crypto import get_suite
+from mls2p.testing import config
 
 
 def profile(name: bytes, rekey: RekeyPolicy | None = None) -> ProfileConfig:
-    priv, _ = get_suite(1).generate_signature_key_pair()
-    return ProfileConfig(credential=Credential.basic(name), signature_priv=priv, rekey=rekey or RekeyPolicy())
+    """A profile whose peer is any key made here (both ends of every experiment pin each other)."""
+    return config(name, rekey=rekey or RekeyPolicy())
 
 
 @dataclass

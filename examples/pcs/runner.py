@@ -458,12 +458,7 @@ async def run_series(quick: bool) -> list[Series]:
 
 
 async def run_all(settings: Settings) -> list[Outcome]:
-    from mlscore.credentials import Credential
-    from mlscore.crypto import get_suite
-
-    def profile(name: bytes) -> ProfileConfig:
-        priv, _ = get_suite(1).generate_signature_key_pair()
-        return ProfileConfig(credential=Credential.basic(name), signature_priv=priv)
+    from mls2p.testing import config as profile  # the two ends pin each other's keys
 
     models = (KeyUpdateSender, RehandshakeSender, PskSender, PskOnlySender, EkuSender)
     outcomes = [await run_model(cls(), settings) for cls in models]

@@ -122,7 +122,7 @@ def create_commit(group: Group, proposals: Sequence[Proposal] = (), *, force_pat
 
 
 
-def process_commit(group: Group, authenticated: AuthenticatedContent) -> CommitMessage:
+def process_commit(group: Group, authenticated: AuthenticatedContent, now: int | None = None) -> CommitMessage:
     content = authenticated.content
     commit = content.content
     assert isinstance(commit, Commit)
@@ -141,7 +141,7 @@ def process_commit(group: Group, authenticated: AuthenticatedContent) -> CommitM
         if isinstance(item.proposal, Add) and item.sender == committer:
             validate_key_package(item.proposal.key_package, expected_suite=group.suite.id,
                                  authentication_service=group.config.authentication_service,
-                                 now=group.config.now)
+                                 now=now)
     if path_required(covered) and commit.path is None:
         raise ValidationError("this commit must carry an UpdatePath")
     tree = group.tree.copy()
@@ -161,7 +161,7 @@ def process_commit(group: Group, authenticated: AuthenticatedContent) -> CommitM
         assert committer is not None
         validate_leaf_node(commit.path.leaf_node, group.suite, expected_source=LeafNodeSource.COMMIT,
                            authentication_service=group.config.authentication_service,
-                           group_id=group.group_id, leaf_index=committer, now=None)
+                           group_id=group.group_id, leaf_index=committer, now=now)
 
         def provisional_bytes(tree_hash: bytes) -> bytes:
             return replace(group.context, epoch=group.epoch + 1, tree_hash=tree_hash,

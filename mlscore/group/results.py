@@ -25,7 +25,9 @@ class GroupConfig:
     ``external_psks`` resolves external PSK ids.  ``handshake_wire_format``
     chooses PublicMessage or PrivateMessage for the commits we send.
     ``now`` (seconds since the epoch) enables lifetime checks; the core never
-    reads a clock, so a caller that wants them passes the time in.
+    reads a clock, so a caller that wants them passes the time in (here, or
+    per message to :meth:`Group.process`).  ``max_leaves`` bounds the trees a
+    group accepts (checked before any hashing); None leaves them unbounded.
     """
 
     authentication_service: AuthenticationService | None = None
@@ -36,6 +38,7 @@ class GroupConfig:
     now: int | None = None
     out_of_order_tolerance: int = 16
     maximum_forward_distance: int = 1000
+    max_leaves: int | None = None
 
 
 @dataclass(frozen=True)

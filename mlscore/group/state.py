@@ -330,14 +330,17 @@ class Group:
 
     # -- processing ----------------------------------------------------------
 
-    def process(self, message: MLSMessage | bytes) -> ProcessedMessage:
+    def process(self, message: MLSMessage | bytes, *, now: int | None = None) -> ProcessedMessage:
         """Verify and interpret a message from the group.
 
         Application and proposal messages update this epoch (secret tree,
         proposal cache).  A commit returns the next epoch's Group in a
         :class:`CommitMessage`; this object stays at the current epoch.
+        ``now`` (seconds since the epoch) is the time credentials and
+        lifetimes are checked against; without it, ``config.now``.
         """
         self._check_alive()
+        now = now if now is not None else self.config.now
         if isinstance(message, bytes):
             message = MLSMessage.from_bytes(message)
         authenticated = self._unframe(message)
@@ -348,10 +351,10 @@ class Group:
             return ApplicationMessage(content.content, content.sender.index,  # type: ignore[arg-type]
                                       content.authenticated_data)
         if content.content_type == ContentType.PROPOSAL:
-            return self._cache_proposal(authenticated)
-        return process_commit(self, authenticated)
+            return self._cache_proposal(authenticated, now)
+        return process_commit(self, authenticated, now)
 
-    def _cache_proposal(self, authenticated: AuthenticatedContent) -> ProposalMessage:
+    def _cache_proposal(self, authenticated: AuthenticatedContent, now: int | None) -> ProposalMessage:
         content = authenticated.content
         proposal = content.content
         assert not isinstance(proposal, (bytes, Commit))
@@ -360,14 +363,13 @@ class Group:
             if isinstance(proposal, Update):
                 validate_leaf_node(proposal.leaf_node, self.suite, expected_source=LeafNodeSource.UPDATE,
                                    authentication_service=self.config.authentication_service,
-                                   group_id=self.group_id, leaf_index=sender.index, now=self.config.now)
+                                   group_id=self.group_id, leaf_index=sender.index, now=now)
             cached = CoveredProposal(proposal, sender.index)
         else:
             cached = CoveredProposal(proposal, None)
         if isinstance(proposal, Add):
             validate_key_package(proposal.key_package, expected_suite=self.suite.id,
-                                 authentication_service=self.config.authentication_service,
-                                 now=self.config.now)
+                                 authentication_service=self.config.authentication_service, now=now)
         reference = self.suite.ref_hash("MLS 1.0 Proposal Reference", authenticated.to_bytes())
         self._proposals[reference] = cached
         return ProposalMessage(proposal, sender, reference)

@@ -56,7 +56,13 @@ def join(cls: type[Group], welcome: MLSMessage | Welcome | bytes, bundle: KeyPac
         tree_data = ratchet_tree
     if tree_data is None:
         raise ValidationError("no ratchet tree: not in the GroupInfo and none given")
-    tree = RatchetTree.from_nodes(suite, decode_ratchet_tree(tree_data))
+    nodes = decode_ratchet_tree(tree_data)
+    if config.max_leaves is not None and len(nodes) > 2 * config.max_leaves - 1:
+        # Checked before any hashing: nothing ties this tree to the sender until the GroupInfo
+        # signature, and that needs the signer's key from the tree.
+        raise ValidationError(f"ratchet tree of {len(nodes)} nodes; this group has at most "
+                              f"{config.max_leaves} members")
+    tree = RatchetTree.from_nodes(suite, nodes)
     signer = tree.leaf(group_info.signer)
     if signer is None:
         raise ValidationError("GroupInfo signer is not a member")
@@ -64,14 +70,16 @@ def join(cls: type[Group], welcome: MLSMessage | Welcome | bytes, bundle: KeyPac
     if tree.tree_hash() != context.tree_hash:
         raise ValidationError("ratchet tree does not match the GroupContext tree hash")
     tree.validate(context.group_id, check_signatures=False)  # signatures: validate_leaf_node below
-    for index, leaf in tree.leaves():
-        validate_leaf_node(leaf, suite, expected_source=leaf.leaf_node_source,
-                           authentication_service=config.authentication_service,
-                           group_id=context.group_id, leaf_index=index, now=None)
-    check_required_capabilities(tree, context.extensions)
     own_leaf = tree.find_leaf(bundle.key_package.leaf_node)
     if own_leaf is None:
         raise ValidationError("our KeyPackage's leaf is not in the tree")
+    for index, leaf in tree.leaves():
+        # Our own leaf is ours: it is not submitted to the authentication service (which
+        # decides about others), so one's own identity need not be in one's trust store.
+        validate_leaf_node(leaf, suite, expected_source=leaf.leaf_node_source,
+                           authentication_service=None if index == own_leaf else config.authentication_service,
+                           group_id=context.group_id, leaf_index=index, now=config.now)
+    check_required_capabilities(tree, context.extensions)
     path_state = PathState.for_leaf(suite, own_leaf, bundle.encryption_priv)
     if group_secrets.path_secret is not None:
         path_state = import_path_secret(suite, tree, own_leaf, group_info.signer,
