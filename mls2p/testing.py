@@ -184,6 +184,8 @@ def config(name: bytes, suite_id: int = 1, **overrides: Any) -> ProfileConfig:
 
 def impersonator(name: bytes, suite_id: int = 1) -> ProfileConfig:
     """An attacker's config: a pinned name (``name``), but a fresh key that nobody pinned."""
+    if name not in TEST_PINS:
+        config(name, suite_id)  # the real owner of the name exists, whatever ran before
     signature_priv, _ = get_suite(suite_id).generate_signature_key_pair()
     return ProfileConfig(credential=Credential.basic(name), signature_priv=signature_priv, cipher_suite=suite_id,
                          authentication_service=trusted_test_peers())

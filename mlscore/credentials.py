@@ -114,8 +114,9 @@ class PinnedKeys:
         presented = key_fingerprint(signature_key)
         allowed = sorted(pinned)
         if presented not in allowed:
+            shown = " or ".join(allowed[:2]) + (f" (or {len(allowed) - 2} more)" if len(allowed) > 2 else "")
             raise CredentialError(f"identity {_show(identity)} presented key {presented}, but the key pinned "
-                                  f"for it is {' or '.join(allowed) or 'none'}")
+                                  f"for it is {shown or 'none'}")
 
 
 def _show(identity: bytes) -> str:

@@ -18,6 +18,14 @@ as connection-unique and as secret as an exporter value.
 Peers agree to run MLS by ALPN: ``<alpn>+mls2p``.  A peer that negotiates the
 plain ALPN is refused unless ``allow_plain_peers`` is set.  Resumption is a
 QUIC-MLS mode feature; an alongside connection always runs phase 1.
+
+No application byte crosses before MLS is confirmed: the application's writes
+are held (their streams exist, so stream ids advance as usual) and the peer's
+stream data is held too, until the client has the first MLS epoch or the
+server has seen the client's first packet under it; a refused peer's held data
+is dropped with the connection.  A peer that has not completed MLS within
+``mls_handshake_timeout`` seconds of the TLS handshake is closed.  Stream 0 is
+the profile's: the application gets 4, 8, ... and may not write to 0.
 """
 
 from __future__ import annotations
@@ -25,23 +33,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections import deque
 
 from aioquic import tls
-from aioquic.quic.events import HandshakeCompleted, QuicEvent, StreamDataReceived
+from aioquic.quic.events import HandshakeCompleted, QuicEvent, StreamDataReceived, StreamReset
 
-from mls2p.errors import AlertDescription
+from mls2p.errors import AlertDescription, StateError
 from mls2p.session import KeysChanged, SendMessage, SessionAction
 from mls2p.wire import MessageBuffer
 from mlscore.errors import MLSError
 
 from .config import MLS_ALPN_SUFFIX
 from .epochs import EpochKeyedConnection
-from .errors import CRYPTO_ERROR, error_code_for
+from .errors import CRYPTO_ERROR, error_code_for, reason_for
 
 log = logging.getLogger(__name__)
 
 MLS_STREAM = 0
 """The client's first bidirectional stream carries the profile; applications get 4, 8, ..."""
+_APPLICATION_STREAM_EVENTS = (StreamDataReceived, StreamReset)
 
 
 class AlongsideQuicConnection(EpochKeyedConnection):
@@ -55,6 +65,13 @@ class AlongsideQuicConnection(EpochKeyedConnection):
         self._mls_buffer = MessageBuffer()
         self._mls_on = False
         self._mls_started = False
+        self._gate_open = False  # application bytes may flow
+        self._held_writes: list[tuple[int, bytes, bool]] = []
+        self._held_events: list[QuicEvent] = []
+        self._released: deque[QuicEvent] = deque()
+        self._mls_deadline: float | None = None
+        if self.is_client:
+            super().send_stream_data(MLS_STREAM, b"", False)  # reserve stream 0: applications start at 4
         original = self.tls.update_traffic_key_cb
 
         def capture(direction: tls.Direction, epoch: tls.Epoch, suite: tls.CipherSuite, secret: bytes) -> None:
@@ -80,7 +97,55 @@ class AlongsideQuicConnection(EpochKeyedConnection):
                        reason_phrase=f"peer does not run MLS alongside TLS (ALPN {alpn!r})")
         elif not self._mls_on:
             log.warning("peer negotiated plain %r: no MLS rekeying on this connection", alpn)
+            self._open_gate()
+        else:
+            self._mls_deadline = self._now + self.mls_configuration.mls_handshake_timeout
         return self._mls_on
+
+    # -- nothing of the application's before MLS is confirmed ------------------------------------
+
+    def _mls_ready(self) -> bool:
+        """The client has the first MLS epoch; the server has the client's first packet under it."""
+        session = self.endpoint.session
+        if session is None or session.group is None:
+            return False
+        return self.is_client or (self.one_rtt.epoch or 0) >= 1
+
+    def _open_gate(self) -> None:
+        self._gate_open = True
+        self._mls_deadline = None
+        for stream_id, data, end_stream in self._held_writes:
+            super().send_stream_data(stream_id, data, end_stream)
+        self._held_writes.clear()
+        self._released.extend(self._held_events)
+        self._held_events.clear()
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        """The application's writes: never on stream 0 (MLS), held until MLS is confirmed."""
+        if stream_id == MLS_STREAM and (self.is_client or self._mls_on):
+            raise StateError("stream 0 carries the MLS profile; use get_next_available_stream_id()")
+        if self._gate_open:
+            super().send_stream_data(stream_id, data, end_stream)
+            return
+        super().send_stream_data(stream_id, b"", False)  # the stream exists now, so ids advance
+        self._held_writes.append((stream_id, bytes(data), end_stream))
+
+    def _send_mls(self, data: bytes) -> None:
+        super().send_stream_data(MLS_STREAM, data, False)
+
+    def get_timer(self) -> float | None:
+        timer = super().get_timer()
+        if self._mls_deadline is not None and (timer is None or self._mls_deadline < timer):
+            return self._mls_deadline
+        return timer
+
+    def handle_timer(self, now: float) -> None:
+        if self._mls_deadline is not None and now >= self._mls_deadline:
+            self._mls_deadline = None
+            log.warning("MLS alongside: the peer did not complete MLS in time")
+            self.close(error_code=CRYPTO_ERROR + AlertDescription.HANDSHAKE_FAILURE,
+                       reason_phrase="MLS: the peer did not complete the MLS handshake in time")
+        super().handle_timer(now)
 
     def _binding(self) -> bytes:
         client = self._tls_secrets[tls.Direction.ENCRYPT if self.is_client else tls.Direction.DECRYPT]
@@ -105,7 +170,7 @@ class AlongsideQuicConnection(EpochKeyedConnection):
     def act(self, actions: list[SessionAction]) -> None:
         for action in actions:
             if isinstance(action, SendMessage):
-                self.send_stream_data(MLS_STREAM, action.data, False)
+                self._send_mls(action.data)
             elif isinstance(action, KeysChanged):
                 # After phase 1 the server waits for the client's flip: the client cannot open
                 # epoch-1 packets before it has processed the ServerHello.  Afterwards the replier
@@ -118,12 +183,16 @@ class AlongsideQuicConnection(EpochKeyedConnection):
                 self.act(self.endpoint.receive(frame, self._now))
         except MLSError as exc:
             log.warning("MLS alongside failed: %s: %s", type(exc).__name__, exc)
-            self.close(error_code=error_code_for(exc), reason_phrase=f"MLS: {type(exc).__name__}: {exc}")
+            self.close(error_code=error_code_for(exc), reason_phrase=reason_for(exc, "MLS: "))
 
     # -- aioquic's events ----------------------------------------------------------------------
 
     def next_event(self) -> QuicEvent | None:
         while True:
+            if not self._gate_open and self._mls_on and self._mls_ready():
+                self._open_gate()
+            if self._released:
+                return self._released.popleft()
             event = super().next_event()
             if event is None:
                 return None
@@ -135,5 +204,8 @@ class AlongsideQuicConnection(EpochKeyedConnection):
                 if not self._mls_started:
                     self._start_mls()  # the server may see the first profile bytes before HandshakeCompleted
                 self._mls_receive(event.data)
+                continue
+            if isinstance(event, _APPLICATION_STREAM_EVENTS) and not self._gate_open:
+                self._held_events.append(event)  # bounded by QUIC flow control; dropped if MLS fails
                 continue
             return event

@@ -34,6 +34,8 @@ class MlsQuicConfiguration(QuicConfiguration):
     resume_group_id: bytes | None = None
     allow_plain_peers: bool = False
     """Alongside mode: accept a peer that does not speak MLS (plain TLS QUIC, no PCS rekeys)."""
+    mls_handshake_timeout: float = 10.0
+    """Alongside mode: close a peer that has not completed MLS this many seconds after TLS."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

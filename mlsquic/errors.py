@@ -23,9 +23,19 @@ class MlsQuicAlert(tls.Alert):
         self.description = tls.AlertDescription(int(description))
 
 
+MAX_REASON = 200
+"""Longest CONNECTION_CLOSE reason phrase we send (it must fit one packet on every aioquic)."""
+
+
+def reason_for(error: MLSError, prefix: str = "") -> str:
+    """``Type: message``, cut to :data:`MAX_REASON` characters."""
+    text = f"{prefix}{type(error).__name__}: {error}"
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
+
 def alert_from(error: MLSError) -> MlsQuicAlert:
-    """The aioquic alert for one of our errors, with ``Type: message`` as the reason phrase."""
-    return MlsQuicAlert(alert_for(error), f"{type(error).__name__}: {error}")
+    """The aioquic alert for one of our errors, with a bounded ``Type: message`` as the reason phrase."""
+    return MlsQuicAlert(alert_for(error), reason_for(error))
 
 
 def error_code_for(error: MLSError) -> int:
@@ -33,4 +43,4 @@ def error_code_for(error: MLSError) -> int:
     return CRYPTO_ERROR + int(alert_for(error))
 
 
-__all__ = ["CRYPTO_ERROR", "ConfigurationError", "MlsQuicAlert", "alert_from", "error_code_for"]
+__all__ = ["CRYPTO_ERROR", "ConfigurationError", "MlsQuicAlert", "alert_from", "error_code_for", "reason_for"]
