@@ -92,11 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     alice_state = alice_store.load(group_id)
     if alice_state is None:  # persist_to stored every state change
         raise StoreError("no stored state for alice's group")
-    alice = TwoPartySession.from_state(alice_state, alice_config, on_state_change=persist_to(alice_store))
+    alice = TwoPartySession.from_state(alice_state, alice_config, on_state_change=persist_to(
+        alice_store, loaded=alice_state, group_id=group_id))
     bob_state = bob_store.load(group_id)
     if bob_state is None:
         raise StoreError("no stored state for bob's group")
-    bob = TwoPartySession.from_state(bob_state, bob_config, on_state_change=persist_to(bob_store))
+    bob = TwoPartySession.from_state(bob_state, bob_config, on_state_change=persist_to(
+        bob_store, loaded=bob_state, group_id=group_id))
 
     print("phase 3: bob resumes on a new connection")
     deliver(bob, alice, ("bob", "alice"), show("bob", bob.resume()))

@@ -11,7 +11,7 @@ Built on :mod:`mlscore`, which knows nothing of two parties or transports.
 
 from .bootstrap import ProfileEndpoint, persist_to
 from .config import TWO_PARTY_PROFILE_COMPONENT, ProfileConfig, Role
-from .errors import ConfigurationError, StoredStateError, StoreError, UnexpectedMessage
+from .errors import ConfigurationError, StaleStateError, StoredStateError, StoreError, UnexpectedMessage
 from .persistence import PendingCommit
 from .policy import RekeyMeter, RekeyPolicy
 from .session import KeysChanged, ResumptionIgnored, SendMessage, SessionAction, TwoPartySession
@@ -34,6 +34,7 @@ __all__ = [
     "SendMessage",
     "SessionAction",
     "SessionStore",
+    "StaleStateError",
     "State",
     "StoreError",
     "StoredStateError",

@@ -7,6 +7,17 @@ policy.  ``mlstls`` and ``mlsquic`` create one per connection and turn the
 actions it returns into TLS records or QUIC frames; neither starts, resumes,
 stores or rekeys a session in any other way.
 
+**Confirmation.**  A connection is *confirmed* once the peer has proven that
+it holds the current epoch's keys: for a client, when its first epoch arrives
+(the server made it); for a resuming server, when the client's EpochKeyUpdate
+opens under the new epoch; for a server in phase 1, when the transport reports
+the client's first message under the new keys (:meth:`peer_confirmed`).  Until
+then a phase-1 server stores nothing (a replayed ClientHello leaves no trace)
+and the transport tells its application nothing; a rekey asked for before
+confirmation waits for it.  A resumed session is stored as the draft requires
+(the peer's commit was authenticated with the current epoch), through fenced
+writes (:class:`StoreWriter`).
+
 Like the session, the endpoint is sans-I/O: the caller passes ``now`` (the
 transport's monotonic clock, for the rekey policy).  The only I/O is the
 store's, and a store is something the user handed in.
@@ -43,7 +54,10 @@ class ProfileEndpoint:
         self.session: TwoPartySession | None = None
         self.resumed = False
         self.allow_resumption = True
+        self.confirmed = False
         self.meter = RekeyMeter(profile.rekey)
+        self._writer: StoreWriter | None = None
+        self._rekey_waiting = False
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
@@ -58,19 +72,21 @@ class ProfileEndpoint:
         if self.session is not None:
             raise StateError("this connection has started already")
         stored = self._load(self.resume_group_id) if self.resume_group_id is not None else None
-        if stored is not None:
-            self.session = TwoPartySession.from_state(stored, self.profile, on_state_change=self._persist_hook())
+        if stored is not None and self.resume_group_id is not None:
+            self.session = TwoPartySession.from_state(stored, self.profile,
+                                                      on_state_change=self._writer_for(stored, self.resume_group_id))
             self.session.connection_lost()
             self.resumed = True
             log.info("resuming group %s at epoch %s", self.session.group_id.hex() if self.session.group_id else "?",
                      self.session.epoch)
             return self.session.resume()
-        self.session, actions = TwoPartySession.initiator(self.profile, on_state_change=self._persist_hook())
+        self.session, actions = TwoPartySession.initiator(self.profile, on_state_change=self._writer_for(None))
         return actions
 
     def _start_server(self, message: ProfileMessage) -> TwoPartySession:
         if message.msg_type == ProfileMessageType.CLIENT_HELLO:
-            return TwoPartySession.responder(self.profile, on_state_change=self._persist_hook())
+            # Nothing is stored before the client confirms: a replayed ClientHello leaves no trace.
+            return TwoPartySession.responder(self.profile, on_state_change=self._writer_for(None, enabled=False))
         if message.msg_type != ProfileMessageType.RESUMPTION_REQUEST or not self.allow_resumption:
             expected = "ClientHello or ResumptionRequest" if self.allow_resumption else "ClientHello"
             raise UnexpectedMessage(f"a connection starts with {expected}, not {message.msg_type.name}")
@@ -78,7 +94,7 @@ class ProfileEndpoint:
         stored = self._load(group_id)
         if stored is None:
             raise ValidationError(f"no stored session for group {group_id.hex()}")
-        session = TwoPartySession.from_state(stored, self.profile, on_state_change=self._persist_hook())
+        session = TwoPartySession.from_state(stored, self.profile, on_state_change=self._writer_for(stored, group_id))
         session.connection_lost()
         self.resumed = True
         return session
@@ -96,18 +112,50 @@ class ProfileEndpoint:
                 raise StateError("the client has not started")
             self.session = self._start_server(message)
         actions = self.session.receive(message, now=int(self.profile.wall_clock()))
-        self._observe(actions, now)
+        if any(isinstance(action, KeysChanged) for action in actions):
+            self.meter.restart(now)
+            if self.is_client or self.resumed:  # the peer made this epoch, or proved it holds it
+                actions += self._confirm()
         return actions
 
+    def peer_confirmed(self) -> list[SessionAction]:
+        """The transport saw the peer use the current keys (a phase-1 server's confirmation).
+
+        Stores the session from now on, and returns a rekey that was asked for
+        before confirmation, if any.  Idempotent.
+        """
+        if self.session is None or self.session.group is None:
+            raise StateError("nothing to confirm before keys exist")
+        return self._confirm()
+
+    def _confirm(self) -> list[SessionAction]:
+        if self.confirmed:
+            return []
+        self.confirmed = True
+        if self._writer is not None and self.session is not None:
+            self._writer.enable(self.session)
+        if self._rekey_waiting:
+            self._rekey_waiting = False
+            return self.rekey()
+        return []
+
     def rekey(self) -> list[SessionAction]:
-        """A ConnectionUpdate now, if the session is synced (else nothing: one rekey at a time)."""
-        if self.session is None or self.session.state is not State.SYNCED:
+        """A ConnectionUpdate now if the session is synced (else nothing: one rekey at a time).
+
+        Before the connection is confirmed the rekey waits, and happens at confirmation.
+        """
+        if self.session is None or self.session.group is None:
+            return []
+        if not self.confirmed:
+            self._rekey_waiting = True
+            return []
+        if self.session.state is not State.SYNCED:
             return []
         return self.session.update()
 
     def rekey_due(self, now: float) -> bool:
         """Whether the rekey policy asks for a ConnectionUpdate now (a query: changes nothing)."""
-        return self.session is not None and self.session.synced and self.meter.due(now)
+        return self.session is not None and self.confirmed and self.session.synced and self.meter.due(now)
 
     def record_sent(self, count: int) -> None:
         """Count application bytes sent under the current keys, for the byte-count policy."""
@@ -117,36 +165,56 @@ class ProfileEndpoint:
         if self.session is not None:
             self.session.connection_lost()
 
-    def _observe(self, actions: list[SessionAction], now: float) -> None:
-        """Every new epoch (whoever committed it) restarts the rekey policy."""
-        if any(isinstance(action, KeysChanged) for action in actions):
-            self.meter.restart(now)
-
     # -- persistence ---------------------------------------------------------------------------
 
-    def _persist_hook(self) -> Callable[[TwoPartySession], None] | None:
-        return persist_to(self.store) if self.store is not None else None
+    def _writer_for(self, loaded: bytes | None, group_id: bytes | None = None, *,
+                    enabled: bool = True) -> StoreWriter | None:
+        if self.store is None:
+            return None
+        self._writer = StoreWriter(self.store, loaded=loaded, group_id=group_id, enabled=enabled)
+        return self._writer
 
 
-def persist_to(store: SessionStore) -> Callable[[TwoPartySession], None]:
-    """An ``on_state_change`` callback that keeps ``store`` in step with a session.
+class StoreWriter:
+    """A session's ``on_state_change``: keeps ``store`` in step with it, by fenced writes.
 
-    Writes only when the stored form changed; a closed session's state is deleted.
+    ``loaded`` is what the session was read from (None for a new one): every
+    write replaces exactly what this writer last saw, so a connection whose
+    session continued elsewhere fails with StaleStateError instead of
+    overwriting newer state.  Writes only when the stored form changed; a
+    closed session's state is deleted.  A disabled writer writes nothing
+    until :meth:`enable`.
     """
-    saved: dict[str, bytes] = {}
 
-    def save(session: TwoPartySession) -> None:
+    def __init__(self, store: SessionStore, *, loaded: bytes | None = None, group_id: bytes | None = None,
+                 enabled: bool = True) -> None:
+        self.store = store
+        self.enabled = enabled
+        self._stored = loaded
+        self._group_id = group_id
+
+    def enable(self, session: TwoPartySession) -> None:
+        self.enabled = True
+        self(session)
+
+    def __call__(self, session: TwoPartySession) -> None:
+        if not self.enabled:
+            return
         state = session.to_state()
         group_id = session.group_id
         if state is not None and group_id is not None:
-            if saved.get("state") != state:
-                store.save(group_id, state)
-                saved["state"], saved["group_id"] = state, group_id
-        elif session.state is State.CLOSED and "group_id" in saved:
-            store.delete(saved.pop("group_id"))
-            saved.pop("state", None)
+            if state != self._stored:
+                self.store.save(group_id, state, replaces=self._stored)
+                self._stored, self._group_id = state, group_id
+        elif session.state is State.CLOSED and self._group_id is not None:
+            self.store.delete(self._group_id, replaces=self._stored)
+            self._stored = self._group_id = None
 
-    return save
+
+def persist_to(store: SessionStore, *, loaded: bytes | None = None,
+               group_id: bytes | None = None) -> Callable[[TwoPartySession], None]:
+    """An ``on_state_change`` callback that keeps ``store`` in step (fenced) with a session read from ``loaded``."""
+    return StoreWriter(store, loaded=loaded, group_id=group_id)
 
 
 def group_id_of(body: bytes) -> bytes:

@@ -37,6 +37,10 @@ class StoreError(LocalError):
     """The session store could not read or write."""
 
 
+class StaleStateError(StoreError):
+    """A fenced write found newer state than this connection read: the session continued elsewhere."""
+
+
 class StoredStateError(LocalError):
     """Stored session state is corrupt or in a format this release cannot read."""
 
@@ -84,6 +88,7 @@ __all__ = [
     "MLSError",
     "RemoteError",
     "ReplayedMessage",
+    "StaleStateError",
     "StateError",
     "StoreError",
     "StoredStateError",

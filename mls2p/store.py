@@ -13,24 +13,40 @@ calls it (the bootstrap does, on the transport's behalf).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from .errors import StoreError
+from .errors import StaleStateError, StoreError
 
 
 class SessionStore(Protocol):
-    """Opaque state per group id.  ``save`` must be atomic: old state or new, never half."""
+    """Opaque state per group id, with fenced (compare-and-set) writes.
 
-    def save(self, group_id: bytes, state: bytes) -> None: ...
+    ``save`` replaces the stored state only if it is still ``replaces`` (None:
+    no state stored), atomically, and raises :class:`StaleStateError`
+    otherwise: of two connections that continue the same session, the one
+    that lost the race learns it instead of overwriting the newer state.
+    ``delete`` is fenced the same way.
+    """
+
+    def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None: ...
 
     def load(self, group_id: bytes) -> bytes | None: ...
 
-    def delete(self, group_id: bytes) -> None: ...
+    def delete(self, group_id: bytes, *, replaces: bytes | None) -> None: ...
 
     def group_ids(self) -> list[bytes]: ...
+
+
+def _check(group_id: bytes, current: bytes | None, replaces: bytes | None) -> None:
+    if current != replaces:
+        raise StaleStateError(f"the stored state of group {group_id.hex()} changed since this connection read "
+                              "it: the session continued elsewhere")
 
 
 class MemorySessionStore:
@@ -39,13 +55,15 @@ class MemorySessionStore:
     def __init__(self) -> None:
         self._states: dict[bytes, bytes] = {}
 
-    def save(self, group_id: bytes, state: bytes) -> None:
+    def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None:
+        _check(group_id, self._states.get(bytes(group_id)), replaces)
         self._states[bytes(group_id)] = bytes(state)
 
     def load(self, group_id: bytes) -> bytes | None:
         return self._states.get(bytes(group_id))
 
-    def delete(self, group_id: bytes) -> None:
+    def delete(self, group_id: bytes, *, replaces: bytes | None) -> None:
+        _check(group_id, self._states.get(bytes(group_id)), replaces)
         self._states.pop(bytes(group_id), None)
 
     def group_ids(self) -> list[bytes]:
@@ -53,9 +71,14 @@ class MemorySessionStore:
 
 
 class FileSessionStore:
-    """One file per group in a private folder (mode 0700, files 0600), written atomically."""
+    """One file per group in a private folder (mode 0700, files 0600), written atomically.
+
+    The compare-and-set holds across processes: it runs under an exclusive
+    ``flock`` on the folder's lock file.
+    """
 
     SUFFIX = ".mlsstate"
+    LOCK = ".lock"
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
@@ -67,20 +90,31 @@ class FileSessionStore:
     def _path(self, group_id: bytes) -> Path:
         return self.directory / f"{group_id.hex()}{self.SUFFIX}"
 
-    def save(self, group_id: bytes, state: bytes) -> None:
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.directory / self.LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None:
         target = self._path(group_id)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(state)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            self._sync_directory()
+            with self._locked():
+                _check(group_id, self.load(group_id), replaces)
+                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
+                try:
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(state)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(tmp, target)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+                self._sync_directory()
         except OSError as exc:
             raise StoreError(f"cannot save session state to {target}: {exc}") from exc
 
@@ -92,10 +126,12 @@ class FileSessionStore:
         except OSError as exc:
             raise StoreError(f"cannot read session state: {exc}") from exc
 
-    def delete(self, group_id: bytes) -> None:
+    def delete(self, group_id: bytes, *, replaces: bytes | None) -> None:
         try:
-            self._path(group_id).unlink(missing_ok=True)
-            self._sync_directory()
+            with self._locked():
+                _check(group_id, self.load(group_id), replaces)
+                self._path(group_id).unlink(missing_ok=True)
+                self._sync_directory()
         except OSError as exc:
             raise StoreError(f"cannot delete session state: {exc}") from exc
 

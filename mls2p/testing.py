@@ -235,9 +235,10 @@ class Pair:
         group_id = self.group_id
         alice_state, bob_state = self.alice_store.load(group_id), self.bob_store.load(group_id)
         assert alice_state is not None and bob_state is not None
-        self.alice = TwoPartySession.from_state(alice_state, self.alice_config,
-                                                on_state_change=persist_to(self.alice_store))
-        self.bob = TwoPartySession.from_state(bob_state, self.bob_config, on_state_change=persist_to(self.bob_store))
+        self.alice = TwoPartySession.from_state(alice_state, self.alice_config, on_state_change=persist_to(
+            self.alice_store, loaded=alice_state, group_id=group_id))
+        self.bob = TwoPartySession.from_state(bob_state, self.bob_config, on_state_change=persist_to(
+            self.bob_store, loaded=bob_state, group_id=group_id))
 
     def in_sync(self) -> bool:
         a, b = self.alice, self.bob

@@ -114,6 +114,9 @@ class AlongsideQuicConnection(EpochKeyedConnection):
     def _open_gate(self) -> None:
         self._gate_open = True
         self._mls_deadline = None
+        session = self.endpoint.session
+        if self._mls_on and session is not None and session.group is not None and not self.endpoint.confirmed:
+            self.act(self.endpoint.peer_confirmed())  # the client flipped to the MLS keys: it holds them
         for stream_id, data, end_stream in self._held_writes:
             super().send_stream_data(stream_id, data, end_stream)
         self._held_writes.clear()

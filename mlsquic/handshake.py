@@ -92,6 +92,7 @@ class MlsHandshakeContext:
         self._buffers = {epoch: MessageBuffer() for epoch in tls.Epoch}
         self._hello_frames: dict[bool, bytes] = {}  # is_client -> our/their HELLO_EXTRAS frame
         self._handshake_installed = False
+        self._expected_confirm: bytes | None = None
 
     @property
     def session_resumed(self) -> bool:
@@ -121,7 +122,7 @@ class MlsHandshakeContext:
             self._receive_hello(epoch, frame, out)
             return
         if kind == CLIENT_CONFIRM:
-            self._receive_confirm(epoch, frame)
+            self._receive_confirm(epoch, frame, out)
             return
         if epoch == tls.Epoch.INITIAL and (not self.is_client) not in self._hello_frames:
             raise UnexpectedMessage("the transport-parameters frame must come before the first profile message")
@@ -175,16 +176,19 @@ class MlsHandshakeContext:
         assert session is not None
         return session.export_secret(CONFIRM_LABEL, self._binding(), 32)
 
-    def _receive_confirm(self, epoch: tls.Epoch, frame: bytes) -> None:
-        session = self.endpoint.session
-        if self.is_client or epoch != tls.Epoch.HANDSHAKE or session is None:
+    def _receive_confirm(self, epoch: tls.Epoch, frame: bytes, out: dict[tls.Epoch, Buffer]) -> None:
+        if self.is_client or epoch != tls.Epoch.HANDSHAKE or self._expected_confirm is None:
             raise UnexpectedMessage("unexpected confirmation frame")
         reader = Reader(frame[1:])
         value = reader.opaque()
         reader.finish()
-        if not session.synced or not hmac.compare_digest(value, self._confirm_value()):
+        # Checked against the value of the epoch the keys were installed in: a rekey the server
+        # starts meanwhile (it waits for this confirmation anyway) cannot make it fail.
+        if not hmac.compare_digest(value, self._expected_confirm):
             raise ValidationError("client key confirmation does not match")
-        self.state = tls.State.SERVER_POST_HANDSHAKE
+        if self.state != tls.State.SERVER_POST_HANDSHAKE:
+            self.state = tls.State.SERVER_POST_HANDSHAKE
+            self.act(self.endpoint.peer_confirmed(), out)
 
     # -- acting on the session ---------------------------------------------------------------
 
@@ -215,8 +219,9 @@ class MlsHandshakeContext:
             self._install(tls.Epoch.HANDSHAKE, session.group)
         self._install(tls.Epoch.ONE_RTT, session.group)
         pair.epoch = epoch
+        self._expected_confirm = self._confirm_value()
         if self.is_client:
-            out[tls.Epoch.HANDSHAKE].push_bytes(_frame(CLIENT_CONFIRM, self._confirm_value()))
+            out[tls.Epoch.HANDSHAKE].push_bytes(_frame(CLIENT_CONFIRM, self._expected_confirm))
             self.state = tls.State.CLIENT_POST_HANDSHAKE
         else:
             self.state = tls.State.SERVER_EXPECT_FINISHED

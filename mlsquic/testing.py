@@ -73,6 +73,7 @@ class QuicPair:
         connection = client if isinstance(client, QuicConnection) else connection_class(client)(configuration=client)
         self.client = Side(connection)
         self.server: Side | None = None
+        self.client_datagrams: list[bytes] = []  # what an on-path attacker records
         self._late: list[tuple[Side, bytes, tuple[str, int]]] = []
         connection.connect(SERVER_ADDR, now=self.now)
 
@@ -157,6 +158,8 @@ class QuicPair:
             for data, _ in side.connection.datagrams_to_send(now=self.now):
                 moved = True
                 to_server = side is self.client
+                if to_server:
+                    self.client_datagrams.append(data)
                 if self.loss and self.random.random() < self.loss:
                     continue
                 if to_server and self.server is None:
@@ -170,6 +173,25 @@ class QuicPair:
                     self._deliver(target, data, source)
         self._collect()
         return moved
+
+    def replay(self, datagrams: list[bytes]) -> Side:
+        """Deliver recorded client datagrams to a new server connection (an attacker's replay); its side."""
+        assert datagrams
+        side = Side(self._accept(datagrams[0]))
+        now = self.now
+        for data in datagrams:
+            side.connection.receive_datagram(data, CLIENT_ADDR, now=now)
+            side.connection.datagrams_to_send(now=now)  # its answers go nowhere
+        for _ in range(100):  # let its timers run out (a closing connection ends after 3 PTO)
+            timer = side.connection.get_timer()
+            if timer is None:
+                break
+            now = max(now, timer)
+            side.connection.handle_timer(now)
+            side.connection.datagrams_to_send(now=now)
+        while (event := side.connection.next_event()) is not None:
+            side.events.append(event)
+        return side
 
     def _accept(self, first_datagram: bytes) -> QuicConnection:
         header = pull_quic_header(Buffer(data=first_datagram),

@@ -49,6 +49,9 @@ CLIENT_LABEL = "MLS-TLS c ap traffic"
 SERVER_LABEL = "MLS-TLS s ap traffic"
 KEY_SWITCH_FRAME = b"\x18\x00"
 """Our transport frame (type 24, as TLS KeyUpdate): 'my next records use the new epoch'."""
+KEY_CONFIRM_FRAME = b"\x19\x00"
+"""Our transport frame (type 25): the client's first protected record after phase 1, so the server
+learns at once that the client holds the keys (like TLS Finished); any record would prove it."""
 REKEY_MARGIN = 1 << 20
 """Start a rekey this many records before the key-usage limit (RFC 8446 section 5.5)."""
 
@@ -199,6 +202,12 @@ class MlsTlsConnection:
             if self._recv is None:
                 raise UnexpectedMessage("protected record before keys were established")
             content_type, payload = self._recv.open(header, body)
+            if not self.endpoint.confirmed:
+                self._confirmed()  # the peer's first record under the new keys: it holds them
+        elif kind == ContentType.ALERT and not self.endpoint.confirmed:
+            # The peer may refuse us before it has our keys (a client refusing the server's
+            # identity): its alert is in plaintext, and it says why it closed.
+            content_type, payload = ContentType.ALERT, body
         elif self._recv is not None:
             raise UnexpectedMessage("plaintext record after keys were established")
         else:
@@ -215,6 +224,10 @@ class MlsTlsConnection:
             raise UnexpectedMessage(f"unexpected record content type {content_type}")
 
     def _frame(self, frame: bytes) -> None:
+        if frame == KEY_CONFIRM_FRAME:
+            if self.is_client or self.endpoint.resumed:
+                raise UnexpectedMessage("key confirmation from the server, or on a resumed connection")
+            return  # its record already confirmed the client
         if frame == KEY_SWITCH_FRAME:
             if self._pending_recv is None:
                 raise UnexpectedMessage("key switch without a confirmed new epoch")
@@ -255,13 +268,24 @@ class MlsTlsConnection:
         self.last_rekey = self._now
         if self._send is None:
             self._send, self._recv = mine, theirs
-            self._events.append(HandshakeCompleted(epoch, self.endpoint.resumed))
             log.info("MLS-TLS keys established at epoch %d (%s)", epoch, reason)
+            if self.is_client and not self.endpoint.resumed:
+                self._send_handshake(KEY_CONFIRM_FRAME)
+            if self.endpoint.confirmed:
+                self._events.append(HandshakeCompleted(epoch, self.endpoint.resumed))
             return
         self._send_handshake(KEY_SWITCH_FRAME)
         self._send, self._pending_recv = mine, theirs
         self._events.append(EpochChanged(epoch, reason))
         log.info("MLS-TLS switched to epoch %d (%s)", epoch, reason)
+
+    def _confirmed(self) -> None:
+        """A phase-1 server's client has proven it holds the keys: store, tell the application, rekey."""
+        actions = self.endpoint.peer_confirmed()
+        assert self._send is not None
+        self._events.append(HandshakeCompleted(self._send.epoch, self.endpoint.resumed))
+        log.info("MLS-TLS client confirmed the keys of epoch %d", self._send.epoch)
+        self._act(actions)
 
     def _maybe_rekey(self) -> None:
         if self._send is None or self.closed:
