@@ -45,6 +45,18 @@ class StoredStateError(LocalError):
     """Stored session state is corrupt or in a format this release cannot read."""
 
 
+class InternalError(LocalError):
+    """Something that is not one of our errors escaped while handling input (a bug, or a library's own
+    exception on hostile input): the connection is closed with internal_error, nothing else breaks."""
+
+
+def as_project_error(error: Exception) -> MLSError:
+    """``error`` if it is ours, else an InternalError naming it (for the one place a transport closes)."""
+    if isinstance(error, MLSError):
+        return error
+    return InternalError(f"unexpected {type(error).__name__}: {error}")
+
+
 class AlertDescription(IntEnum):
     """The TLS 1.3 alerts (RFC 8446 section 6) the transports send; QUIC adds 0x100."""
 
@@ -84,6 +96,7 @@ def alert_for(error: BaseException) -> AlertDescription:
 __all__ = [
     "AlertDescription",
     "ConfigurationError",
+    "InternalError",
     "LocalError",
     "MLSError",
     "RemoteError",
@@ -94,4 +107,5 @@ __all__ = [
     "StoredStateError",
     "UnexpectedMessage",
     "alert_for",
+    "as_project_error",
 ]

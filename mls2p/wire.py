@@ -34,8 +34,10 @@ from typing import Self
 from mlscore.codec import Reader, Struct, Writer, decode_enum
 from mlscore.errors import DecodeError
 
-MAX_MESSAGE_SIZE = 1 << 20
-"""Largest profile message accepted (1 MiB); a two-party commit is well under 4 KiB."""
+MAX_MESSAGE_SIZE = 64 * 1024
+"""Largest profile message accepted (64 KiB), checked from the length prefix before a byte of the body is
+buffered further.  The largest legitimate ones are a KeyPackage or Welcome with X.509 chains (a few KiB;
+post-quantum keys add about 2 KiB); a two-party commit is under 4 KiB."""
 
 
 class ProfileMessageType(IntEnum):

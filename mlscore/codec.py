@@ -173,15 +173,18 @@ class Reader:
         self._take(length)
         return Reader(self._data, start, start + length)
 
-    def vector(self, decode_item: Callable[[Reader], T]) -> list[T]:
+    def vector(self, decode_item: Callable[[Reader], T], max_items: int | None = None) -> list[T]:
+        """The items of a ``<V>`` vector; more than ``max_items`` is a DecodeError, raised before decoding more."""
         inner = self.sub()
         items: list[T] = []
         while inner.remaining:
+            if max_items is not None and len(items) >= max_items:
+                raise DecodeError(f"more than {max_items} items in a vector")
             items.append(decode_item(inner))
         return items
 
-    def structs(self, cls: type[S]) -> list[S]:
-        return self.vector(cls.decode)
+    def structs(self, cls: type[S], max_items: int | None = None) -> list[S]:
+        return self.vector(cls.decode, max_items)
 
     def optional(self, decode_item: Callable[[Reader], T]) -> T | None:
         present = self.u8()

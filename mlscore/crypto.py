@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
-from functools import cache
 from typing import cast
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -288,7 +287,6 @@ class CipherSuite:
         self.hpke_pub_len = {0x10: 65, 0x11: 97, 0x12: 133, 0x20: 32, 0x21: 56}[kem_id]
         self._hpke_suite_id = (b"HPKE" + kem_id.to_bytes(2, "big") + self.kdf_id.to_bytes(2, "big")
                                + self.aead_id.to_bytes(2, "big"))
-        self._aead_cache: dict[bytes, AESGCM | ChaCha20Poly1305] = {}
 
     def __repr__(self) -> str:
         return f"CipherSuite({self.id}, {self.name})"
@@ -322,15 +320,11 @@ class CipherSuite:
 
     # AEAD
     def _aead(self, key: bytes) -> AESGCM | ChaCha20Poly1305:
-        cipher = self._aead_cache.get(key)
-        if cipher is None:
-            if len(key) != self.aead_key_len:
-                raise CryptoError(f"AEAD key must be {self.aead_key_len} bytes, got {len(key)}")
-            cipher = ChaCha20Poly1305(key) if self.aead_name == "chacha20poly1305" else AESGCM(key)
-            if len(self._aead_cache) > 64:
-                self._aead_cache.clear()
-            self._aead_cache[key] = cipher
-        return cipher
+        # Built for each use and dropped: no process-wide object may hold key material (a cache
+        # keyed by raw keys kept old epochs' keys alive after they were deleted).
+        if len(key) != self.aead_key_len:
+            raise CryptoError(f"AEAD key must be {self.aead_key_len} bytes, got {len(key)}")
+        return ChaCha20Poly1305(key) if self.aead_name == "chacha20poly1305" else AESGCM(key)
 
     def aead_encrypt(self, key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
         if len(nonce) != self.aead_nonce_len:
@@ -350,7 +344,7 @@ class CipherSuite:
         return Writer().opaque(_label(label)).opaque(content).getvalue()
 
     def sign_with_label(self, signature_priv: bytes, label: bytes | str, content: bytes) -> bytes:
-        private = _cached_signature_private(self._signature, signature_priv)
+        private = self._signature.private_key(signature_priv)
         return self._signature.sign(private, self._sign_content(label, content))
 
     def verify_with_label(self, signature_pub: bytes, label: bytes | str, content: bytes,
@@ -363,7 +357,7 @@ class CipherSuite:
         return self._signature.serialize_private(private), self._signature.serialize_public(private.public_key())
 
     def signature_public_key(self, signature_priv: bytes) -> bytes:
-        private = _cached_signature_private(self._signature, signature_priv)
+        private = self._signature.private_key(signature_priv)
         return self._signature.serialize_public(private.public_key())
 
     # HPKE
@@ -432,16 +426,6 @@ class CipherSuite:
 
     def hpke_public_key(self, private_key: bytes) -> bytes:
         return self._kem.serialize_public(self._kem.private_key(private_key).public_key())
-
-
-@cache
-def _signature_private(scheme: _SignatureScheme, data: bytes) -> _SignaturePrivateKey:
-    return scheme.private_key(data)
-
-
-def _cached_signature_private(scheme: _SignatureScheme, data: bytes) -> _SignaturePrivateKey:
-    # Parsing a key costs as much as a signature for ECDSA; a session reuses one key for life.
-    return _signature_private(scheme, bytes(data))
 
 
 _PUBLIC_CACHE: dict[tuple[str, bytes], _SignaturePublicKey] = {}

@@ -32,6 +32,12 @@ DEFAULT_EXTENSION_TYPES = frozenset(
 )
 """RFC 9420 section 7.2: default extensions need not be listed in Capabilities."""
 
+MAX_EXTENSIONS = 256
+"""Most extensions a list may hold (RFC 9420 sets none; real lists have a handful).  Checked while
+decoding, so a hostile list costs at most this much work."""
+MAX_CAPABILITY_ENTRIES = 512
+"""Most entries in one capabilities or required-capabilities list."""
+
 
 @dataclass(frozen=True)
 class Extension(Struct):
@@ -76,7 +82,7 @@ class RequiredCapabilities(Struct):
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
-        return cls(tuple(r.vector(Reader.u16)), tuple(r.vector(Reader.u16)), tuple(r.vector(Reader.u16)))
+        return cls(*(tuple(r.vector(Reader.u16, MAX_CAPABILITY_ENTRIES)) for _ in range(3)))
 
 
 @dataclass(frozen=True)
@@ -89,3 +95,8 @@ class ExternalPub(Struct):
     @classmethod
     def decode(cls, r: Reader) -> Self:
         return cls(r.opaque())
+
+
+def decode_extensions(r: Reader) -> tuple[Extension, ...]:
+    """An ``Extension extensions<V>`` list, at most :data:`MAX_EXTENSIONS` long."""
+    return tuple(r.structs(Extension, MAX_EXTENSIONS))

@@ -10,7 +10,7 @@ from .codec import Reader, Struct, Writer, decode_enum
 from .credentials import AuthenticationService, Credential
 from .crypto import CipherSuite
 from .errors import EncodeError, ValidationError
-from .extensions import DEFAULT_EXTENSION_TYPES, Extension, check_unique
+from .extensions import DEFAULT_EXTENSION_TYPES, MAX_CAPABILITY_ENTRIES, Extension, check_unique, decode_extensions
 
 PROTOCOL_VERSION_MLS10 = 1
 
@@ -35,7 +35,7 @@ class Capabilities(Struct):
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
-        return cls(*(tuple(r.vector(Reader.u16)) for _ in range(5)))
+        return cls(*(tuple(r.vector(Reader.u16, MAX_CAPABILITY_ENTRIES)) for _ in range(5)))
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class LeafNode(Struct):
         source = decode_enum(LeafNodeSource, r.u8(), "leaf node source")
         lifetime = Lifetime.decode(r) if source == LeafNodeSource.KEY_PACKAGE else None
         parent_hash = r.opaque() if source == LeafNodeSource.COMMIT else b""
-        extensions = tuple(r.structs(Extension))
+        extensions = decode_extensions(r)
         signature = r.opaque()
         return cls(encryption_key, signature_key, credential, capabilities, source, lifetime,
                    parent_hash, extensions, signature)
@@ -140,9 +140,9 @@ def validate_leaf_node(leaf: LeafNode, suite: CipherSuite, *, expected_source: L
         raise ValidationError("leaf does not support MLS 1.0")
     if leaf.credential.credential_type not in leaf.capabilities.credentials:
         raise ValidationError("leaf does not list its own credential type in its capabilities")
+    listed = frozenset(leaf.capabilities.extensions) | DEFAULT_EXTENSION_TYPES  # linear, whatever the sizes
     for extension in leaf.extensions:
-        if (extension.extension_type not in leaf.capabilities.extensions
-                and extension.extension_type not in DEFAULT_EXTENSION_TYPES):
+        if extension.extension_type not in listed:
             raise ValidationError(f"leaf carries extension {extension.extension_type:#06x} "
                                   "that its capabilities do not list")
     check_unique(leaf.extensions, "LeafNode")

@@ -9,11 +9,14 @@ from typing import Self
 from .codec import Reader, Struct, Writer, decode_enum
 from .crypto import CipherSuite
 from .errors import DecodeError
-from .extensions import Extension
+from .extensions import Extension, decode_extensions
 from .leaf_node import PROTOCOL_VERSION_MLS10, LeafNode
 from .schedule.key_schedule import GroupContext
 from .schedule.psk import PreSharedKeyID
 from .tree.ratchet_tree import HPKECiphertext, UpdatePath
+
+MAX_PSKS = 256
+"""Most PSK ids a GroupSecrets may name (RFC 9420 sets no bound)."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class KeyPackage(Struct):
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
-        return cls(r.u16(), r.u16(), r.opaque(), LeafNode.decode(r), tuple(r.structs(Extension)), r.opaque())
+        return cls(r.u16(), r.u16(), r.opaque(), LeafNode.decode(r), decode_extensions(r), r.opaque())
 
     def tbs(self) -> bytes:
         w = Writer()
@@ -129,7 +132,7 @@ class ReInit(Struct):
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
-        return cls(r.opaque(), r.u16(), r.u16(), tuple(r.structs(Extension)))
+        return cls(r.opaque(), r.u16(), r.u16(), decode_extensions(r))
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ class GroupContextExtensions(Struct):
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
-        return cls(tuple(r.structs(Extension)))
+        return cls(decode_extensions(r))
 
 
 Proposal = Add | Update | Remove | PreSharedKey | ReInit | ExternalInit | GroupContextExtensions
@@ -251,7 +254,7 @@ class GroupInfo(Struct):
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
-        return cls(GroupContext.decode(r), tuple(r.structs(Extension)), r.opaque(), r.u32(), r.opaque())
+        return cls(GroupContext.decode(r), decode_extensions(r), r.opaque(), r.u32(), r.opaque())
 
     def tbs(self) -> bytes:
         w = Writer()
@@ -279,7 +282,7 @@ class GroupSecrets(Struct):
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
-        return cls(r.opaque(), r.optional(Reader.opaque), tuple(r.structs(PreSharedKeyID)))
+        return cls(r.opaque(), r.optional(Reader.opaque), tuple(r.structs(PreSharedKeyID, MAX_PSKS)))
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,15 @@ Touch points:
 2. ``QuicConnection._handle_crypto_frame(context, frame_type, buf)``: the CRYPTO
    frame handler; ``context.epoch`` is the packet number space.  aioquic's TLS
    infers the space from its own state; the MLS handshake needs it, so
-   :meth:`~HookedQuicConnection.before_crypto_frame` is told first.
-3. ``QuicConnection._cryptos``, ``_crypto_buffers``, ``_push_crypto_data()``,
+   :meth:`~HookedQuicConnection.before_crypto_frame` is told first.  The frame's
+   offset and length are read ahead (and the buffer rewound) to refuse more
+   pending CRYPTO data than :data:`MAX_PENDING_CRYPTO`, using
+   ``_crypto_streams[epoch].receiver.starting_offset()``.
+3. ``QuicConnection._cryptos``, ``_crypto_streams[epoch].sender.write()``,
    ``_events``, ``_is_client``, ``_configuration``: read through the accessors
-   of :class:`HookedQuicConnection`.
+   of :class:`HookedQuicConnection`.  CRYPTO data is written to the crypto
+   streams directly: aioquic's per-space output buffers hold only 16 KiB, and a
+   profile message (X.509 chains, post-quantum keys) may be larger.
 4. ``QuicConnection.tls``: read as a ``tls.Context`` with these attributes, which
    :class:`mlsquic.handshake.MlsHandshakeContext` provides in QUIC-MLS mode:
    ``handle_message(data, buffers)``, ``state``, ``alpn_negotiated``,
@@ -61,10 +66,16 @@ from aioquic._crypto import CryptoError as AeadError  # touch point 6
 from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionError
 from aioquic.quic.crypto import CryptoContext, CryptoPair, KeyUnavailableError, apply_key_phase
 from aioquic.quic.events import QuicEvent
-from aioquic.quic.packet import decode_packet_number
+from aioquic.quic.packet import QuicErrorCode, decode_packet_number
+
+from mls2p.wire import MAX_MESSAGE_SIZE
+
+MAX_PENDING_CRYPTO = MAX_MESSAGE_SIZE + 16 * 1024
+"""CRYPTO bytes a connection buffers per packet number space: the largest profile message and our
+hello frame, not aioquic's 512 KiB, since none of it is authenticated yet."""
 
 TESTED_AIOQUIC = (">=1.2", "<1.8")
 """The aioquic versions these touch points were checked against (pyproject.toml pins the same)."""
@@ -80,6 +91,14 @@ class HookedQuicConnection(QuicConnection):
         self.after_initialize()
 
     def _handle_crypto_frame(self, context: Any, frame_type: int, buf: Buffer) -> None:  # touch point 2
+        start = buf.tell()
+        offset, length = buf.pull_uint_var(), buf.pull_uint_var()
+        buf.seek(start)
+        pending = offset + length - self._crypto_streams[context.epoch].receiver.starting_offset()
+        if pending > MAX_PENDING_CRYPTO:
+            # aioquic would buffer 512 KiB per packet number space before anyone is authenticated.
+            raise QuicConnectionError(error_code=QuicErrorCode.CRYPTO_BUFFER_EXCEEDED, frame_type=frame_type,
+                                      reason_phrase=f"more than {MAX_PENDING_CRYPTO} bytes of CRYPTO data pending")
         self.before_crypto_frame(context.epoch)
         super()._handle_crypto_frame(context, frame_type, buf)
 
@@ -105,12 +124,9 @@ class HookedQuicConnection(QuicConnection):
     def replace_crypto_pair(self, epoch: tls.Epoch, pair: CryptoPair) -> None:
         self._cryptos[epoch] = pair
 
-    def crypto_buffers(self) -> dict[tls.Epoch, Buffer]:
-        return self._crypto_buffers
-
-    def flush_crypto_data(self) -> None:
-        """Turn what was pushed into the crypto buffers into CRYPTO frames."""
-        self._push_crypto_data()
+    def write_crypto(self, epoch: tls.Epoch, data: bytes) -> None:
+        """Queue CRYPTO data in ``epoch``'s packet number space, any length (aioquic's own buffers hold 16 KiB)."""
+        self._crypto_streams[epoch].sender.write(data)
 
     def queue_event(self, event: QuicEvent) -> None:
         self._events.append(event)
@@ -163,6 +179,7 @@ class MlsCryptoPair(CryptoPair):
         self.epoch: int | None = None
         self.next_secrets = next_secrets
         self.previous_aead: Any = None  # old receive keys, kept after a local flip until the peer flips
+        self._next_receive: tuple[int, CryptoContext] | None = None  # built once per epoch, not per packet
 
     @property
     def update_requested(self) -> bool:
@@ -170,6 +187,10 @@ class MlsCryptoPair(CryptoPair):
         return bool(self._update_key_requested)
 
     def next_context(self, *, receive: bool) -> CryptoContext:
+        # A forged packet with the other Key Phase bit costs one failed AEAD open, like any forged
+        # packet: the next epoch's receive context is derived once and reused.
+        if receive and self._next_receive is not None and self._next_receive[0] == self.epoch:
+            return self._next_receive[1]
         found = self.next_secrets(self.epoch + 1) if self.epoch is not None else None
         if found is None:
             raise KeyUnavailableError("key phase flipped but the next MLS epoch is not known")
@@ -180,6 +201,8 @@ class MlsCryptoPair(CryptoPair):
         crypto = CryptoContext(key_phase=int(not current.key_phase))
         crypto.setup(cipher_suite=current.cipher_suite, secret=recv_secret if receive else send_secret,
                      version=current.version)
+        if receive and self.epoch is not None:
+            self._next_receive = (self.epoch, crypto)
         return crypto
 
     def _update_key(self, trigger: str) -> None:
@@ -188,6 +211,7 @@ class MlsCryptoPair(CryptoPair):
         apply_key_phase(self.send, self.next_context(receive=False), trigger=trigger)
         assert self.epoch is not None
         self.epoch += 1
+        self._next_receive = None
         self._update_key_requested = False
 
 

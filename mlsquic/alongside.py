@@ -38,10 +38,9 @@ from collections import deque
 from aioquic import tls
 from aioquic.quic.events import HandshakeCompleted, QuicEvent, StreamDataReceived, StreamReset
 
-from mls2p.errors import AlertDescription, StateError
+from mls2p.errors import AlertDescription, StateError, as_project_error
 from mls2p.session import KeysChanged, SendMessage, SessionAction
 from mls2p.wire import MessageBuffer
-from mlscore.errors import MLSError
 
 from .config import MLS_ALPN_SUFFIX
 from .epochs import EpochKeyedConnection
@@ -69,7 +68,6 @@ class AlongsideQuicConnection(EpochKeyedConnection):
         self._held_writes: list[tuple[int, bytes, bool]] = []
         self._held_events: list[QuicEvent] = []
         self._released: deque[QuicEvent] = deque()
-        self._mls_deadline: float | None = None
         if self.is_client:
             super().send_stream_data(MLS_STREAM, b"", False)  # reserve stream 0: applications start at 4
         original = self.tls.update_traffic_key_cb
@@ -98,8 +96,6 @@ class AlongsideQuicConnection(EpochKeyedConnection):
         elif not self._mls_on:
             log.warning("peer negotiated plain %r: no MLS rekeying on this connection", alpn)
             self._open_gate()
-        else:
-            self._mls_deadline = self._now + self.mls_configuration.mls_handshake_timeout
         return self._mls_on
 
     # -- nothing of the application's before MLS is confirmed ------------------------------------
@@ -111,9 +107,11 @@ class AlongsideQuicConnection(EpochKeyedConnection):
             return False
         return self.is_client or (self.one_rtt.epoch or 0) >= 1
 
+    def mls_complete(self) -> bool:
+        return self._gate_open
+
     def _open_gate(self) -> None:
         self._gate_open = True
-        self._mls_deadline = None
         session = self.endpoint.session
         if self._mls_on and session is not None and session.group is not None and not self.endpoint.confirmed:
             self.act(self.endpoint.peer_confirmed())  # the client flipped to the MLS keys: it holds them
@@ -135,20 +133,6 @@ class AlongsideQuicConnection(EpochKeyedConnection):
 
     def _send_mls(self, data: bytes) -> None:
         super().send_stream_data(MLS_STREAM, data, False)
-
-    def get_timer(self) -> float | None:
-        timer = super().get_timer()
-        if self._mls_deadline is not None and (timer is None or self._mls_deadline < timer):
-            return self._mls_deadline
-        return timer
-
-    def handle_timer(self, now: float) -> None:
-        if self._mls_deadline is not None and now >= self._mls_deadline:
-            self._mls_deadline = None
-            log.warning("MLS alongside: the peer did not complete MLS in time")
-            self.close(error_code=CRYPTO_ERROR + AlertDescription.HANDSHAKE_FAILURE,
-                       reason_phrase="MLS: the peer did not complete the MLS handshake in time")
-        super().handle_timer(now)
 
     def _binding(self) -> bytes:
         client = self._tls_secrets[tls.Direction.ENCRYPT if self.is_client else tls.Direction.DECRYPT]
@@ -184,7 +168,8 @@ class AlongsideQuicConnection(EpochKeyedConnection):
         try:
             for frame in self._mls_buffer.feed_frames(data):
                 self.act(self.endpoint.receive(frame, self._now))
-        except MLSError as exc:
+        except Exception as caught:  # ours or a library's: the connection closes with one reason
+            exc = as_project_error(caught)
             log.warning("MLS alongside failed: %s: %s", type(exc).__name__, exc)
             self.close(error_code=error_code_for(exc), reason_phrase=reason_for(exc, "MLS: "))
 

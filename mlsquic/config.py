@@ -35,7 +35,8 @@ class MlsQuicConfiguration(QuicConfiguration):
     allow_plain_peers: bool = False
     """Alongside mode: accept a peer that does not speak MLS (plain TLS QUIC, no PCS rekeys)."""
     mls_handshake_timeout: float = 10.0
-    """Alongside mode: close a peer that has not completed MLS this many seconds after TLS."""
+    """Close a connection whose peer has not completed the MLS handshake (authenticated, keys confirmed)
+    this many seconds after it started; in alongside mode the TLS handshake counts in."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

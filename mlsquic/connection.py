@@ -32,5 +32,4 @@ class MlsQuicConnection(EpochKeyedConnection):
         return self.handshake.next_epoch_secrets(epoch)
 
     def act(self, actions: list[SessionAction]) -> None:
-        self.handshake.act(actions, self.crypto_buffers())
-        self.flush_crypto_data()
+        self.handshake.act(actions)

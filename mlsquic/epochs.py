@@ -23,10 +23,12 @@ from aioquic import tls
 from aioquic.quic.events import QuicEvent
 
 from mls2p.bootstrap import ProfileEndpoint
+from mls2p.errors import AlertDescription
 from mls2p.session import SessionAction, TwoPartySession
 
 from ._aioquic_compat import HookedQuicConnection, MlsCryptoPair
 from .config import MlsQuicConfiguration
+from .errors import CRYPTO_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class EpochKeyedConnection(HookedQuicConnection):
 
     endpoint: ProfileEndpoint
     _now: float = 0.0
+    _deadline: float | None = None
 
     def after_initialize(self) -> None:
         config = self.mls_configuration
@@ -64,6 +67,10 @@ class EpochKeyedConnection(HookedQuicConnection):
     def act(self, actions: list[SessionAction]) -> None:
         """Carry out what the session asked for (send profile messages, move keys)."""
         raise NotImplementedError
+
+    def mls_complete(self) -> bool:
+        """The MLS handshake is over: the peer is authenticated and holds the keys (or needs no MLS)."""
+        return self.endpoint.confirmed
 
     # -- shared ------------------------------------------------------------------------------
 
@@ -109,12 +116,41 @@ class EpochKeyedConnection(HookedQuicConnection):
         """The time aioquic last passed in (the rekey policy's clock)."""
         return self._now
 
-    def receive_datagram(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int], now: float) -> None:
+    # -- the clock aioquic passes in: the rekey policy, and a deadline on the MLS handshake --------
+
+    def _tick(self, now: float) -> None:
         self._now = now
+        started = hasattr(self, "endpoint")  # after_initialize ran (a client's connect() runs it)
+        if started and self._deadline is None and not self.mls_complete():
+            self._deadline = now + self.mls_configuration.mls_handshake_timeout
+
+    def connect(self, addr: tuple[str, int] | tuple[str, int, int, int], now: float) -> None:
+        self._tick(now)
+        super().connect(addr, now)
+
+    def get_timer(self) -> float | None:
+        timer = super().get_timer()
+        if self._deadline is not None and not self.mls_complete() and (timer is None or self._deadline < timer):
+            return self._deadline
+        return timer
+
+    def handle_timer(self, now: float) -> None:
+        self._tick(now)
+        if self._deadline is not None and now >= self._deadline and not self.mls_complete():
+            self._deadline = None
+            log.warning("QUIC: the peer did not complete the MLS handshake in time")
+            self.close(error_code=CRYPTO_ERROR + AlertDescription.HANDSHAKE_FAILURE,
+                       reason_phrase="MLS: the peer did not complete the MLS handshake in time")
+        own = super().get_timer()
+        if own is not None and now >= own:  # aioquic's handler assumes its own timer is the one that fired
+            super().handle_timer(now)
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int], now: float) -> None:
+        self._tick(now)
         super().receive_datagram(data, addr, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int] | tuple[str, int, int, int]]]:
-        self._now = now
+        self._tick(now)
         if self.one_rtt.epoch is not None and self.endpoint.rekey_due(now):
             self.rekey()
         datagrams = super().datagrams_to_send(now)

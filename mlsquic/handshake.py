@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, cast
 from aioquic import tls
 from aioquic.buffer import Buffer
 
-from mls2p.errors import StateError, UnexpectedMessage
+from mls2p.errors import StateError, UnexpectedMessage, as_project_error
 from mls2p.session import KeysChanged, SendMessage, SessionAction
 from mls2p.traffic import traffic_aead
 from mls2p.wire import MessageBuffer, ProfileMessageType
 from mlscore.codec import Reader, Writer
-from mlscore.errors import MLSError, ValidationError
+from mlscore.errors import ValidationError
 from mlscore.group import Group
 
 from .errors import alert_from
@@ -98,35 +98,37 @@ class MlsHandshakeContext:
     def session_resumed(self) -> bool:
         return self.endpoint.resumed
 
-    # aioquic calls this with the CRYPTO data of the space noted in current_epoch
+    # aioquic calls this with the CRYPTO data of the space noted in current_epoch; we write our CRYPTO
+    # data straight to the crypto streams (write_crypto) instead of aioquic's 16 KiB output buffers,
+    # so profile messages of any size up to the profile's limit fit.
     def handle_message(self, input_data: bytes, output_buf: dict[tls.Epoch, Buffer]) -> None:
         try:
             if self.state == tls.State.CLIENT_HANDSHAKE_START:
-                self._start_client(output_buf)
+                self._start_client()
                 return
             for frame in self._buffers[self.current_epoch].feed_frames(input_data):
-                self._handle_frame(self.current_epoch, frame, output_buf)
-        except MLSError as exc:
-            raise alert_from(exc) from exc
+                self._handle_frame(self.current_epoch, frame)
+        except Exception as exc:  # ours or a library's: aioquic closes with the alert, never crashes
+            raise alert_from(as_project_error(exc)) from exc
 
     # -- frames ----------------------------------------------------------------------------
 
-    def _start_client(self, out: dict[tls.Epoch, Buffer]) -> None:
-        out[tls.Epoch.INITIAL].push_bytes(self._our_hello())
-        self.act(self.endpoint.start(), out)
+    def _start_client(self) -> None:
+        self._connection.write_crypto(tls.Epoch.INITIAL, self._our_hello())
+        self.act(self.endpoint.start())
         self.state = tls.State.CLIENT_EXPECT_SERVER_HELLO
 
-    def _handle_frame(self, epoch: tls.Epoch, frame: bytes, out: dict[tls.Epoch, Buffer]) -> None:
+    def _handle_frame(self, epoch: tls.Epoch, frame: bytes) -> None:
         kind = frame[0]
         if kind == HELLO_EXTRAS:
-            self._receive_hello(epoch, frame, out)
+            self._receive_hello(epoch, frame)
             return
         if kind == CLIENT_CONFIRM:
-            self._receive_confirm(epoch, frame, out)
+            self._receive_confirm(epoch, frame)
             return
         if epoch == tls.Epoch.INITIAL and (not self.is_client) not in self._hello_frames:
             raise UnexpectedMessage("the transport-parameters frame must come before the first profile message")
-        self.act(self.endpoint.receive(frame, self._connection.now), out)
+        self.act(self.endpoint.receive(frame, self._connection.now))
         session = self.endpoint.session
         if (not self.is_client and self.endpoint.resumed and session is not None and session.pending is not None
                 and not self._handshake_installed):
@@ -142,7 +144,7 @@ class MlsHandshakeContext:
         self._hello_frames[self.is_client] = frame
         return frame
 
-    def _receive_hello(self, epoch: tls.Epoch, frame: bytes, out: dict[tls.Epoch, Buffer]) -> None:
+    def _receive_hello(self, epoch: tls.Epoch, frame: bytes) -> None:
         if epoch != tls.Epoch.INITIAL or (not self.is_client) in self._hello_frames:
             raise UnexpectedMessage("unexpected transport-parameters frame")
         reader = Reader(frame[1:])
@@ -169,14 +171,14 @@ class MlsHandshakeContext:
         alpn_cb = cast("Callable[[str | None], None]", self.alpn_cb)
         alpn_cb(self.alpn_negotiated)  # aioquic parses the transport parameters here
         if not self.is_client:
-            out[tls.Epoch.INITIAL].push_bytes(self._our_hello())
+            self._connection.write_crypto(tls.Epoch.INITIAL, self._our_hello())
 
     def _confirm_value(self) -> bytes:
         session = self.endpoint.session
         assert session is not None
         return session.export_secret(CONFIRM_LABEL, self._binding(), 32)
 
-    def _receive_confirm(self, epoch: tls.Epoch, frame: bytes, out: dict[tls.Epoch, Buffer]) -> None:
+    def _receive_confirm(self, epoch: tls.Epoch, frame: bytes) -> None:
         if self.is_client or epoch != tls.Epoch.HANDSHAKE or self._expected_confirm is None:
             raise UnexpectedMessage("unexpected confirmation frame")
         reader = Reader(frame[1:])
@@ -188,7 +190,7 @@ class MlsHandshakeContext:
             raise ValidationError("client key confirmation does not match")
         if self.state != tls.State.SERVER_POST_HANDSHAKE:
             self.state = tls.State.SERVER_POST_HANDSHAKE
-            self.act(self.endpoint.peer_confirmed(), out)
+            self.act(self.endpoint.peer_confirmed())
 
     # -- acting on the session ---------------------------------------------------------------
 
@@ -200,14 +202,14 @@ class MlsHandshakeContext:
             return tls.Epoch.HANDSHAKE
         return tls.Epoch.ONE_RTT
 
-    def act(self, actions: list[SessionAction], out: dict[tls.Epoch, Buffer]) -> None:
+    def act(self, actions: list[SessionAction]) -> None:
         for action in actions:
             if isinstance(action, SendMessage):
-                out[self._space_for(action.msg_type)].push_bytes(action.data)
+                self._connection.write_crypto(self._space_for(action.msg_type), action.data)
             elif isinstance(action, KeysChanged):
-                self._keys_changed(action.epoch, action.reason, out)
+                self._keys_changed(action.epoch, action.reason)
 
-    def _keys_changed(self, epoch: int, reason: str, out: dict[tls.Epoch, Buffer]) -> None:
+    def _keys_changed(self, epoch: int, reason: str) -> None:
         session = self.endpoint.session
         assert session is not None and session.group is not None
         pair = self._connection.one_rtt
@@ -221,7 +223,7 @@ class MlsHandshakeContext:
         pair.epoch = epoch
         self._expected_confirm = self._confirm_value()
         if self.is_client:
-            out[tls.Epoch.HANDSHAKE].push_bytes(_frame(CLIENT_CONFIRM, self._expected_confirm))
+            self._connection.write_crypto(tls.Epoch.HANDSHAKE, _frame(CLIENT_CONFIRM, self._expected_confirm))
             self.state = tls.State.CLIENT_POST_HANDSHAKE
         else:
             self.state = tls.State.SERVER_EXPECT_FINISHED
@@ -250,10 +252,10 @@ class MlsHandshakeContext:
         server = group.export_secret(LABELS[(epoch, False)], binding, length)
         return (server, client) if self.is_client else (client, server)
 
-    def rekey(self, out: dict[tls.Epoch, Buffer]) -> bool:
+    def rekey(self) -> bool:
         """A ConnectionUpdate now, once 1-RTT keys exist; False while one is in flight."""
         if self._connection.one_rtt.epoch is None:
             raise StateError("no 1-RTT keys yet")
         actions = self.endpoint.rekey()
-        self.act(actions, out)
+        self.act(actions)
         return bool(actions)

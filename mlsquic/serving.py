@@ -28,9 +28,12 @@ from ._aioquic_compat import watch_connection_ids
 from .alongside import AlongsideQuicConnection
 from .config import MlsQuicConfiguration
 from .connection import MlsQuicConnection
+from .epochs import EpochKeyedConnection
 from .errors import ConfigurationError
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
+MAX_HANDSHAKES = 256
+"""Connections a server lets run their handshake at once."""
 
 
 def connection_class(configuration: MlsQuicConfiguration) -> type[QuicConnection]:
@@ -86,13 +89,16 @@ class MlsQuicServer(asyncio.DatagramProtocol):
     """Routes datagrams to one protocol per connection, creating mlsquic connections for new Initials."""
 
     def __init__(self, *, configuration: MlsQuicConfiguration,
-                 create_protocol: Callable[..., QuicConnectionProtocol], stream_handler: Any = None) -> None:
+                 create_protocol: Callable[..., QuicConnectionProtocol], stream_handler: Any = None,
+                 max_handshakes: int = MAX_HANDSHAKES) -> None:
         self._configuration = configuration
         self._connection_class = connection_class(configuration)
         self._create_protocol = create_protocol
         self._stream_handler = stream_handler
         self._loop = asyncio.get_running_loop()
         self._protocols: dict[bytes, QuicConnectionProtocol] = {}
+        self._handshaking: dict[QuicConnectionProtocol, EpochKeyedConnection] = {}
+        self.max_handshakes = max_handshakes
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,14 +128,16 @@ class MlsQuicServer(asyncio.DatagramProtocol):
         protocol = self._protocols.get(header.destination_cid)
         is_new = len(data) >= SMALLEST_MAX_DATAGRAM_SIZE and header.packet_type == QuicPacketType.INITIAL
         if protocol is None and is_new:
+            if self.pending_handshakes() >= self.max_handshakes:
+                return  # the client retries; established connections are not disturbed
             protocol = self._accept(header, addr)
         if protocol is not None:
             protocol.datagram_received(data, addr)
 
     def _accept(self, header: Any, addr: Address) -> QuicConnectionProtocol:
         assert self._transport is not None
-        connection = self._connection_class(configuration=self._configuration,
-                                            original_destination_connection_id=header.destination_cid)
+        connection = cast(EpochKeyedConnection, self._connection_class(
+            configuration=self._configuration, original_destination_connection_id=header.destination_cid))
         protocol = self._create_protocol(connection, stream_handler=self._stream_handler)
         protocol.connection_made(self._transport)
         watch_connection_ids(protocol, issued=partial(self._issued, protocol=protocol),
@@ -137,7 +145,15 @@ class MlsQuicServer(asyncio.DatagramProtocol):
                              terminated=partial(self._terminated, protocol=protocol))
         self._protocols[header.destination_cid] = protocol
         self._protocols[connection.host_cid] = protocol
+        self._handshaking[protocol] = connection
         return protocol
+
+    def pending_handshakes(self) -> int:
+        """Connections whose MLS handshake is not complete (counted each time a new one asks)."""
+        for protocol, connection in list(self._handshaking.items()):
+            if connection.mls_complete() or protocol not in self._protocols.values():
+                del self._handshaking[protocol]
+        return len(self._handshaking)
 
     def _issued(self, cid: bytes, protocol: QuicConnectionProtocol) -> None:
         self._protocols[cid] = protocol
@@ -147,6 +163,7 @@ class MlsQuicServer(asyncio.DatagramProtocol):
             del self._protocols[cid]
 
     def _terminated(self, protocol: QuicConnectionProtocol) -> None:
+        self._handshaking.pop(protocol, None)
         for cid, known in list(self._protocols.items()):
             if known is protocol:
                 del self._protocols[cid]
@@ -154,11 +171,17 @@ class MlsQuicServer(asyncio.DatagramProtocol):
 
 async def serve(host: str, port: int, *, configuration: MlsQuicConfiguration,
                 create_protocol: Callable[..., QuicConnectionProtocol] = QuicConnectionProtocol,
-                stream_handler: Any = None) -> MlsQuicServer:
-    """Start an mlsquic server at ``host``:``port``, like ``aioquic.asyncio.serve``."""
+                stream_handler: Any = None, max_handshakes: int = MAX_HANDSHAKES) -> MlsQuicServer:
+    """Start an mlsquic server at ``host``:``port``, like ``aioquic.asyncio.serve``.
+
+    At most ``max_handshakes`` connections may be in their handshake at once; Initials beyond are
+    dropped (the client retransmits), and each handshake ends within ``mls_handshake_timeout``."""
+    if max_handshakes < 1:
+        raise ConfigurationError("max_handshakes must be >= 1")
     _check(configuration, is_client=False)
     loop = asyncio.get_running_loop()
     _, server = await loop.create_datagram_endpoint(
         lambda: MlsQuicServer(configuration=configuration, create_protocol=create_protocol,
-                              stream_handler=stream_handler), local_addr=(host, port))
+                              stream_handler=stream_handler, max_handshakes=max_handshakes),
+        local_addr=(host, port))
     return server

@@ -260,10 +260,11 @@ def client_configuration(**overrides: Any) -> MlsQuicConfiguration:
 
 
 @contextlib.asynccontextmanager
-async def echo_server(configuration: MlsQuicConfiguration | None = None, **kwargs: object) -> AsyncIterator[int]:
+async def echo_server(configuration: MlsQuicConfiguration | None = None,
+                      max_handshakes: int = 256) -> AsyncIterator[int]:
     port = free_udp_port()
     server = await serve("127.0.0.1", port, configuration=configuration or server_configuration(),
-                                 create_protocol=EchoServer, **kwargs)
+                         create_protocol=EchoServer, max_handshakes=max_handshakes)
     try:
         yield port
     finally:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mls2p.bootstrap import ProfileEndpoint
-from mls2p.errors import AlertDescription, StateError, alert_for
+from mls2p.errors import AlertDescription, InternalError, StateError, alert_for, as_project_error
 from mls2p.session import KeysChanged, SendMessage, SessionAction, TwoPartySession
 from mls2p.wire import MessageBuffer
 from mlscore.errors import MLSError
@@ -145,8 +145,8 @@ class MlsTlsConnection:
                 self._record(header, body)
                 if self.closed:
                     return
-        except MLSError as exc:
-            self._fail(exc)
+        except Exception as exc:  # never raises: anything, ours or a library's, closes with an alert
+            self._fail(as_project_error(exc))
 
     def send_data(self, data: bytes) -> None:
         """Application bytes; rekeys by policy and before the key-usage limit."""
@@ -240,8 +240,8 @@ class MlsTlsConnection:
     def _run(self, step: Callable[[], list[SessionAction]]) -> None:
         try:
             self._act(step())
-        except MLSError as exc:
-            self._fail(exc)
+        except Exception as exc:
+            self._fail(as_project_error(exc))
 
     def _act(self, actions: list[SessionAction]) -> None:
         for action in actions:
@@ -314,7 +314,8 @@ class MlsTlsConnection:
 
     def _fail(self, error: MLSError) -> None:
         description = alert_for(error)
-        log.warning("MLS-TLS connection failed: %s: %s", type(error).__name__, error)
+        log.warning("MLS-TLS connection failed: %s: %s", type(error).__name__, error,
+                    exc_info=log.isEnabledFor(logging.DEBUG) and isinstance(error, InternalError))
         with contextlib.suppress(MLSError):
             self._alert(description)
         self._terminate(description, f"{type(error).__name__}: {error}", by_peer=False)

@@ -216,17 +216,38 @@ async def open_connection(host: str, port: int, *, configuration: MlsTlsConfigur
 ClientConnected = Callable[[asyncio.StreamReader, MlsTlsWriter], Awaitable[None] | None]
 
 
+MAX_HANDSHAKES = 256
+"""Connections a server lets run their handshake at once; beyond, new ones are closed at once."""
+
+
+class _Refused(asyncio.Protocol):
+    """What a server at its handshake limit gives a new connection: an immediate close."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
 async def start_server(client_connected_cb: ClientConnected, host: str | None = None, port: int = 0, *,
                        configuration: MlsTlsConfiguration, handshake_timeout: float = 10.0,
-                       **kwargs: Any) -> asyncio.Server:
-    """Serve MLS-TLS; ``client_connected_cb`` runs once a connection's handshake is done."""
+                       max_handshakes: int = MAX_HANDSHAKES, **kwargs: Any) -> asyncio.Server:
+    """Serve MLS-TLS; ``client_connected_cb`` runs once a connection's handshake is done (peer
+    authenticated, keys confirmed).  A handshake that takes longer than ``handshake_timeout`` is
+    dropped, and at most ``max_handshakes`` run at once."""
     loop = asyncio.get_running_loop()
     if configuration.is_client:
         raise ConfigurationError("a server configuration needs is_client=False")
+    if max_handshakes < 1 or handshake_timeout <= 0:
+        raise ConfigurationError("max_handshakes must be >= 1 and handshake_timeout > 0")
     tasks: set[asyncio.Task[None]] = set()
+    handshaking: set[MlsTlsProtocol] = set()
 
-    def factory() -> MlsTlsProtocol:
+    def factory() -> asyncio.Protocol:
+        if len(handshaking) >= max_handshakes:
+            log.warning("MLS-TLS server: %d handshakes already running; refusing a connection", len(handshaking))
+            return _Refused()
         protocol = MlsTlsProtocol(configuration)
+        handshaking.add(protocol)
+        protocol.handshake.add_done_callback(lambda _: handshaking.discard(protocol))
         task = loop.create_task(_serve_one(protocol, client_connected_cb, handshake_timeout))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -239,7 +260,7 @@ async def _serve_one(protocol: MlsTlsProtocol, callback: ClientConnected, timeou
     try:
         await asyncio.wait_for(protocol.handshake, timeout)
     except (HandshakeError, TimeoutError) as exc:
-        log.info("MLS-TLS handshake from a client failed: %s", exc)
+        log.info("MLS-TLS handshake from a client failed: %s", exc or "timed out")
         if protocol.transport is not None:
             protocol.transport.close()
         return

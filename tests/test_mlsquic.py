@@ -110,3 +110,10 @@ async def test_serve_and_connect_over_loopback() -> None:
                                                        create_protocol=Collector) as client:
         assert type(client._quic) is mlsquic.MlsQuicConnection and client._quic.mls_epoch == 1
         assert await echo_through(client, b"over real sockets", rekey_every=1) == b"over real sockets"
+
+
+def test_profile_messages_over_16_kib_are_carried() -> None:
+    big = b"client-with-a-very-long-name-" * 800  # a 23 KB identity: KeyPackage and Welcome exceed 16 KiB
+    pair = established(client=client_configuration(profile=config(big)))
+    assert pair.client.connection.mls_epoch == 1
+    assert pair.echo_of(pair.send(b"through")) == b"through"

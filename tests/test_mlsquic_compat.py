@@ -13,6 +13,7 @@ from importlib.metadata import version
 import aioquic.asyncio.client
 import aioquic.asyncio.server
 import pytest
+from aioquic import tls
 from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.asyncio import connect as aioquic_connect
 from aioquic.asyncio import serve as aioquic_serve
@@ -66,15 +67,17 @@ async def test_stock_aioquic_still_makes_plain_tls_connections(tmp_path) -> None
         server.close()
 
 
-@pytest.mark.parametrize("name", ["_initialize", "_handle_crypto_frame", "_push_crypto_data"])
+@pytest.mark.parametrize("name", ["_initialize", "_handle_crypto_frame"])
 def test_connection_methods_we_hook_exist(name: str) -> None:
     assert callable(getattr(QuicConnection, name, None)), f"touch point QuicConnection.{name} is gone"
 
 
 def test_connection_attributes_we_read_exist() -> None:
     connection = QuicConnection(configuration=QuicConfiguration(is_client=True))
-    for name in ("_cryptos", "_crypto_buffers", "_events", "_is_client", "_configuration"):
+    for name in ("_cryptos", "_crypto_streams", "_events", "_is_client", "_configuration"):
         assert hasattr(connection, name), f"touch point QuicConnection.{name} is gone"
+    connection.connect(("127.0.0.1", 4433), now=0.0)  # _initialize has run: the crypto streams exist
+    assert callable(getattr(connection._crypto_streams[tls.Epoch.INITIAL].sender, "write", None))
     assert list(inspect.signature(QuicConnection._handle_crypto_frame).parameters) == [
         "self", "context", "frame_type", "buf"]
 

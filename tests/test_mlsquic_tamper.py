@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aioquic import tls
-from aioquic.buffer import Buffer
 
 from mls2p.wire import MessageBuffer
 from mlsquic import MlsQuicConnection
@@ -18,16 +17,27 @@ Mutation = Callable[[list[bytes]], list[bytes]]
 def tampering_client(mutate: Mutation) -> MlsQuicConnection:
     """A client whose first flight (hello-extras frame, ClientHello) passes through ``mutate``."""
 
-    class Tampering(MlsHandshakeContext):
-        def _start_client(self, out: dict[tls.Epoch, Buffer]) -> None:
-            super()._start_client(out)
-            frames = MessageBuffer().feed_frames(out[tls.Epoch.INITIAL].data)
-            out[tls.Epoch.INITIAL].seek(0)
-            out[tls.Epoch.INITIAL].push_bytes(b"".join(mutate(frames)))
-
     class Connection(MlsQuicConnection):
-        handshake_class = Tampering
+        first_flight: list[bytes] | None = None
 
+        def write_crypto(self, epoch: tls.Epoch, data: bytes) -> None:
+            if self.first_flight is not None:
+                self.first_flight.append(data)
+            else:
+                super().write_crypto(epoch, data)
+
+    class Tampering(MlsHandshakeContext):
+        def _start_client(self) -> None:
+            connection = self._connection
+            assert isinstance(connection, Connection)
+            connection.first_flight = []
+            super()._start_client()
+            frames = MessageBuffer().feed_frames(b"".join(connection.first_flight))
+            connection.first_flight = None
+            for frame in mutate(frames):
+                connection.write_crypto(tls.Epoch.INITIAL, frame)
+
+    Connection.handshake_class = Tampering
     return Connection(configuration=client_configuration())
 
 

@@ -132,6 +132,8 @@ class Group:
     # -- persistence ---------------------------------------------------------
 
     STATE_FORMAT = 1
+    MAX_RESTORED_GENERATION = 1 << 16
+    """Highest sending generation a stored state may hold: restoring steps the ratchet that many times."""
 
     def to_state(self) -> bytes:
         """Everything needed to continue this epoch later, secrets included: store it safely."""
@@ -154,20 +156,24 @@ class Group:
         r = Reader(data)
         if r.u16() != cls.STATE_FORMAT:
             raise DecodeError("unknown group state format")
+        config = config or GroupConfig()
         suite = get_suite(r.u16())
         context = GroupContext.decode(r)
-        tree = RatchetTree.from_nodes(suite, decode_ratchet_tree(r.opaque()))
+        tree = RatchetTree.from_nodes(suite, decode_ratchet_tree(r.opaque(), config.max_leaves))
         own_leaf = r.u32()
         signature_priv = r.opaque()
-        keys = dict(r.vector(lambda r2: (r2.u32(), r2.opaque())))
+        keys = dict(r.vector(lambda r2: (r2.u32(), r2.opaque()), tree.n_leaves * 2))
         secrets = EpochSecrets.decode(r)
         interim = r.opaque()
-        psks = dict(r.vector(lambda r2: (r2.u64(), r2.opaque())))
+        psks = dict(r.vector(lambda r2: (r2.u64(), r2.opaque()), config.resumption_psk_history))
         generations = (r.u32(), r.u32())
         r.finish()
+        if max(generations) > cls.MAX_RESTORED_GENERATION:
+            # A tampered file must not make restoring step a ratchet 2^32 times.
+            raise DecodeError(f"stored sending generation {max(generations)} is beyond {cls.MAX_RESTORED_GENERATION}")
         group = cls(suite=suite, context=context, tree=tree, own_leaf=own_leaf, signature_priv=signature_priv,
                     path_state=PathState(own_leaf, keys), secrets=secrets, interim_transcript_hash=interim,
-                    config=config or GroupConfig(), resumption_psks=psks)
+                    config=config, resumption_psks=psks)
         for ratchet, generation in zip((RatchetType.HANDSHAKE, RatchetType.APPLICATION), generations, strict=True):
             group._secret_tree.skip_to(own_leaf, ratchet, generation)
         return group

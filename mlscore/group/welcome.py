@@ -56,13 +56,9 @@ def join(cls: type[Group], welcome: MLSMessage | Welcome | bytes, bundle: KeyPac
         tree_data = ratchet_tree
     if tree_data is None:
         raise ValidationError("no ratchet tree: not in the GroupInfo and none given")
-    nodes = decode_ratchet_tree(tree_data)
-    if config.max_leaves is not None and len(nodes) > 2 * config.max_leaves - 1:
-        # Checked before any hashing: nothing ties this tree to the sender until the GroupInfo
-        # signature, and that needs the signer's key from the tree.
-        raise ValidationError(f"ratchet tree of {len(nodes)} nodes; this group has at most "
-                              f"{config.max_leaves} members")
-    tree = RatchetTree.from_nodes(suite, nodes)
+    # Bounded while decoding, before any hashing: nothing ties this tree to the sender until the
+    # GroupInfo signature, and that needs the signer's key from the tree.
+    tree = RatchetTree.from_nodes(suite, decode_ratchet_tree(tree_data, config.max_leaves))
     signer = tree.leaf(group_info.signer)
     if signer is None:
         raise ValidationError("GroupInfo signer is not a member")

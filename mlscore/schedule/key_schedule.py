@@ -13,7 +13,7 @@ from typing import Self
 from ..codec import Reader, Struct, Writer
 from ..crypto import CipherSuite
 from ..errors import ValidationError
-from ..extensions import Extension
+from ..extensions import Extension, decode_extensions
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class GroupContext(Struct):
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
-        return cls(r.u16(), r.u16(), r.opaque(), r.u64(), r.opaque(), r.opaque(), tuple(r.structs(Extension)))
+        return cls(r.u16(), r.u16(), r.opaque(), r.u64(), r.opaque(), r.opaque(), decode_extensions(r))
 
 
 @dataclass(frozen=True)

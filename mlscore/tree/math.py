@@ -9,7 +9,7 @@ that reach it from wire data get an MLS error, never an endless walk.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import lru_cache
 
 from ..errors import TreeError
 
@@ -61,7 +61,7 @@ def sibling(x: int, n_leaves: int) -> int:
     return right(p) if x < p else left(p)
 
 
-@cache
+@lru_cache(maxsize=4096)
 def direct_path(x: int, n_leaves: int) -> tuple[int, ...]:
     """The ancestors of ``x`` from its parent up to the root (empty for the root)."""
     r = root(n_leaves)
@@ -72,7 +72,7 @@ def direct_path(x: int, n_leaves: int) -> tuple[int, ...]:
     return tuple(path)
 
 
-@cache
+@lru_cache(maxsize=4096)
 def copath(x: int, n_leaves: int) -> tuple[int, ...]:
     """The siblings of ``x`` and of each of its ancestors below the root."""
     if x == root(n_leaves):

@@ -60,9 +60,11 @@ def encode_ratchet_tree(nodes: list[Node | None]) -> bytes:
     return Writer().vector(nodes, lambda w, node: w.optional(node, encode_node)).getvalue()  # type: ignore[arg-type]
 
 
-def decode_ratchet_tree(data: bytes) -> list[Node | None]:
+def decode_ratchet_tree(data: bytes, max_leaves: int | None = None) -> list[Node | None]:
+    """The nodes of a ``ratchet_tree``; more than a tree of ``max_leaves`` holds is refused while decoding."""
     r = Reader(data)
-    nodes = r.vector(lambda inner: inner.optional(decode_node))
+    max_nodes = 2 * max_leaves - 1 if max_leaves is not None else None
+    nodes = r.vector(lambda inner: inner.optional(decode_node), max_nodes)
     r.finish()
     if nodes and nodes[-1] is None:
         raise DecodeError("ratchet tree ends in a blank node")
