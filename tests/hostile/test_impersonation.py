@@ -69,6 +69,8 @@ def test_mlstls_refuses_an_impersonating_server(alongside: bool, certificate) ->
     pair = TlsPair(server_profile=impersonator(b"server"), **tls)  # type: ignore[arg-type]
     _refused(pair, "client")
     assert pair.client_store.group_ids() == []
+    told = [e for e in pair.events["server"] if isinstance(e, ConnectionTerminated)]
+    assert told and told[0].by_peer and told[0].alert == AlertDescription.BAD_CERTIFICATE  # the server learns why
 
 
 def _alongside(certificate: tuple[str, str], *, is_client: bool, profile: object) -> MlsQuicConfiguration:
