@@ -107,3 +107,22 @@ def test_a_ratchet_tree_of_blank_nodes_is_refused_by_count() -> None:
     blank_tree = Writer().vector([0] * 100_000, Writer.u8).getvalue()  # 100,000 blank nodes
     with pytest.raises(DecodeError, match="more than 3 items"):
         decode_ratchet_tree(blank_tree, max_leaves=2)
+
+
+def test_forged_key_phase_packets_cost_one_failed_open_each() -> None:
+    from aioquic.quic.crypto import CryptoContext
+
+    from mlsquic.testing import CLIENT_ADDR, QuicPair, client_configuration, server_configuration
+
+    pair = QuicPair(client_configuration(), server_configuration())
+    pair.run(pair.established)
+    assert pair.echo_of(pair.send(b"warm up")) == b"warm up"
+    short = [d for d in pair.client_datagrams if not d[0] & 0x80]  # 1-RTT packets
+    forged = [bytes([d[0] ^ 0x04]) + d[1:] for d in short[-5:]]  # the other Key Phase, a broken tag
+    server = pair.server.connection  # type: ignore[union-attr]
+    with mock.patch.object(CryptoContext, "setup", autospec=True, side_effect=CryptoContext.setup) as setup:
+        for _ in range(40):
+            for datagram in forged:
+                server.receive_datagram(datagram, CLIENT_ADDR, now=pair.now)
+    assert setup.call_count <= 1  # the next epoch's keys are derived once, not per forged packet
+    assert server.mls_epoch == 1 and pair.echo_of(pair.send(b"still fine")) == b"still fine"

@@ -105,18 +105,6 @@ def test_a_half_open_old_connection_cannot_roll_back_the_stored_session() -> Non
     assert pair.client.epoch == pair.server.epoch == 5
 
 
-def test_replayed_client_hellos_leave_no_state() -> None:
-    pair = TlsPair()
-    pair.client.connect()
-    hello = pair.client.data_to_send()
-    for _ in range(200):
-        victim = server_connection(pair)
-        victim.receive_data(hello)
-        assert victim.data_to_send()  # it answers (that costs one commit) ...
-        victim.connection_lost()
-    assert pair.server_store.group_ids() == []  # ... but stores nothing before the client confirms
-
-
 def test_a_server_stores_phase_1_only_when_the_client_confirms() -> None:
     pair = TlsPair()
     pair.client.connect()
