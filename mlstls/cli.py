@@ -1,17 +1,17 @@
-"""``mls-tunnel``: a long-lived TCP tunnel whose link heals after a key compromise.
+"""mls-tunnel: a long-lived TCP tunnel whose link heals after a key compromise (docs/tunnel.md).
 
-    mls-tunnel fingerprint --state-dir ~/.mls-tunnel/server          # prints this end's key fingerprint
-    mls-tunnel server --listen 127.0.0.1:8443 --target 127.0.0.1:5432 \\
-        --state-dir ~/.mls-tunnel/server --identity server --allow client=sha256:...
-    mls-tunnel client --listen 127.0.0.1:15432 --connect 127.0.0.1:8443 \\
-        --state-dir ~/.mls-tunnel/client --identity client --allow server=sha256:...
+  mls-tunnel fingerprint --state-dir ~/.mls-tunnel/server     # creates this end's key, prints its fingerprint
+  mls-tunnel server --listen 0.0.0.0:8443 --target 127.0.0.1:5432 --state-dir ~/.mls-tunnel/server
+                    --identity server --allow client=sha256:...
+  mls-tunnel client --listen 127.0.0.1:15432 --connect server.example:8443 --state-dir ~/.mls-tunnel/client
+                    --identity client --allow server=sha256:...
+  mls-tunnel client --config /etc/mls-tunnel/client.toml     # any option, as a TOML key
 
 Both ends authenticate each other by key: each pins the peer's identity to the
-fingerprint the peer's ``fingerprint`` command printed (``--allow``, or a
-``--trust-file`` of ``<identity> <fingerprint>`` lines).  ``--trust-on-first-use``
-pins whatever key a peer first presents (kept in the state folder) and refuses
-a changed one; ``--insecure-accept-any-peer`` authenticates nobody.  One of the
-four is required.
+fingerprint the peer's "fingerprint" command printed (--allow, or a --trust-file
+of "<identity> <fingerprint>" lines).  --trust-on-first-use pins whatever key a
+peer first presents (kept in the state folder) and refuses a changed one;
+--insecure-accept-any-peer authenticates nobody.  One of the four is required.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
-import signal
 import sys
 import time
+import tomllib
 from pathlib import Path
 
+from mls2p.command import run_command
 from mls2p.config import ProfileConfig
 from mls2p.errors import ConfigurationError
 from mls2p.identity import fingerprint, load_or_create_key
@@ -33,9 +35,9 @@ from mls2p.store import FileSessionStore, MemorySessionStore, SessionStore
 from mls2p.trust import TrustOnFirstUse, load_trust_store, parse_pin
 from mlscore.credentials import AnyOf, AuthenticationService, Credential, PinnedKeys
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
-from mlscore.errors import MLSError
 
 from .config import MlsTlsConfiguration
+from .errors import TunnelError
 from .tunnel import TunnelClient, TunnelServer
 
 log = logging.getLogger(__name__)
@@ -44,11 +46,12 @@ KEY_FILE = "signature.key"
 TOFU_FILE = "trusted-peers"
 
 
-def _address(text: str) -> tuple[str, int]:
+def _address(text: str, *, listening: bool = False) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigurationError(f"{text!r} is not host:port")
-    return host or "127.0.0.1", int(port)
+    lowest = 0 if listening else 1  # port 0 lets the system choose where we listen
+    if not host or not port.isdigit() or not lowest <= int(port) < 65536:
+        raise ConfigurationError(f"{text!r} is not host:port (for example 127.0.0.1:8443)")
+    return host.strip("[]"), int(port)
 
 
 def _signature_key(args: argparse.Namespace) -> bytes:
@@ -97,50 +100,60 @@ def _profile(args: argparse.Namespace) -> tuple[ProfileConfig, SessionStore]:
 
 async def _run(args: argparse.Namespace) -> int:
     profile, store = _profile(args)
-    listen = _address(args.listen)
+    listen = _address(args.listen, listening=True)
     print(f"mls-tunnel {args.mode}: identity {args.identity}, key {fingerprint(profile.signature_priv, args.suite)}",
           flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    endpoint: TunnelServer | TunnelClient
     if args.mode == "server":
-        endpoint: TunnelServer | TunnelClient = TunnelServer(MlsTlsConfiguration(profile, False, store),
-                                                             _address(args.target))
+        endpoint = TunnelServer(MlsTlsConfiguration(profile, False, store), _address(args.target))
         port = await endpoint.start(*listen)
         print(f"mls-tunnel server on {listen[0]}:{port} -> {args.target}", flush=True)
     else:
         group_ids = store.group_ids()
         config = MlsTlsConfiguration(profile, True, store, resume_group_id=group_ids[0] if group_ids else None)
-        endpoint = TunnelClient(config, _address(args.connect))
-        port = await endpoint.start(*listen)
+        endpoint = TunnelClient(config, _address(args.connect), retry_refused=args.retry_refused,
+                                max_retry_delay=args.max_retry_delay)
+        timeout = None if args.retry_forever else args.connect_timeout
+        port = await endpoint.start(*listen, connect_timeout=timeout)
         print(f"mls-tunnel client on {listen[0]}:{port} -> {args.connect}", flush=True)
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), args.status_interval)
-        links = endpoint.links.values() if isinstance(endpoint, TunnelServer) else [endpoint.link]
-        for link in links:
-            print(time.strftime("%H:%M:%S"), link.status(), flush=True)
-    print("shutting down", flush=True)
-    await endpoint.close()
-    return 0
+    try:
+        while True:
+            stopped = endpoint.stopped if isinstance(endpoint, TunnelClient) else asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(), args.status_interval)
+            if isinstance(endpoint, TunnelClient) and endpoint.refused is not None:
+                raise TunnelError(endpoint.refused)
+            for line in endpoint.status():
+                print(time.strftime("%H:%M:%S"), line, flush=True)
+    finally:
+        print("mls-tunnel: shutting down", flush=True)
+        await endpoint.close()
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mls-tunnel", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and show tracebacks")
     commands = parser.add_subparsers(dest="mode", required=True)
-    show = commands.add_parser("fingerprint", help="print this end's key fingerprint (creating the key)")
+    show = commands.add_parser("fingerprint", help="create this end's key if needed and print its fingerprint")
     show.add_argument("--state-dir", required=True, help="where this end keeps its key and state")
     show.add_argument("--suite", type=int, default=1, choices=SUPPORTED_SUITES, help="MLS cipher suite")
     for mode in ("server", "client"):
         sub = commands.add_parser(mode, help=f"run the tunnel's {mode} end")
-        sub.add_argument("--listen", required=True, help="host:port to listen on")
+        sub.add_argument("--config", help="a TOML file of options (keys as the long options, e.g. state-dir)")
+        sub.add_argument("--listen", help="host:port to listen on")
         if mode == "client":
-            sub.add_argument("--connect", required=True, help="the tunnel server's host:port")
+            sub.add_argument("--connect", help="the tunnel server's host:port")
+            sub.add_argument("--connect-timeout", type=float, default=10.0,
+                             help="give up if the server cannot be reached at start for this long (default 10 s)")
+            sub.add_argument("--retry-forever", action="store_true",
+                             help="keep trying to reach the server at start instead of giving up")
+            sub.add_argument("--retry-refused", action="store_true",
+                             help="keep retrying (with backoff) when the server refuses our identity")
+            sub.add_argument("--max-retry-delay", type=float, default=2.0,
+                             help="cap of the reconnect backoff, before jitter (default 2 s)")
         else:
-            sub.add_argument("--target", required=True, help="where streams are forwarded to (host:port)")
+            sub.add_argument("--target", help="where streams are forwarded to (host:port)")
         sub.add_argument("--identity", default="mls-tunnel", help="this end's name (basic credential)")
         sub.add_argument("--allow", action="append", metavar="NAME=FINGERPRINT",
                          help="trust peer NAME with exactly this key (repeatable)")
@@ -157,21 +170,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse; options from ``--config`` (TOML) stand in for those not given on the command line."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        try:
+            with open(args.config, "rb") as handle:
+                options = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the configuration file {args.config}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{args.config} is not valid TOML: {exc}") from None
+        known = vars(args)
+        defaults = {}
+        for key, value in options.items():
+            name = key.replace("-", "_")
+            if name not in known or name in ("mode", "config"):
+                raise ConfigurationError(f"{args.config}: unknown option {key!r}")
+            defaults[name] = value
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.mode].set_defaults(**defaults)
+        args = parser.parse_args(argv)
+    missing = [name for name in ("listen", "connect", "target") if name in vars(args) and not getattr(args, name)]
+    if missing:
+        raise ConfigurationError(f"{args.mode} needs --{missing[0]} (on the command line or in --config)")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
-    try:
+    parser = _parser()
+    verbose = "-v" in (argv if argv is not None else sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s")
+
+    def command() -> int:
+        args = _with_config_file(parser, argv)
         if args.mode == "fingerprint":
             private = load_or_create_key(Path(args.state_dir).expanduser() / KEY_FILE, args.suite)
             print(fingerprint(private, args.suite))
             return 0
-        return asyncio.run(_run(args))
-    except (MLSError, OSError) as exc:
-        if args.verbose:
-            log.exception("mls-tunnel failed")
-        print(f"mls-tunnel: {exc}", file=sys.stderr)
-        return 2
+        return run_command(functools.partial(_run, args), prog="mls-tunnel", verbose=verbose)
+
+    return run_command(command, prog="mls-tunnel", verbose=verbose)
 
 
 if __name__ == "__main__":

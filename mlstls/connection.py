@@ -314,8 +314,10 @@ class MlsTlsConnection:
 
     def _fail(self, error: MLSError) -> None:
         description = alert_for(error)
-        log.warning("MLS-TLS connection failed: %s: %s", type(error).__name__, error,
-                    exc_info=log.isEnabledFor(logging.DEBUG) and isinstance(error, InternalError))
+        # Info, not warning: whoever runs the connection reports it once (the asyncio server, rate-limited;
+        # a client, by raising HandshakeError or closing its stream with the reason).
+        log.info("MLS-TLS connection failed: %s: %s", type(error).__name__, error,
+                 exc_info=log.isEnabledFor(logging.DEBUG) and isinstance(error, InternalError))
         with contextlib.suppress(MLSError):
             self._alert(description)
         self._terminate(description, f"{type(error).__name__}: {error}", by_peer=False)

@@ -42,6 +42,10 @@ class HandshakeError(MLSError):
         self.by_peer = by_peer
 
 
+class TunnelError(MLSError):
+    """The tunnel cannot run: the peer refused us (or we it), or the server cannot be reached."""
+
+
 __all__ = [
     "AlertDescription",
     "ConfigurationError",
@@ -50,6 +54,7 @@ __all__ = [
     "RecordError",
     "StateError",
     "TlsError",
+    "TunnelError",
     "UnexpectedMessage",
     "alert_for",
 ]

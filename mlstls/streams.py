@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -216,6 +217,25 @@ async def open_connection(host: str, port: int, *, configuration: MlsTlsConfigur
 ClientConnected = Callable[[asyncio.StreamReader, MlsTlsWriter], Awaitable[None] | None]
 
 
+class _RateLimitedLog:
+    """At most one warning per ``interval`` seconds; the lines held back are counted in the next one."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._last = -interval
+        self._held = 0
+
+    def log(self, line: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._held += 1
+            return
+        held, self._held, self._last = self._held, 0, now
+        log.warning("%s%s", line, f" ({held} more since the last report)" if held else "")
+
+
+_REFUSALS = _RateLimitedLog()
+
 MAX_HANDSHAKES = 256
 """Connections a server lets run their handshake at once; beyond, new ones are closed at once."""
 
@@ -260,7 +280,8 @@ async def _serve_one(protocol: MlsTlsProtocol, callback: ClientConnected, timeou
     try:
         await asyncio.wait_for(protocol.handshake, timeout)
     except (HandshakeError, TimeoutError) as exc:
-        log.info("MLS-TLS handshake from a client failed: %s", exc or "timed out")
+        peer = protocol.transport.get_extra_info("peername") if protocol.transport is not None else None
+        _REFUSALS.log(f"MLS-TLS handshake from {peer} failed: {exc or 'timed out'}")
         if protocol.transport is not None:
             protocol.transport.close()
         return

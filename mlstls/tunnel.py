@@ -3,9 +3,17 @@
 Every local connection accepted by the client is carried as one stream of a
 single MLS-TLS link to the server, which opens the matching connection to the
 target.  The link rekeys for post-compromise security on a timer and by
-volume, survives a cut TCP connection (the client reconnects and resumes the
-MLS group; :mod:`mlstls.link` retransmits exactly what was lost), prints a
-status line, and shuts down cleanly on SIGINT/SIGTERM.
+volume.  It survives the events of a long life:
+
+* a cut TCP connection: the client reconnects (exponential backoff with
+  jitter, capped), resumes the MLS group, and :mod:`mlstls.link` retransmits
+  exactly what was lost;
+* a restart of either end (or both) with the same state folder: the client
+  resumes the stored group where both stores allow it and otherwise runs a
+  fresh authenticated handshake (one log line says which); the link detects
+  the restart and resets: open streams are closed, new ones work;
+* a refused identity: the client stops at once with the reason (or keeps
+  retrying, if told to), and the server logs refusals at most once a second.
 """
 
 from __future__ import annotations
@@ -14,13 +22,16 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
+from mls2p.errors import AlertDescription
 from mlscore.errors import MLSError
 
 from .config import MlsTlsConfiguration
+from .errors import HandshakeError, TunnelError
 from .link import MAX_FRAME_PAYLOAD, Frame, FrameType, ReliableLink
 from .streams import MlsTlsWriter, open_connection, start_server
 
@@ -30,11 +41,20 @@ MAX_UNACKED = 32 * 1024 * 1024
 """Pause reading local sockets while this much is unacknowledged on the link."""
 
 
+TUNNEL_ALERTS = frozenset({AlertDescription.BAD_CERTIFICATE, AlertDescription.DECRYPT_ERROR})
+"""Alerts that mean "your identity was refused": retrying cannot help without a change of configuration."""
+
+
 @dataclass
 class LinkStats:
     bytes_in: int = 0
     bytes_out: int = 0
     reconnects: int = 0
+    resumptions: int = 0
+    fresh_handshakes: int = 0
+    rekeys: int = 0
+    resets: int = 0
+    last_error: str = ""
     started: float = field(default_factory=time.monotonic)
 
 
@@ -53,28 +73,36 @@ class TunnelLink:
         self._space = asyncio.Event()
         self._space.set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._epoch_seen: int | None = None
 
     # -- the MLS-TLS connection underneath --------------------------------------------
 
-    async def attach(self, reader: asyncio.StreamReader, writer: MlsTlsWriter, *, fresh: bool) -> None:
-        """Run the link over one connection until it breaks."""
+    async def attach(self, reader: asyncio.StreamReader, writer: MlsTlsWriter) -> None:
+        """Run the link over one connection until it breaks (a newer connection replaces an older one)."""
+        previous = self.writer
+        if previous is not None and previous.transport is not None:
+            previous.transport.abort()  # a half-open older connection: the newer one wins
         self.writer = writer
-        self._write(self.reliable.connected(fresh=fresh))
-        self.link_ready.set()
+        self._epoch_seen = writer.epoch
+        self._write(self.reliable.connected())
         try:
             while data := await reader.read(1 << 18):
                 self.stats.bytes_in += len(data)
                 frames, reply = self.reliable.feed(data)
+                if self.reliable.synchronized and not self.link_ready.is_set() and self.writer is writer:
+                    self.link_ready.set()
                 self._write(reply)
                 for frame in frames:
                     await self._dispatch(frame)
                 self._update_space()
         except (ConnectionError, MLSError) as exc:
+            self.stats.last_error = str(exc)
             log.info("link connection ended: %s", exc)
         finally:
-            self.link_ready.clear()
-            self.reliable.disconnected()
-            self.writer = None
+            if self.writer is writer:
+                self.link_ready.clear()
+                self.reliable.disconnected()
+                self.writer = None
             with contextlib.suppress(Exception):
                 writer.close()
 
@@ -96,7 +124,9 @@ class TunnelLink:
     # -- streams ------------------------------------------------------------------------
 
     async def _dispatch(self, frame: Frame) -> None:
-        if frame.kind == FrameType.OPEN:
+        if frame.kind == FrameType.RESET:
+            self._reset_streams()
+        elif frame.kind == FrameType.OPEN:
             await self._open_target(frame.stream)
         elif frame.kind == FrameType.DATA:
             local = self.streams.get(frame.stream)
@@ -108,6 +138,17 @@ class TunnelLink:
             if local is not None:
                 with contextlib.suppress(Exception):
                     local.write_eof() if local.can_write_eof() else local.close()
+
+    def _reset_streams(self) -> None:
+        """The peer restarted: every stream of the old link is gone."""
+        self.stats.resets += 1
+        log.warning("the tunnel peer restarted: closing %d open stream(s); new streams work", len(self.streams))
+        for task in list(self._tasks):
+            task.cancel()
+        for local in self.streams.values():
+            with contextlib.suppress(Exception):
+                local.transport.abort()  # an abrupt close tells the local application something broke
+        self.streams.clear()
 
     async def _open_target(self, stream: int) -> None:
         assert self.target is not None, "only the server side opens target connections"
@@ -138,7 +179,8 @@ class TunnelLink:
                         await self.writer.drain()
         except ConnectionError:
             pass
-        self._send(Frame(FrameType.CLOSE, stream))
+        if stream in self.streams:
+            self._send(Frame(FrameType.CLOSE, stream))
 
     def _track(self, coroutine: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -153,15 +195,17 @@ class TunnelLink:
         if self.writer is not None:
             self.writer.close()
 
-    def status(self) -> str:
+    def status(self, state: str) -> str:
+        """One status line: state, epoch, rekeys, bytes, streams, reconnects, last error."""
         epoch = self.writer.epoch if self.writer is not None else None
-        session = self.writer.connection.session if self.writer is not None else None
+        if epoch is not None and self._epoch_seen is not None and epoch > self._epoch_seen:
+            self.stats.rekeys += epoch - self._epoch_seen
+        self._epoch_seen = epoch if epoch is not None else self._epoch_seen
         last = self.writer.connection.last_rekey if self.writer is not None else None
         age = f"{asyncio.get_running_loop().time() - last:.0f}s ago" if last is not None else "-"
-        state = "up" if self.link_ready.is_set() else "reconnecting"
-        return (f"link {state} epoch {epoch} last rekey {age} | in {self.stats.bytes_in} B out "
-                f"{self.stats.bytes_out} B | streams {len(self.streams)} | unacked {self.reliable.unacked} B "
-                f"| reconnects {self.stats.reconnects}" + (f" | {session.state.value}" if session else ""))
+        line = (f"{state} | epoch {epoch} rekeys {self.stats.rekeys} last {age} | in {self.stats.bytes_in} B "
+                f"out {self.stats.bytes_out} B | streams {len(self.streams)} | reconnects {self.stats.reconnects}")
+        return line + (f" | last error: {self.stats.last_error}" if self.stats.last_error else "")
 
 
 # -- the two ends --------------------------------------------------------------------------
@@ -177,18 +221,20 @@ class TunnelServer:
 
     async def start(self, host: str, port: int) -> int:
         self.server = await start_server(self._accept, host, port, configuration=self.configuration)
-        return self.server.sockets[0].getsockname()[1]
+        return int(self.server.sockets[0].getsockname()[1])
 
     async def _accept(self, reader: asyncio.StreamReader, writer: MlsTlsWriter) -> None:
         session = writer.connection.session
         assert session is not None and session.group_id is not None
         link = self.links.get(session.group_id)
-        fresh = link is None
         if link is None:
             link = self.links[session.group_id] = TunnelLink(is_client=False, target=self.target)
         else:
             link.stats.reconnects += 1
-        await link.attach(reader, writer, fresh=fresh)
+        await link.attach(reader, writer)
+
+    def status(self) -> list[str]:
+        return [link.status("up" if link.link_ready.is_set() else "waiting") for link in self.links.values()]
 
     async def close(self) -> None:
         if self.server is not None:
@@ -198,52 +244,129 @@ class TunnelServer:
 
 
 class TunnelClient:
-    """Listen locally; carry every accepted connection over one resumable link."""
+    """Listen locally; carry every accepted connection over one resumable link.
+
+    Reconnects with exponential backoff (``retry_delay`` doubling to
+    ``max_retry_delay``, with jitter).  A refused identity stops the client
+    (:attr:`refused` is set) unless ``retry_refused``.
+    """
 
     def __init__(self, configuration: MlsTlsConfiguration, remote: tuple[str, int], *,
-                 retry_delay: float = 0.5) -> None:
+                 retry_delay: float = 0.25, max_retry_delay: float = 2.0, retry_refused: bool = False) -> None:
         self.configuration = configuration
         self.remote = remote
         self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.retry_refused = retry_refused
         self.link = TunnelLink(is_client=True)
         self.group_id: bytes | None = configuration.resume_group_id
         self.local: asyncio.Server | None = None
+        self.state = "connecting"
+        self.refused: str | None = None
+        self.stopped = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
+        self._random = random.Random()
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, connect_timeout: float | None = None) -> int:
+        """Connect (or resume), then listen on ``host``:``port``; raises TunnelError if that cannot happen."""
         self._runner = asyncio.get_running_loop().create_task(self._keep_linked())
-        await asyncio.wait_for(self.link.link_ready.wait(), 30)
+        ready = asyncio.ensure_future(self.link.link_ready.wait())
+        stopped = asyncio.ensure_future(self.stopped.wait())
+        await asyncio.wait({ready, stopped}, timeout=connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (ready, stopped):
+            waiter.cancel()
+        if not self.link.link_ready.is_set():
+            await self.close()
+            if self.refused is not None:
+                raise TunnelError(self.refused)
+            raise TunnelError(f"cannot reach the tunnel server at {self.remote[0]}:{self.remote[1]} "
+                              f"({self.link.stats.last_error or 'no answer'}); is it running and reachable?")
         self.local = await asyncio.start_server(self._local, host, port)
-        return self.local.sockets[0].getsockname()[1]
+        return int(self.local.sockets[0].getsockname()[1])
 
-    def _local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.link.link_ready.wait()  # streams start on a synchronized link, never into a reset
         self.link.open_local(reader, writer)
 
     async def _keep_linked(self) -> None:
-        first = True
+        failures = 0
         while not self._stopping:
+            resuming = self.group_id is not None
             config = dataclasses.replace(self.configuration, resume_group_id=self.group_id)
+            self.state = "resuming" if resuming else "connecting"
             try:
                 reader, writer = await open_connection(*self.remote, configuration=config)
+            except HandshakeError as exc:
+                failures += 1
+                self.link.stats.last_error = str(exc)
+                if exc.alert in TUNNEL_ALERTS and not self.retry_refused:
+                    who = "the server refused us" if exc.by_peer else "we refused the server"
+                    self.refused = f"{who}: {exc}"
+                    self.state = "refused"
+                    self.stopped.set()
+                    return
+                if resuming:
+                    log.warning("cannot resume the stored session (%s); running a fresh authenticated handshake",
+                                exc)
+                    self._forget_session(self.group_id)
+                    self.group_id = None
+                    continue
             except (OSError, MLSError, TimeoutError) as exc:
-                log.info("cannot reach the tunnel server: %s; retrying", exc)
-                await asyncio.sleep(self.retry_delay)
-                continue
-            session = writer.connection.session
-            assert session is not None
-            self.group_id = session.group_id
-            if not first:
-                self.link.stats.reconnects += 1
-            await self.link.attach(reader, writer, fresh=first)
-            first = False
+                failures += 1
+                self.link.stats.last_error = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+                if failures == 1:  # before the first connection, start() reports it instead
+                    was_up = self.link.stats.resumptions + self.link.stats.fresh_handshakes > 0
+                    (log.warning if was_up else log.info)(
+                        "cannot reach the tunnel server at %s:%d: %s; retrying with backoff", *self.remote, exc)
+            else:
+                failures = 0
+                session = writer.connection.session
+                assert session is not None
+                self._settle(session.group_id, resumed=resuming)
+                await self.link.attach(reader, writer)
             if not self._stopping:
-                await asyncio.sleep(self.retry_delay)
+                self.state = "reconnecting"
+                await asyncio.sleep(self._backoff(failures))
+
+    def _settle(self, group_id: bytes | None, *, resumed: bool) -> None:
+        if resumed:
+            self.link.stats.resumptions += 1
+            log.info("resumed the stored MLS session (group %s)", group_id.hex() if group_id else "?")
+        else:
+            self.link.stats.fresh_handshakes += 1
+            log.info("new MLS session (group %s) after a fresh authenticated handshake",
+                     group_id.hex() if group_id else "?")
+        if self.link.stats.resumptions + self.link.stats.fresh_handshakes > 1:
+            self.link.stats.reconnects += 1
+        self.group_id = group_id
+        self.state = "resumed" if resumed else "connected"
+        self.link.stats.last_error = ""
+        store = self.configuration.store
+        if store is not None:  # one session only: forget any other the store still holds
+            for other in store.group_ids():
+                if other != group_id:
+                    self._forget_session(other)
+
+    def _forget_session(self, group_id: bytes | None) -> None:
+        store = self.configuration.store
+        if store is None or group_id is None:
+            return
+        with contextlib.suppress(MLSError):
+            store.delete(group_id, replaces=store.load(group_id))
+
+    def _backoff(self, failures: int) -> float:
+        """Exponential, capped, with jitter in [0.5, 1.5): reconnect storms spread out."""
+        base = min(self.max_retry_delay, self.retry_delay * (2 ** min(failures, 16)))
+        return base * (0.5 + self._random.random())
 
     def cut(self) -> None:
         """Abort the current TCP connection (tests and operators: force a reconnect)."""
         if self.link.writer is not None and self.link.writer.transport is not None:
             self.link.writer.transport.abort()
+
+    def status(self) -> list[str]:
+        return [self.link.status(self.state)]
 
     async def close(self) -> None:
         self._stopping = True

@@ -104,24 +104,44 @@ async def test_cut_mid_transfer_resumes_without_loss_or_duplication(alongside: b
         target.close()
 
 
+def synchronize(a: ReliableLink, b: ReliableLink) -> tuple[list[Frame], list[Frame]]:
+    """A new connection: both send RESUME, both read the other's; returns what each application saw."""
+    hello_a, hello_b = a.connected(), b.connected()
+    frames_a, retransmit_a = a.feed(hello_b)
+    frames_b, retransmit_b = b.feed(hello_a)
+    more_b, _ = b.feed(retransmit_a)
+    more_a, _ = a.feed(retransmit_b)
+    return frames_a + more_a, frames_b + more_b
+
+
 def test_reliable_link_retransmits_exactly_the_missing_bytes() -> None:
     a, b = ReliableLink(), ReliableLink()
-    a.connected(fresh=True)
-    b.connected(fresh=True)
+    synchronize(a, b)
     wire = a.send(Frame(FrameType.OPEN, 1)) + a.send(Frame(FrameType.DATA, 1, b"x" * 100))
     frames, _ = b.feed(wire[:20])  # the rest is lost with the connection
     assert [f.kind for f in frames] == [FrameType.OPEN]
-    lost_while_down = a.send(Frame(FrameType.DATA, 1, b"y"))
-    assert lost_while_down  # still "connected" from a's point of view: written, then lost
+    assert a.send(Frame(FrameType.DATA, 1, b"y"))  # written, then lost
     a.disconnected()
     b.disconnected()
-    assert a.send(Frame(FrameType.DATA, 1, b"z")) == b""  # queued while down
-    resume_b = b.connected(fresh=False)
-    resume_a = a.connected(fresh=False)
-    frames_a, retransmit = a.feed(resume_b)
-    assert frames_a == []
-    frames, _ = b.feed(resume_a + retransmit)
+    assert a.send(Frame(FrameType.DATA, 1, b"z")) == b""  # held while down
+    _, frames = synchronize(a, b)
     assert [(f.kind, f.payload) for f in frames] == [(FrameType.DATA, b"x" * 100), (FrameType.DATA, b"y"),
                                                      (FrameType.DATA, b"z")]
     with pytest.raises(DecodeError):
         ReliableLink().feed(b"\x09" + bytes(8))
+
+
+def test_a_restarted_peer_resets_the_link_on_both_sides() -> None:
+    client, server = ReliableLink(), ReliableLink()
+    synchronize(client, server)
+    server.feed(client.send(Frame(FrameType.OPEN, 1)) + client.send(Frame(FrameType.DATA, 1, b"old")))
+    client.disconnected()
+    server.disconnected()
+    restarted = ReliableLink()  # the client process was killed and started again: a new link id
+    seen_by_client, seen_by_server = synchronize(restarted, server)
+    assert [f.kind for f in seen_by_server] == [FrameType.RESET]  # the server closes the old streams
+    assert seen_by_client == []  # the new client had nothing to lose
+    assert server.sent_offset == server.received_offset == server.unacked == 0
+    frames, _ = server.feed(restarted.send(Frame(FrameType.OPEN, 1)) + restarted.send(Frame(FrameType.DATA, 1, b"new")))
+    assert [(f.kind, f.payload) for f in frames] == [(FrameType.OPEN, b""), (FrameType.DATA, b"new")]
+    assert restarted.resets == 0 and server.resets == 1

@@ -67,13 +67,13 @@ async def test_cli_forwards_and_shuts_down_on_sigterm(tmp_path) -> None:
         writer.close()
         assert client.stdout is not None
         status = await asyncio.wait_for(client.stdout.readline(), TIMEOUT)
-        assert b"link up epoch" in status and b"last rekey" in status
+        assert b"connected | epoch" in status and b"rekeys" in status, status
     finally:
         for process in (client, server):
             process.send_signal(signal.SIGTERM)
         codes = [await asyncio.wait_for(p.wait(), TIMEOUT) for p in (client, server)]
         target.close()
-    assert codes == [0, 0]
+    assert codes == [143, 143]  # SIGTERM: a clean stop, the conventional status
     assert list((client_dir / "sessions").iterdir())  # state kept for a later resumption
 
 
@@ -89,3 +89,67 @@ def test_a_malformed_pin_is_one_clear_line(tmp_path) -> None:
     done = subprocess.run([*COMMAND, "server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9",
                            "--allow", "client=sha256:abc"], capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 2 and "is not a key fingerprint" in done.stderr and "Traceback" not in done.stderr
+
+
+FAKE_PIN = "server=sha256:" + "a" * 64
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
+    lines = [line for line in done.stderr.strip().splitlines() if line]
+    assert done.returncode == code, (done.returncode, done.stderr)
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def test_every_mistake_is_one_line(tmp_path) -> None:
+    one_line_error(run("client", "--listen", "nowhere", "--connect", "127.0.0.1:9", "--allow", FAKE_PIN), 2,
+                   "'nowhere' is not host:port")
+    one_line_error(run("client", "--connect", "127.0.0.1:9", "--allow", FAKE_PIN), 2, "needs --listen")
+    one_line_error(run("client", "--listen", "127.0.0.1:0", "--connect", "127.0.0.1:9", "--allow", FAKE_PIN,
+                       "--state-dir", "/proc/no-such-folder"), 1, "cannot create the session folder")
+    (tmp_path / "bad.toml").write_text("lisen = '127.0.0.1:0'\n")
+    one_line_error(run("client", "--config", str(tmp_path / "bad.toml")), 2, "unknown option 'lisen'")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        one_line_error(run("server", "--listen", f"127.0.0.1:{port}", "--target", "127.0.0.1:9",
+                           "--allow", "client=sha256:" + "b" * 64), 1, "address already in use",
+                       "choose another port")
+    one_line_error(run("client", "--listen", "127.0.0.1:0", "--connect", f"127.0.0.1:{free_port()}",
+                       "--allow", FAKE_PIN, "--connect-timeout", "1"), 1, "cannot reach the tunnel server",
+                   "is it running")
+
+
+def test_a_config_file_holds_the_options(tmp_path) -> None:
+    (tmp_path / "client.toml").write_text(
+        f'listen = "127.0.0.1:0"\nconnect = "127.0.0.1:{free_port()}"\nallow = ["{FAKE_PIN}"]\n'
+        'connect-timeout = 1\n')
+    one_line_error(run("client", "--config", str(tmp_path / "client.toml")), 1, "cannot reach the tunnel server")
+
+
+async def test_refused_identities_end_the_client_with_the_reason(tmp_path) -> None:
+    server_dir = tmp_path / "server"
+    server_key = fingerprint(server_dir)
+    stranger_key = fingerprint(tmp_path / "stranger")
+    port = free_port()
+    server = await start("server", "--listen", f"127.0.0.1:{port}", "--target", "127.0.0.1:9", "--identity", "server",
+                         "--state-dir", str(server_dir), "--allow", f"client={fingerprint(tmp_path / 'client')}")
+    try:
+        refused = await asyncio.to_thread(run, "client", "--listen", "127.0.0.1:0", "--connect", f"127.0.0.1:{port}",
+                                          "--identity", "client", "--state-dir", str(tmp_path / "stranger"),
+                                          "--allow", f"server={server_key}")
+        one_line_error(refused, 1, "the server refused us", "BAD_CERTIFICATE")
+        assert stranger_key != server_key
+        mitm = await asyncio.to_thread(run, "client", "--listen", "127.0.0.1:0", "--connect", f"127.0.0.1:{port}",
+                                       "--identity", "client", "--state-dir", str(tmp_path / "client"),
+                                       "--allow", FAKE_PIN)
+        one_line_error(mitm, 1, "we refused the server", "presented key")
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(server.wait(), TIMEOUT) == 130  # Ctrl-C: a clean stop, status 130
