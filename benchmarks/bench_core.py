@@ -9,6 +9,7 @@ in the same run are meaningful; each figure is the median of N rounds.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import cast
 from benchmarks.mlsrs_baseline import mlsrs_commit_round_seconds, mlsrs_setup_seconds
 from interop import mlsrs
 from mls2p import SendMessage, TwoPartySession
+from mls2p.command import run_command
 from mls2p.testing import Pair, bundle, config, pump, sent
 from mlscore.errors import StateError
 from mlscore.group import CommitMessage, Group
@@ -101,7 +103,14 @@ def profile_costs(rounds: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return run_command(functools.partial(report, args), prog="bench_core", verbose=args.verbose)
+
+
+def report(args: argparse.Namespace) -> int:
     ours = mlscore_commit_round(args.rounds)
     print(f"commit round (suite 1, create + merge + peer processes): mlscore {ours:.3f} ms")
     if mlsrs.MLSRS_AVAILABLE:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import statistics
@@ -23,6 +24,7 @@ import tracemalloc
 from collections.abc import Callable
 
 from mls2p import FileSessionStore, TwoPartySession
+from mls2p.command import run_command
 from mls2p.testing import TEST_PINS, config, sent
 from mls2p.wire import MAX_MESSAGE_SIZE, MessageBuffer, ProfileMessage, ProfileMessageType
 from mlscore import safe_app
@@ -114,7 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return run_command(functools.partial(report, args), prog="bench_hostile", verbose=args.verbose)
+
+
+def report(args: argparse.Namespace) -> int:
     honest = hostile_hello(0, 0, 0)
     _, hello = TwoPartySession.initiator(config(b"client"))
     largest = hostile_hello(MAX_EXTENSIONS - 1, MAX_CAPABILITY_ENTRIES - 1, 180)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 import mlsquic
 from benchmarks.report import interleaved, print_ratios
+from mls2p.command import run_command
 from mls2p.testing import config, self_signed_server_certificate
 from mlsquic import MlsQuicConfiguration, quic_of
 from mlsquic.epochs import EpochKeyedConnection
@@ -130,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--megabytes", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    asyncio.run(run(args.megabytes, args.rounds))
-    return 0
+    if args.megabytes < 1 or args.rounds < 1:
+        parser.error("--megabytes and --rounds must be at least 1")
+    return run_command(functools.partial(run, args.megabytes, args.rounds), prog="bench_quic", verbose=args.verbose)
 
 
 if __name__ == "__main__":

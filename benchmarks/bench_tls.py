@@ -1,6 +1,6 @@
 """stdlib ``ssl`` over asyncio streams vs ``mlstls`` on loopback, in one run.
 
-    python -m benchmarks.bench_tls [--megabytes N] [--seconds S]
+    python -m benchmarks.bench_tls [--megabytes N] [--rounds R]
 
 Reports connection set-up time, bulk throughput, and throughput while
 rekeying every second, each as a ratio to stdlib ssl measured in the same run.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import ssl
 import tempfile
 import time
@@ -26,6 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from benchmarks.report import interleaved, print_ratios
 from mls2p import RekeyPolicy
+from mls2p.command import run_command
 from mls2p.testing import config
 from mlstls import MlsTlsConfiguration, MlsTlsWriter, open_connection, start_server
 from mlstls.alongside import TlsSettings
@@ -123,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--megabytes", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    asyncio.run(run(args.megabytes, args.rounds))
-    return 0
+    if args.megabytes < 1 or args.rounds < 1:
+        parser.error("--megabytes and --rounds must be at least 1")
+    return run_command(functools.partial(run, args.megabytes, args.rounds), prog="bench_tls", verbose=args.verbose)
 
 
 if __name__ == "__main__":

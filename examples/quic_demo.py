@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, cast
 
 from aioquic.asyncio import QuicConnectionProtocol
-from aioquic.quic.events import QuicEvent, StreamDataReceived
+from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamDataReceived
 
 import mlsquic
 from mls2p import ConfigurationError, ProfileConfig, RekeyPolicy
+from mls2p.command import run_command
 from mls2p.identity import fingerprint, load_or_create_key
 from mls2p.trust import parse_pin
 from mlscore.credentials import Credential, PinnedKeys, key_fingerprint
@@ -68,8 +70,21 @@ def pins_from(args: argparse.Namespace) -> dict[bytes, set[str]]:
     return pins
 
 
+def serve_file(files: Path | None, request: bytes) -> bytes:
+    """The answer to ``GET name``: ``+`` and the file, or ``-`` and why not (never a file outside ``files``)."""
+    if files is None:
+        return b"-this server shares no files (start it with --serve-dir)"
+    name = request[len(DOWNLOAD):].decode("utf-8", "replace").strip()
+    path = (files / name).resolve()
+    if files not in path.parents:
+        return b"-" + f"{name!r} is outside the shared folder".encode()
+    if not path.is_file():
+        return b"-" + f"no file {name!r} in the shared folder".encode()
+    return b"+" + path.read_bytes()
+
+
 class DemoServer(QuicConnectionProtocol):
-    """Echoes a stream, or answers ``GET name`` with the file's bytes."""
+    """Echoes a stream, or answers ``GET name`` (the whole request on one stream) with the file."""
 
     files: Path | None = None
 
@@ -77,10 +92,8 @@ class DemoServer(QuicConnectionProtocol):
         if isinstance(event, EpochChanged):
             log.info("server: now at MLS epoch %d (%s)", event.epoch, event.reason)
         elif isinstance(event, StreamDataReceived):
-            if event.data.startswith(DOWNLOAD) and self.files is not None:
-                path = (self.files / event.data[len(DOWNLOAD):].decode().strip()).resolve()
-                body = path.read_bytes() if path.is_file() and self.files in path.parents else b""
-                quic_of(self).send_stream_data(event.stream_id, body, True)
+            if event.data.startswith(DOWNLOAD) and event.end_stream:
+                quic_of(self).send_stream_data(event.stream_id, serve_file(self.files, event.data), True)
             else:
                 quic_of(self).send_stream_data(event.stream_id, event.data, event.end_stream)
             self.transmit()
@@ -91,9 +104,17 @@ class DemoClient(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self.body = bytearray()
         self.done = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.closed_because: str | None = None
 
     def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, EpochChanged):
+        if isinstance(event, HandshakeCompleted):
+            self.connected.set()
+        elif isinstance(event, ConnectionTerminated):
+            self.closed_because = event.reason_phrase or f"error {event.error_code:#x}"
+            self.done.set()
+            self.connected.set()
+        elif isinstance(event, EpochChanged):
             log.info("client: now at MLS epoch %d (%s)", event.epoch, event.reason)
         elif isinstance(event, StreamDataReceived):
             self.body += event.data
@@ -107,32 +128,60 @@ class DemoClient(QuicConnectionProtocol):
         quic_of(self).send_stream_data(stream, data, True)
         self.transmit()
         await asyncio.wait_for(self.done.wait(), 60)
+        if self.closed_because is not None:
+            raise DemoError(f"the connection was closed: {self.closed_because}")
         return bytes(self.body)
+
+
+class DemoError(MLSError):
+    """Something the demo's user can fix, said in one line."""
 
 
 async def run_server(args: argparse.Namespace, profile_: ProfileConfig) -> MlsQuicServer:
     DemoServer.files = Path(args.serve_dir).resolve() if args.serve_dir else None
+    if DemoServer.files is not None and not DemoServer.files.is_dir():
+        raise ConfigurationError(f"--serve-dir {args.serve_dir} is not a folder")
     configuration = MlsQuicConfiguration(profile=profile_, mode=args.mode, is_client=False,
                                          alpn_protocols=["demo"])
     if args.mode == "alongside":
-        configuration.load_cert_chain(args.cert, args.key)
+        if not args.cert or not args.key:
+            raise ConfigurationError("an alongside server needs --cert and --key (a PEM certificate and its key)")
+        try:
+            configuration.load_cert_chain(args.cert, args.key)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot load --cert {args.cert} / --key {args.key}: {exc}") from None
     server = await mlsquic.serve(args.host, args.port, configuration=configuration, create_protocol=DemoServer)
     print(f"QUIC-MLS server on {args.host}:{args.port} (suite {args.suite})")
     return server
 
 
 async def run_client(args: argparse.Namespace, profile_: ProfileConfig) -> None:
+    if args.mode == "alongside" and not args.cafile:
+        raise ConfigurationError("an alongside client needs --cafile (the CA that signed the server's certificate)")
     configuration = MlsQuicConfiguration(profile=profile_, mode=args.mode, is_client=True,
-                                         alpn_protocols=["demo"], cafile=args.cafile, server_name=args.server_name)
+                                         alpn_protocols=["demo"], cafile=args.cafile, server_name=args.server_name,
+                                         idle_timeout=max(args.connect_timeout, 5.0))
+    protocol_factory = DemoClient
     started = time.perf_counter()
-    async with mlsquic.connect(args.host, args.port, configuration=configuration,
-                               create_protocol=DemoClient) as protocol:
+    async with mlsquic.connect(args.host, args.port, configuration=configuration, create_protocol=protocol_factory,
+                               wait_connected=False) as protocol:
         client = cast(DemoClient, protocol)  # built by create_protocol
+        client.transmit()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.connected.wait(), args.connect_timeout)
+        if client.closed_because is not None:
+            raise DemoError(f"the connection was refused: {client.closed_because}")
+        if not client.connected.is_set():
+            raise DemoError(f"no QUIC-MLS server answered at {args.host}:{args.port} within "
+                            f"{args.connect_timeout:g} s (is it running, in the same --mode?)")
         quic = cast(EpochKeyedConnection, quic_of(client))  # mlsquic.connect() builds an epoch-keyed connection
         print(f"connected in {1000 * (time.perf_counter() - started):.1f} ms at MLS epoch {quic.mls_epoch}")
         if args.download:
             started = time.perf_counter()
-            body = await client.request(DOWNLOAD + args.download.encode())
+            answer = await client.request(DOWNLOAD + args.download.encode())
+            if not answer.startswith(b"+"):
+                raise DemoError(f"the server refused the download: {answer[1:].decode('utf-8', 'replace')}")
+            body = answer[1:]
             seconds = time.perf_counter() - started
             print(f"downloaded {len(body)} bytes in {seconds:.2f} s, sha256 {hashlib.sha256(body).hexdigest()[:16]}")
         for i in range(args.rounds):
@@ -188,21 +237,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="server/client: trust peer NAME with exactly this key (repeatable)")
     parser.add_argument("--insecure-accept-any-peer", action="store_true",
                         help="authenticate nobody (a warning is logged for every peer)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch change")
+    parser.add_argument("--connect-timeout", type=float, default=5.0,
+                        help="client: give up if no server answers within this many seconds (default 5)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch change, show tracebacks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    if args.mode == "alongside" and args.role == "both" and not args.cert:
-        from mls2p.testing import self_signed_server_certificate
+    if not args.verbose:
+        logging.getLogger("quic").setLevel(logging.ERROR)  # aioquic's own close reports: we print one line instead
+    with tempfile.TemporaryDirectory(prefix="quic-demo-") as folder:
+        if args.mode == "alongside" and args.role == "both" and not args.cert:
+            from mls2p.testing import self_signed_server_certificate
 
-        folder = tempfile.mkdtemp(prefix="quic-demo-")
-        args.cert, args.key = self_signed_server_certificate(folder, "localhost")
-        args.cafile = args.cert
-    try:
-        asyncio.run(main_async(args))
-    except (MLSError, OSError) as exc:
-        print(f"quic_demo: {exc}", file=sys.stderr)
-        return 2
-    return 0
+            args.cert, args.key = self_signed_server_certificate(folder, "localhost")
+            args.cafile = args.cert
+        return run_command(functools.partial(main_async, args), prog="quic_demo", verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ protocol can be watched end to end:
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import time
 
@@ -21,6 +22,7 @@ from mls2p import (
     TwoPartySession,
     persist_to,
 )
+from mls2p.command import run_command
 from mls2p.errors import StoreError
 from mls2p.store import FileSessionStore
 from mlscore.credentials import Credential, PinnedKeys, key_fingerprint
@@ -52,10 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rekeys", type=int, default=6, help="PCS rekeys to run (default 6)")
     parser.add_argument("--suite", type=int, default=1, choices=SUPPORTED_SUITES, help="MLS cipher suite")
-    parser.add_argument("--state-dir", help="where both sides persist their state (default: a temp folder)")
+    parser.add_argument("--state-dir", help="where both sides persist their state (default: a temporary folder, "
+                        "removed at the end)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.rekeys < 0:
+        parser.error("--rekeys must be 0 or more")
+    if args.state_dir:
+        return run_command(functools.partial(demo, args, args.state_dir), prog="two_party", verbose=args.verbose)
+    with tempfile.TemporaryDirectory(prefix="mls-transport-demo-") as folder:
+        return run_command(functools.partial(demo, args, folder), prog="two_party", verbose=args.verbose)
+
+
+def demo(args: argparse.Namespace, state_dir: str) -> int:
     suite = get_suite(args.suite)
-    state_dir = args.state_dir or tempfile.mkdtemp(prefix="mls-transport-demo-")
 
     (alice_priv, alice_pub), (bob_priv, bob_pub) = suite.generate_signature_key_pair(), \
         suite.generate_signature_key_pair()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections import Counter
 from pathlib import Path
+
+from mls2p.command import run_command
+from mls2p.errors import ConfigurationError
 
 from .vectors import VECTOR_FILES, default_dir, run_file
 
@@ -37,10 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     vec.add_argument("-v", "--verbose", action="store_true", help="list skipped entries too")
     sub.add_parser("mlsrs", help="live two-party interop with AWS mls-rs")
     args = parser.parse_args(argv)
+    return run_command(functools.partial(run, args), prog="interop", verbose=getattr(args, "verbose", False))
+
+
+def run(args: argparse.Namespace) -> int:
     if args.command == "vectors":
-        return run_vectors(args.dir or default_dir(), args.verbose)
+        directory = args.dir or default_dir()
+        if not directory.is_dir():
+            raise ConfigurationError(f"no RFC 9420 test vectors at {directory}: put the JSON files of "
+                                     "mlswg/mls-implementations test-vectors there, or pass --dir / MLS_TEST_VECTORS")
+        return run_vectors(directory, args.verbose)
+    from .mlsrs import MLSRS_AVAILABLE, MLSRS_REASON
     from .mlsrs import main as mlsrs_main
 
+    if not MLSRS_AVAILABLE:
+        raise ConfigurationError(f"mls-rs is not available: {MLSRS_REASON}")
     return mlsrs_main()
 
 

@@ -6,7 +6,7 @@ mls-rs through UniFFI.  Its API is object based (``Message``, ``Group``,
 so our own implementation can be tested against a stack it shares no code
 with.  Everything mls-rs can do through this wheel is fixed by the wheel:
 cipher suite 1 only, basic credentials, PublicMessage commits,
-PrivateMessage application messages.  See /work/notes/mlsrs-api.md.
+PrivateMessage application messages (the wheel's own docstrings list the API).
 
 Commits are created and merged in two explicit steps (``add``/``commit_update``
 then ``merge_pending``), as RFC 9420 section 12.4 describes them, so a test can

@@ -78,6 +78,13 @@ def run_command(main: Callable[[], Any], *, prog: str, verbose: bool = False) ->
         return EXIT_CONFIGURATION if isinstance(error, ConfigurationError) else EXIT_FAILURE
 
 
+def _quiet_after_stop(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Once stopping, tasks cancelled on the way out are expected: do not print them as errors."""
+    if isinstance(context.get("exception"), asyncio.CancelledError | Interrupted):
+        return
+    loop.default_exception_handler(context)
+
+
 def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(128 + signum)
 
@@ -92,6 +99,7 @@ async def _with_signals(main: Callable[[], Awaitable[Any]]) -> Any:
         if not received:
             received.append(signum)
             logging.getLogger(__name__).info("signal %d: stopping", signum)
+            loop.set_exception_handler(_quiet_after_stop)
             task.cancel()
 
     for signum in (signal.SIGINT, signal.SIGTERM):

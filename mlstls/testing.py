@@ -1,7 +1,16 @@
-"""Two in-memory MLS-TLS connections wired back to back, for tests and benchmarks (no sockets, no clock)."""
+"""mlstls for tests and benchmarks: two connections back to back in memory, and the tunnel as processes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from mls2p.config import ProfileConfig
@@ -66,3 +75,105 @@ class TlsPair:
             if not moved:
                 return
         raise AssertionError("pump did not settle")
+
+
+# -- the mls-tunnel command, as processes ---------------------------------------------------------
+
+TUNNEL_COMMAND = [sys.executable, "-m", "mlstls.cli"]
+GUARD = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TunnelProcesses:
+    """A real ``mls-tunnel`` server and client (subprocesses), their state folders, and an echo target.
+
+    For the restart tests and the restart benchmark: processes are started,
+    killed with SIGKILL and started again; :meth:`echo_through` checks data
+    end to end (sha256) and returns once the tunnel carries it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.server_dir, self.client_dir = root / "server", root / "client"
+        self.server_key = self._fingerprint(self.server_dir)
+        self.client_key = self._fingerprint(self.client_dir)
+        self.server_port, self.client_port = free_port(), free_port()
+        self.server: asyncio.subprocess.Process | None = None
+        self.client: asyncio.subprocess.Process | None = None
+        self.target: asyncio.Server | None = None
+        self.log = root / "log"
+
+    @staticmethod
+    def _fingerprint(folder: Path) -> str:
+        done = subprocess.run([*TUNNEL_COMMAND, "fingerprint", "--state-dir", str(folder)], capture_output=True,
+                              text=True, timeout=GUARD, check=True)
+        return done.stdout.strip()
+
+    async def start_target(self) -> None:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(1 << 16):
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        self.target = await asyncio.start_server(echo, "127.0.0.1", 0)
+
+    async def _spawn(self, *args: str) -> asyncio.subprocess.Process:
+        with self.log.open("ab") as log:
+            process = await asyncio.create_subprocess_exec(*TUNNEL_COMMAND, "-v", *args, "--status-interval", "0.3",
+                                                           stdout=log, stderr=log)
+        return process
+
+    async def start_server(self) -> None:
+        assert self.target is not None
+        target_port = self.target.sockets[0].getsockname()[1]
+        self.server = await self._spawn("server", "--listen", f"127.0.0.1:{self.server_port}",
+                                        "--target", f"127.0.0.1:{target_port}", "--state-dir", str(self.server_dir),
+                                        "--identity", "server", "--allow", f"client={self.client_key}")
+
+    async def start_client(self) -> None:
+        self.client = await self._spawn("client", "--listen", f"127.0.0.1:{self.client_port}",
+                                        "--connect", f"127.0.0.1:{self.server_port}", "--retry-forever",
+                                        "--state-dir", str(self.client_dir), "--identity", "client",
+                                        "--allow", f"server={self.server_key}")
+
+    @staticmethod
+    async def kill(process: asyncio.subprocess.Process | None) -> None:
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(process.wait(), GUARD)
+
+    async def echo_through(self, size: int = 256 * 1024) -> None:
+        """Send ``size`` random bytes through the tunnel and check the echo; retries until the tunnel is up."""
+        payload = os.urandom(size)
+        for _ in range(600):
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.client_port)
+            except OSError:
+                await asyncio.sleep(0.05)  # the client is not listening yet
+                continue
+            try:
+                writer.write(payload)
+                await writer.drain()
+                echoed = await asyncio.wait_for(reader.readexactly(size), GUARD)
+            except (OSError, asyncio.IncompleteReadError):
+                await asyncio.sleep(0.05)  # a stream of a link that was reset: try a new one
+                continue
+            finally:
+                writer.close()
+            assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+            return
+        raise AssertionError(f"the tunnel never came back; log:\n{self.log.read_text()[-4000:]}")
+
+    async def stop(self) -> None:
+        for process in (self.client, self.server):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), GUARD)
+        if self.target is not None:
+            self.target.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import platform
 import sys
 import time
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import cast
 
 from mls2p import ProfileConfig
+from mls2p.command import run_command
+from mls2p.errors import ConfigurationError
 from mlscore.errors import StateError
 from mlstls.alongside import AlongsideConnection
 from mlstls.connection import CLIENT_LABEL, MlsTlsConfiguration, MlsTlsConnection
@@ -478,11 +481,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="pcs-report", help="folder for report.md and figures")
     parser.add_argument("--quick", action="store_true", help="a small run (seconds), as CI uses")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    return run_command(functools.partial(experiment, args), prog="pcs.runner", verbose=args.verbose)
+
+
+async def experiment(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").touch()
+        (out / ".write-test").unlink()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write the report to {out}: {exc.strerror} (choose another --out)") from None
     settings = Settings(records=60, rekey_every=10, theft_at=15) if args.quick else Settings()
-    outcomes = asyncio.run(run_all(settings))
-    series = asyncio.run(run_series(args.quick))
-    report = write_report(outcomes, settings, Path(args.out), mls_rekey_cost(), series)
+    outcomes = await run_all(settings)
+    series = await run_series(args.quick)
+    report = write_report(outcomes, settings, out, mls_rekey_cost(), series)
     print(report.read_text())
     return 0
 
