@@ -144,8 +144,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--listen", help="host:port to listen on")
         if mode == "client":
             sub.add_argument("--connect", help="the tunnel server's host:port")
-            sub.add_argument("--connect-timeout", type=float, default=10.0,
-                             help="give up if the server cannot be reached at start for this long (default 10 s)")
+            sub.add_argument("--connect-timeout", type=float, default=5.0,
+                             help="give up if the server cannot be reached at start for this long (default 5 s)")
             sub.add_argument("--retry-forever", action="store_true",
                              help="keep trying to reach the server at start instead of giving up")
             sub.add_argument("--retry-refused", action="store_true",

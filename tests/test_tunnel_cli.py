@@ -69,11 +69,11 @@ async def test_cli_forwards_and_shuts_down_on_sigterm(tmp_path) -> None:
         status = await asyncio.wait_for(client.stdout.readline(), TIMEOUT)
         assert b"connected | epoch" in status and b"rekeys" in status, status
     finally:
-        for process in (client, server):
-            process.send_signal(signal.SIGTERM)
+        client.send_signal(signal.SIGINT)
+        server.send_signal(signal.SIGTERM)
         codes = [await asyncio.wait_for(p.wait(), TIMEOUT) for p in (client, server)]
         target.close()
-    assert codes == [143, 143]  # SIGTERM: a clean stop, the conventional status
+    assert codes == [130, 143]  # Ctrl-C and SIGTERM: clean stops, the conventional statuses
     assert list((client_dir / "sessions").iterdir())  # state kept for a later resumption
 
 
@@ -153,3 +153,14 @@ async def test_refused_identities_end_the_client_with_the_reason(tmp_path) -> No
     finally:
         server.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(server.wait(), TIMEOUT) == 130  # Ctrl-C: a clean stop, status 130
+
+
+def test_refusals_are_logged_at_most_once_a_second(caplog) -> None:
+    from mlstls import streams
+
+    limited = streams._RateLimitedLog(interval=3600)  # nothing passes after the first within the hour
+    with caplog.at_level("WARNING", logger="mlstls.streams"):
+        for attempt in range(50):
+            limited.log(f"refused attempt {attempt}")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["refused attempt 0"]
