@@ -1,21 +1,24 @@
-"""Speed of the MLS core and the two-party profile, next to AWS mls-rs measured in the same run.
+"""Cost of the MLS core and the two-party profile, against baselines measured in the same run.
 
-    python -m benchmarks.bench_core [--rounds N]
+    python -m benchmarks.bench_core [--rounds N] [--json FILE]
 
-Timings on shared machines are noisy, so only ratios against a baseline taken
-in the same run are meaningful; each figure is the median of N rounds.
+Baselines: a real OpenSSL TLS 1.3 full handshake (stdlib ssl, memory BIOs,
+X25519, Ed25519 certificate, no tickets), the crypto floor of one rekey, and
+AWS mls-rs.  Timings on shared machines are noisy, so only ratios against a
+baseline taken in the same run are meaningful; each figure is the median CPU
+time of N rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
-from collections.abc import Callable
+import json
+from pathlib import Path
 from typing import cast
 
-from benchmarks.mlsrs_baseline import mlsrs_commit_round_seconds, mlsrs_setup_seconds
+from benchmarks.baselines import OpenSslHandshake, crypto_floor_ms, median_cpu_ms
+from benchmarks.mlsrs_baseline import mlsrs_commit_round_seconds
 from interop import mlsrs
 from mls2p import SendMessage, TwoPartySession
 from mls2p.command import run_command
@@ -24,16 +27,7 @@ from mlscore.errors import StateError
 from mlscore.group import CommitMessage, Group
 from mlscore.messages import Add
 
-
-def median_ms(fn: Callable[[], object], rounds: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return 1000 * statistics.median(samples)
+median_ms = median_cpu_ms
 
 
 def mlscore_commit_round(rounds: int) -> float:
@@ -101,8 +95,9 @@ def profile_costs(rounds: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--json", help="also write every figure to this file (stable keys)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -110,27 +105,49 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(functools.partial(report, args), prog="bench_core", verbose=args.verbose)
 
 
+def measure(rounds: int) -> dict[str, float | str]:
+    """Every figure of this benchmark, under stable keys."""
+    handshake = OpenSslHandshake()
+    try:
+        tls_ms = median_cpu_ms(handshake, rounds)
+        tls_bytes = handshake.bytes_on_wire
+    finally:
+        handshake.close()
+    floor = crypto_floor_ms(rounds)
+    costs = profile_costs(rounds)
+    figures: dict[str, float | str] = {
+        "openssl_handshake_ms": tls_ms, "openssl_handshake_bytes": tls_bytes, "openssl_version": handshake.version,
+        **{f"floor_{name}_ms": value for name, value in floor.items()},
+        **costs,
+        "rekey_vs_openssl_handshake": costs["rekey_ms"] / tls_ms,
+        "phase1_vs_openssl_handshake": costs["phase1_ms"] / tls_ms,
+        "resumption_vs_openssl_handshake": costs["resumption_ms"] / tls_ms,
+        "rekey_vs_crypto_floor": costs["rekey_ms"] / floor["rekey_floor"],
+        "commit_round_ms": mlscore_commit_round(rounds),
+    }
+    if mlsrs.MLSRS_AVAILABLE:
+        theirs = 1000 * mlsrs_commit_round_seconds(rounds)
+        figures.update(mlsrs_commit_round_ms=theirs, commit_round_vs_mlsrs=float(figures["commit_round_ms"]) / theirs,
+                       mlsrs_version="agentvault-mls-rs-uniffi 0.1.1")
+    return figures
+
+
 def report(args: argparse.Namespace) -> int:
-    ours = mlscore_commit_round(args.rounds)
-    print(f"commit round (suite 1, create + merge + peer processes): mlscore {ours:.3f} ms")
-    if mlsrs.MLSRS_AVAILABLE:
-        theirs = 1000 * mlsrs_commit_round_seconds(args.rounds)
-        print(f"                                                          mls-rs  {theirs:.3f} ms")
-        print(f"  ratio mlscore/mls-rs = {ours / theirs:.2f} (goal <= 1.00)")
-        setup_ours, setup_theirs = mlscore_setup(), 1000 * mlsrs_setup_seconds(30)
-        print(f"two-party setup (KeyPackage + Add + Welcome + join): mlscore {setup_ours:.3f} ms, "
-              f"mls-rs {setup_theirs:.3f} ms, ratio {setup_ours / setup_theirs:.2f}")
-    else:
-        print(f"mls-rs baseline skipped: {mlsrs.MLSRS_REASON}")
-    costs = profile_costs(args.rounds)
-    print(f"profile PCS rekey (ConnectionUpdate + EpochKeyUpdate, both sides): {costs['rekey_ms']:.3f} ms, "
-          f"{costs['rekey_bytes']} bytes")
-    print(f"profile phase 1 (ClientHello + ServerHello, both sides): {costs['phase1_ms']:.3f} ms, "
-          f"{costs['phase1_bytes']} bytes")
-    print(f"profile resumption (Request + Response + EpochKeyUpdate): {costs['resumption_ms']:.3f} ms, "
-          f"{costs['resumption_bytes']} bytes")
-    if mlsrs.MLSRS_AVAILABLE:
-        print(f"  rekey / mls-rs commit round = {costs['rekey_ms'] / theirs:.2f}")
+    figures = measure(args.rounds)
+    tls = float(figures["openssl_handshake_ms"])
+    print(f"baseline: OpenSSL TLS 1.3 full handshake ({figures['openssl_version']}): {tls:.3f} ms CPU, "
+          f"{figures['openssl_handshake_bytes']} bytes; crypto floor of one rekey "
+          f"{float(figures['floor_rekey_floor_ms']):.3f} ms")
+    for name in ("rekey", "phase1", "resumption"):
+        ms = float(figures[f"{name}_ms"])
+        print(f"profile {name:10} {ms:7.3f} ms CPU (both sides), {figures[f'{name}_bytes']:5} bytes, "
+              f"{ms / tls:5.2f}x the TLS handshake")
+    print(f"rekey vs crypto floor: {float(figures['rekey_vs_crypto_floor']):.2f}x")
+    if "commit_round_vs_mlsrs" in figures:
+        print(f"commit round: mlscore {float(figures['commit_round_ms']):.3f} ms, mls-rs "
+              f"{float(figures['mlsrs_commit_round_ms']):.3f} ms, ratio {float(figures['commit_round_vs_mlsrs']):.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2, sort_keys=True))
     return 0
 
 
