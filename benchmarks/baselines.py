@@ -4,9 +4,8 @@ The TLS handshake is stdlib ``ssl`` (OpenSSL) over memory BIOs, both sides in
 this process: TLS 1.3 only, X25519, an Ed25519 self-signed certificate, no
 session tickets (``num_tickets = 0``) - the full cost of a handshake that gives
 fresh keys, as an MLS rekey does.  The crypto floor is what one profile rekey
-cannot avoid: three Ed25519 signatures and their verifications (commit, leaf
-node, EpochKeyUpdate) and five X25519 operations (keygen and Diffie-Hellman for
-HPKE and key derivation).
+cannot avoid (:data:`FLOOR_PER_REKEY`): three Ed25519 signatures and their
+verifications, four X25519 key pairs and two Diffie-Hellman operations.
 """
 
 from __future__ import annotations
@@ -27,14 +26,29 @@ from cryptography.x509.oid import NameOID
 
 def median_cpu_ms(fn: Callable[[], object], rounds: int, warmup: int = 5) -> float:
     """Median CPU time (process time) of ``fn`` over ``rounds`` calls, in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.process_time()
-        fn()
-        samples.append(time.process_time() - start)
-    return 1000 * statistics.median(samples)
+    return interleaved_medians_ms({"fn": fn}, rounds, warmup)["fn"]
+
+
+def interleaved_medians_ms(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 5,
+                           block: int = 10) -> dict[str, float]:
+    """Median CPU time of each function, in milliseconds, the functions taking turns in blocks.
+
+    On a shared machine the speed drifts over seconds; taking turns exposes
+    every function to the same drift, so the ratios between them hold even
+    when the absolute figures move.  Each turn is ``block`` calls in a row
+    (after ``warmup`` untimed ones), so caches are as warm as in a loop of
+    the function alone.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    while any(len(values) < rounds for values in samples.values()):
+        for name, fn in fns.items():
+            for _ in range(warmup):
+                fn()
+            for _ in range(min(block, rounds - len(samples[name]))):
+                start = time.process_time()
+                fn()
+                samples[name].append(time.process_time() - start)
+    return {name: 1000 * statistics.median(values) for name, values in samples.items()}
 
 
 def _ed25519_certificate(folder: Path) -> tuple[str, str]:
@@ -93,19 +107,24 @@ class OpenSslHandshake:
         self._folder.cleanup()
 
 
-def crypto_floor_ms(rounds: int) -> dict[str, float]:
-    """The primitives one rekey cannot avoid, each timed alone, and their sum for a rekey."""
+FLOOR_PER_REKEY = {"ed25519_sign": 3, "ed25519_verify": 3, "x25519_keygen": 4, "x25519_dh": 2}
+"""What one rekey (both sides) cannot avoid: three signatures and their checks (commit, leaf node,
+EpochKeyUpdate); four X25519 key pairs (the committer's leaf and root keys, the HPKE ephemeral, the
+receiver deriving the root key to check it) and two Diffie-Hellman (HPKE encap and decap)."""
+
+
+def floor_primitives() -> dict[str, Callable[[], object]]:
+    """One call of each primitive of the floor, by name."""
     signing = ed25519.Ed25519PrivateKey.generate()
     public = signing.public_key()
     message = b"x" * 200
     signature = signing.sign(message)
-    peer = x25519.X25519PrivateKey.generate().public_key()
-    figures = {
-        "ed25519_sign": median_cpu_ms(lambda: signing.sign(message), rounds),
-        "ed25519_verify": median_cpu_ms(lambda: public.verify(signature, message), rounds),
-        "x25519_keygen": median_cpu_ms(x25519.X25519PrivateKey.generate, rounds),
-        "x25519_dh": median_cpu_ms(lambda: x25519.X25519PrivateKey.generate().exchange(peer), rounds),
-    }
-    figures["rekey_floor"] = (3 * figures["ed25519_sign"] + 3 * figures["ed25519_verify"]
-                              + 2.5 * figures["x25519_keygen"] + 2.5 * figures["x25519_dh"])
-    return figures
+    own, peer = x25519.X25519PrivateKey.generate(), x25519.X25519PrivateKey.generate().public_key()
+    return {"ed25519_sign": lambda: signing.sign(message),
+            "ed25519_verify": lambda: public.verify(signature, message),
+            "x25519_keygen": lambda: x25519.X25519PrivateKey.generate().public_key(),
+            "x25519_dh": lambda: own.exchange(peer)}
+
+
+def rekey_floor_ms(primitive_ms: dict[str, float]) -> float:
+    return sum(count * primitive_ms[name] for name, count in FLOOR_PER_REKEY.items())

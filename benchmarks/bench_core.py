@@ -14,15 +14,22 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from benchmarks.baselines import OpenSslHandshake, crypto_floor_ms, median_cpu_ms
+from benchmarks.baselines import (
+    OpenSslHandshake,
+    floor_primitives,
+    interleaved_medians_ms,
+    median_cpu_ms,
+    rekey_floor_ms,
+)
 from benchmarks.mlsrs_baseline import mlsrs_commit_round_seconds
 from interop import mlsrs
-from mls2p import SendMessage, TwoPartySession
+from mls2p import ProfileConfig, SendMessage, TwoPartySession
 from mls2p.command import run_command
-from mls2p.testing import Pair, bundle, config, pump, sent
+from mls2p.testing import Pair, bundle, sent
 from mlscore.errors import StateError
 from mlscore.group import CommitMessage, Group
 from mlscore.messages import Add
@@ -60,38 +67,48 @@ def mlscore_setup() -> float:
     return median_ms(setup, 30)
 
 
-def profile_costs(rounds: int) -> dict[str, float]:
-    pair = Pair()
-    sizes: dict[str, int] = {}
+class ProfileOperations:
+    """One PCS rekey, one key establishment and one resumption per call, both sides, persisting."""
 
-    def rekey() -> None:
+    def __init__(self) -> None:
+        self.pair = Pair()
+        self.sizes: dict[str, int] = {}
+
+    def operations(self) -> dict[str, Callable[[], object]]:
+        return {"rekey": self.rekey, "phase1": self.establish, "resumption": self.resume}
+
+    def rekey(self) -> None:
+        pair, sizes = self.pair, self.sizes
+
         update = pair.alice.update()
         reply = pair.bob.receive(sent(update)[0])
         pair.alice.receive(sent(reply)[0])
         sizes["rekey"] = sum(len(a.data) for a in update + reply if isinstance(a, SendMessage))
 
-    def establish() -> None:
-        alice, hello = TwoPartySession.initiator(config(b"a"))
-        bob = TwoPartySession.responder(config(b"b"))
+    def establish(self) -> None:
+        alice, hello = TwoPartySession.initiator(self.alice_config)
+        bob = TwoPartySession.responder(self.bob_config)
         reply = bob.receive(sent(hello)[0])
         alice.receive(sent(reply)[0])
-        sizes["phase1"] = len(sent(hello)[0]) + len(sent(reply)[0])
+        self.sizes["phase1"] = len(sent(hello)[0]) + len(sent(reply)[0])
 
-    def resume() -> None:
+    def resume(self) -> None:
+        pair = self.pair
         pair.alice.connection_lost()  # each resumption is a new connection
         pair.bob.connection_lost()
         request = sent(pair.alice.resume())
-        sizes["resumption"] = len(request[0])
         response = sent(pair.bob.receive(request[0]))
         ack = sent(pair.alice.receive(response[0]))
         pair.bob.receive(ack[0])
-        sizes["resumption"] += len(response[0]) + len(ack[0])
+        self.sizes["resumption"] = len(request[0]) + len(response[0]) + len(ack[0])
 
-    out = {"rekey_ms": median_ms(rekey, rounds), "phase1_ms": median_ms(establish, 30),
-           "resumption_ms": median_ms(resume, 30)}
-    out.update({f"{k}_bytes": v for k, v in sizes.items()})
-    pump(pair.alice, pair.bob, [])
-    return out
+    @property
+    def alice_config(self) -> ProfileConfig:
+        return self.pair.alice_config
+
+    @property
+    def bob_config(self) -> ProfileConfig:
+        return self.pair.bob_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,23 +123,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(rounds: int) -> dict[str, float | str]:
-    """Every figure of this benchmark, under stable keys."""
+    """Every figure of this benchmark, under stable keys.
+
+    The TLS handshake, the floor's primitives and the profile operations take
+    turns round by round, so every ratio compares figures taken side by side.
+    """
     handshake = OpenSslHandshake()
+    profile = ProfileOperations()
     try:
-        tls_ms = median_cpu_ms(handshake, rounds)
-        tls_bytes = handshake.bytes_on_wire
+        primitives = floor_primitives()
+        ms = interleaved_medians_ms({"openssl_handshake": handshake, **primitives, **profile.operations()},
+                                    rounds)
     finally:
         handshake.close()
-    floor = crypto_floor_ms(rounds)
-    costs = profile_costs(rounds)
+    floor = rekey_floor_ms(ms)
+    tls_ms = ms["openssl_handshake"]
     figures: dict[str, float | str] = {
-        "openssl_handshake_ms": tls_ms, "openssl_handshake_bytes": tls_bytes, "openssl_version": handshake.version,
-        **{f"floor_{name}_ms": value for name, value in floor.items()},
-        **costs,
-        "rekey_vs_openssl_handshake": costs["rekey_ms"] / tls_ms,
-        "phase1_vs_openssl_handshake": costs["phase1_ms"] / tls_ms,
-        "resumption_vs_openssl_handshake": costs["resumption_ms"] / tls_ms,
-        "rekey_vs_crypto_floor": costs["rekey_ms"] / floor["rekey_floor"],
+        "openssl_handshake_ms": tls_ms, "openssl_handshake_bytes": handshake.bytes_on_wire,
+        "openssl_version": handshake.version,
+        **{f"floor_{name}_ms": ms[name] for name in primitives}, "floor_rekey_floor_ms": floor,
+        **{f"{name}_ms": ms[name] for name in ("rekey", "phase1", "resumption")},
+        **{f"{name}_bytes": size for name, size in profile.sizes.items()},
+        "rekey_vs_openssl_handshake": ms["rekey"] / tls_ms,
+        "phase1_vs_openssl_handshake": ms["phase1"] / tls_ms,
+        "resumption_vs_openssl_handshake": ms["resumption"] / tls_ms,
+        "rekey_vs_crypto_floor": ms["rekey"] / floor,
         "commit_round_ms": mlscore_commit_round(rounds),
     }
     if mlsrs.MLSRS_AVAILABLE:

@@ -12,6 +12,7 @@ Wire structs subclass :class:`Struct` and implement ``encode(writer)`` and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Self, TypeVar
 
@@ -200,7 +201,19 @@ class Reader:
 
 
 class Struct:
-    """Base of every wire struct: one encode path and one decode path."""
+    """Base of every wire struct: one encode path and one decode path.
+
+    A decoded struct keeps the bytes it was decoded from as its encoding:
+    decoding is strict (minimal varints, no trailing bytes, known values), so
+    re-encoding would give the same bytes, and signatures, hashes and
+    transcripts over received structs need not encode them again.
+    """
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        decode = cls.__dict__.get("decode")
+        if isinstance(decode, classmethod):
+            cls.decode = classmethod(_keeping_encoding(decode.__func__))  # type: ignore[method-assign,assignment]
 
     def encode(self, writer: Writer) -> None:
         raise NotImplementedError
@@ -232,6 +245,16 @@ class Struct:
 
 
 S = TypeVar("S", bound=Struct)
+
+
+def _keeping_encoding(decode: Callable[[type[S], Reader], S]) -> Callable[[type[S], Reader], S]:
+    @functools.wraps(decode)
+    def decode_keeping_encoding(cls: type[S], reader: Reader) -> S:
+        start = reader._pos
+        value = decode(cls, reader)
+        value.__dict__["_encoded"] = reader._data[start:reader._pos]
+        return value
+    return decode_keeping_encoding
 
 
 def decode_enum(enum_cls: Callable[[int], T], value: int, what: str) -> T:

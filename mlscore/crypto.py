@@ -10,6 +10,7 @@ The implementation is checked byte for byte by the official vectors
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, x448, 
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed  # noqa: F401  (documented alternative)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from .codec import Writer
+from .codec import Writer, encode_varint
 from .errors import CryptoError, InvalidSignatureError, UnsupportedError
 
 MLS_PREFIX = b"MLS 1.0 "
@@ -39,6 +40,18 @@ def _label(label: bytes | str) -> bytes:
     return MLS_PREFIX + (label.encode() if isinstance(label, str) else label)
 
 
+@functools.lru_cache(maxsize=256)
+def _opaque_label(label: bytes | str) -> bytes:
+    """``opaque label<V> = "MLS 1.0 " + label``, encoded: labels are a few dozen protocol constants."""
+    return Writer().opaque(_label(label)).getvalue()
+
+
+@functools.lru_cache(maxsize=256)
+def _derive_secret_block(hash_len: int, label: bytes | str) -> bytes:
+    """The HKDF-Expand input of DeriveSecret: KDFLabel(Nh, label, "") and the block counter 1."""
+    return hash_len.to_bytes(2, "big") + _opaque_label(label) + b"\x00\x01"
+
+
 # -- KDF on the standard library's HMAC (C speed, no object churn) -------------
 
 def _extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
@@ -46,6 +59,8 @@ def _extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
 
 
 def _expand(hash_name: str, hash_len: int, prk: bytes, info: bytes, length: int) -> bytes:
+    if length <= hash_len:  # one block: the common case (every secret, key and nonce of MLS)
+        return hmac.digest(prk, info + b"\x01", hash_name)[:length]
     if length > 255 * hash_len:
         raise CryptoError(f"cannot expand {length} bytes with a {hash_len}-byte hash")
     output = b""
@@ -260,6 +275,36 @@ _P384 = _SignatureScheme("ecdsa_secp384r1_sha384", ec.SECP384R1, hashes.SHA384, 
 _P521 = _SignatureScheme("ecdsa_secp521r1_sha512", ec.SECP521R1, hashes.SHA512, 66)
 
 
+class SigningKey:
+    """A signature private key, parsed once.
+
+    Parsing an Ed25519 private key derives its public key, which costs as much
+    as a signature; a group signs several times per epoch with the same key,
+    so the parsed key travels with the group from epoch to epoch.  It is held
+    by its owner only (never in a process-wide cache) and never repr'd.
+    """
+
+    __slots__ = ("_key", "_scheme", "raw")
+
+    def __init__(self, scheme: _SignatureScheme, raw: bytes) -> None:
+        self.raw = bytes(raw)
+        self._scheme = scheme
+        self._key = scheme.private_key(self.raw)
+
+    def __repr__(self) -> str:
+        return f"SigningKey({self._scheme.name})"
+
+    def sign(self, data: bytes) -> bytes:
+        return self._scheme.sign(self._key, data)
+
+    def public_bytes(self) -> bytes:
+        return self._scheme.serialize_public(self._key.public_key())
+
+
+SignatureKey = bytes | SigningKey
+"""A signature private key in its wire form, or already parsed."""
+
+
 # -- the cipher suite --------------------------------------------------------------
 
 class CipherSuite:
@@ -287,6 +332,8 @@ class CipherSuite:
         self.hpke_pub_len = {0x10: 65, 0x11: 97, 0x12: 133, 0x20: 32, 0x21: 56}[kem_id]
         self._hpke_suite_id = (b"HPKE" + kem_id.to_bytes(2, "big") + self.kdf_id.to_bytes(2, "big")
                                + self.aead_id.to_bytes(2, "big"))
+        # base mode has no PSK, so psk_id_hash is a constant of the suite (RFC 9180 section 5.1)
+        self._hpke_psk_id_hash = self._hpke_labeled_extract(b"", b"psk_id_hash", b"")
 
     def __repr__(self) -> str:
         return f"CipherSuite({self.id}, {self.name})"
@@ -305,11 +352,12 @@ class CipherSuite:
         return _expand(self.hash_name, self.hash_len, prk, info, length)
 
     def expand_with_label(self, secret: bytes, label: bytes | str, context: bytes, length: int) -> bytes:
-        info = Writer().u16(length).opaque(_label(label)).opaque(context).getvalue()
-        return self.kdf_expand(secret, info, length)
+        info = length.to_bytes(2, "big") + _opaque_label(label) + encode_varint(len(context)) + context
+        return _expand(self.hash_name, self.hash_len, secret, info, length)
 
     def derive_secret(self, secret: bytes, label: bytes | str) -> bytes:
-        return self.expand_with_label(secret, label, b"", self.hash_len)
+        # ExpandWithLabel(secret, label, "", Nh): a single HMAC block over a constant info
+        return hmac.digest(secret, _derive_secret_block(self.hash_len, label), self.hash_name)
 
     def derive_tree_secret(self, secret: bytes, label: bytes | str, generation: int, length: int) -> bytes:
         return self.expand_with_label(secret, label, generation.to_bytes(4, "big"), length)
@@ -341,11 +389,18 @@ class CipherSuite:
 
     # signatures
     def _sign_content(self, label: bytes | str, content: bytes) -> bytes:
-        return Writer().opaque(_label(label)).opaque(content).getvalue()
+        return _opaque_label(label) + encode_varint(len(content)) + content
 
-    def sign_with_label(self, signature_priv: bytes, label: bytes | str, content: bytes) -> bytes:
-        private = self._signature.private_key(signature_priv)
-        return self._signature.sign(private, self._sign_content(label, content))
+    def signing_key(self, signature_priv: SignatureKey) -> SigningKey:
+        """``signature_priv`` parsed for this suite's signature scheme (kept as is if it already is)."""
+        if isinstance(signature_priv, SigningKey):
+            if signature_priv._scheme is not self._signature:
+                raise CryptoError(f"a {signature_priv._scheme.name} key cannot sign for {self.name}")
+            return signature_priv
+        return SigningKey(self._signature, signature_priv)
+
+    def sign_with_label(self, signature_priv: SignatureKey, label: bytes | str, content: bytes) -> bytes:
+        return self.signing_key(signature_priv).sign(self._sign_content(label, content))
 
     def verify_with_label(self, signature_pub: bytes, label: bytes | str, content: bytes,
                           signature: bytes) -> None:
@@ -356,9 +411,8 @@ class CipherSuite:
         private = self._signature.generate()
         return self._signature.serialize_private(private), self._signature.serialize_public(private.public_key())
 
-    def signature_public_key(self, signature_priv: bytes) -> bytes:
-        private = self._signature.private_key(signature_priv)
-        return self._signature.serialize_public(private.public_key())
+    def signature_public_key(self, signature_priv: SignatureKey) -> bytes:
+        return self.signing_key(signature_priv).public_bytes()
 
     # HPKE
     def _hpke_labeled_extract(self, salt: bytes, label: bytes, ikm: bytes) -> bytes:
@@ -369,9 +423,8 @@ class CipherSuite:
         return self.kdf_expand(prk, data, length)
 
     def _hpke_schedule(self, shared_secret: bytes, info: bytes) -> tuple[bytes, bytes, bytes]:
-        psk_id_hash = self._hpke_labeled_extract(b"", b"psk_id_hash", b"")
         info_hash = self._hpke_labeled_extract(b"", b"info_hash", info)
-        context = b"\x00" + psk_id_hash + info_hash
+        context = b"\x00" + self._hpke_psk_id_hash + info_hash
         secret = self._hpke_labeled_extract(shared_secret, b"secret", b"")
         key = self._hpke_labeled_expand(secret, b"key", context, self.aead_key_len)
         nonce = self._hpke_labeled_expand(secret, b"base_nonce", context, self.aead_nonce_len)
@@ -406,7 +459,7 @@ class CipherSuite:
         return self._hpke_labeled_expand(exporter, b"sec", exporter_context, length)
 
     def _encrypt_context(self, label: bytes | str, context: bytes) -> bytes:
-        return Writer().opaque(_label(label)).opaque(context).getvalue()
+        return _opaque_label(label) + encode_varint(len(context)) + context
 
     def encrypt_with_label(self, public_key: bytes, label: bytes | str, context: bytes,
                            plaintext: bytes) -> tuple[bytes, bytes]:

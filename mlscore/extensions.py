@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Self
+from typing import Self, cast
 
-from .codec import Reader, Struct, Writer
+from .codec import Reader, S, Struct, Writer
 from .errors import ValidationError
 
 
@@ -51,13 +51,27 @@ class Extension(Struct):
     def decode(cls, r: Reader) -> Self:
         return cls(r.u16(), r.opaque())
 
+    def decoded(self, cls: type[S]) -> S:
+        """The data decoded as ``cls``, decoded once: a group checks its context's extensions every epoch."""
+        cache: dict[type, Struct] = self.__dict__.setdefault("_decoded", {})
+        value = cache.get(cls)
+        if value is None:
+            value = cache[cls] = cls.from_bytes(self.extension_data)
+        return cast(S, value)
+
+
+def get_extension(extensions: Sequence[Extension], extension_type: int) -> Extension | None:
+    """The extension of that type, or None."""
+    for extension in extensions:
+        if extension.extension_type == extension_type:
+            return extension
+    return None
+
 
 def find_extension(extensions: Sequence[Extension], extension_type: int) -> bytes | None:
     """The data of the extension of that type, or None."""
-    for extension in extensions:
-        if extension.extension_type == extension_type:
-            return extension.extension_data
-    return None
+    extension = get_extension(extensions, extension_type)
+    return extension.extension_data if extension is not None else None
 
 
 def check_unique(extensions: Sequence[Extension], where: str) -> None:

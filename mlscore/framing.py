@@ -14,7 +14,7 @@ from enum import IntEnum
 from typing import Self
 
 from .codec import Reader, Struct, Writer, decode_enum
-from .crypto import CipherSuite
+from .crypto import CipherSuite, SignatureKey
 from .errors import CryptoError, DecodeError, EncodeError, UnsupportedError, ValidationError
 from .leaf_node import PROTOCOL_VERSION_MLS10
 from .messages import Commit, GroupInfo, KeyPackage, Proposal, Welcome, decode_proposal, encode_proposal
@@ -272,7 +272,7 @@ def constant_time_equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def sign_content(suite: CipherSuite, signature_priv: bytes, wire_format: WireFormat, content: FramedContent,
+def sign_content(suite: CipherSuite, signature_priv: SignatureKey, wire_format: WireFormat, content: FramedContent,
                  context: GroupContext | None) -> bytes:
     return suite.sign_with_label(signature_priv, "FramedContentTBS",
                                  framed_content_tbs(wire_format, content, context))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .credentials import AuthenticationService, Credential, CredentialType
-from .crypto import CipherSuite, get_suite
+from .crypto import CipherSuite, SignatureKey, get_suite
 from .errors import UnsupportedError, ValidationError
 from .extensions import Extension, ExtensionType, check_unique
 from .leaf_node import (
@@ -44,12 +44,13 @@ def default_capabilities(suite_id: int, extensions: Sequence[int] = (),
     )
 
 
-def create_key_package(suite_id: int, credential: Credential, signature_priv: bytes, *,
+def create_key_package(suite_id: int, credential: Credential, signature_priv: SignatureKey, *,
                        lifetime: Lifetime = NO_EXPIRY, capabilities: Capabilities | None = None,
                        leaf_extensions: Sequence[Extension] = (),
                        extensions: Sequence[Extension] = ()) -> KeyPackageBundle:
     """A fresh KeyPackage with new init and encryption keys, signed with ``signature_priv``."""
     suite = get_suite(suite_id)
+    signer = suite.signing_key(signature_priv)
     init_priv, init_pub = suite.generate_hpke_key_pair()
     encryption_priv, encryption_pub = suite.generate_hpke_key_pair()
     if capabilities is None:
@@ -57,16 +58,15 @@ def create_key_package(suite_id: int, credential: Credential, signature_priv: by
             suite_id, [e.extension_type for e in leaf_extensions if e.extension_type > 5])
     leaf = LeafNode(
         encryption_key=encryption_pub,
-        signature_key=suite.signature_public_key(signature_priv),
+        signature_key=signer.public_bytes(),
         credential=credential,
         capabilities=capabilities,
         leaf_node_source=LeafNodeSource.KEY_PACKAGE,
         lifetime=lifetime,
         extensions=tuple(leaf_extensions),
-    ).signed(suite, signature_priv)
+    ).signed(suite, signer)
     key_package = KeyPackage(PROTOCOL_VERSION_MLS10, suite_id, init_pub, leaf, tuple(extensions))
-    return KeyPackageBundle(key_package.signed(suite, signature_priv), init_priv, encryption_priv,
-                            signature_priv)
+    return KeyPackageBundle(key_package.signed(suite, signer), init_priv, encryption_priv, signer.raw)
 
 
 def validate_key_package(key_package: KeyPackage, *, expected_suite: int | None = None,

@@ -8,7 +8,7 @@ from typing import Self
 
 from .codec import Reader, Struct, Writer, decode_enum
 from .credentials import AuthenticationService, Credential
-from .crypto import CipherSuite
+from .crypto import CipherSuite, SignatureKey
 from .errors import EncodeError, ValidationError
 from .extensions import DEFAULT_EXTENSION_TYPES, MAX_CAPABILITY_ENTRIES, Extension, check_unique, decode_extensions
 
@@ -104,7 +104,7 @@ class LeafNode(Struct):
             w.opaque(group_id).u32(leaf_index)
         return w.getvalue()
 
-    def signed(self, suite: CipherSuite, signature_priv: bytes, group_id: bytes | None = None,
+    def signed(self, suite: CipherSuite, signature_priv: SignatureKey, group_id: bytes | None = None,
                leaf_index: int | None = None) -> LeafNode:
         unsigned = replace(self, signature=b"")
         signature = suite.sign_with_label(signature_priv, "LeafNodeTBS", unsigned.tbs(group_id, leaf_index))

@@ -7,7 +7,7 @@ from enum import IntEnum
 from typing import Self
 
 from .codec import Reader, Struct, Writer, decode_enum
-from .crypto import CipherSuite
+from .crypto import CipherSuite, SignatureKey
 from .errors import DecodeError
 from .extensions import Extension, decode_extensions
 from .leaf_node import PROTOCOL_VERSION_MLS10, LeafNode
@@ -46,7 +46,7 @@ class KeyPackage(Struct):
         self._encode_content(w)
         return w.getvalue()
 
-    def signed(self, suite: CipherSuite, signature_priv: bytes) -> KeyPackage:
+    def signed(self, suite: CipherSuite, signature_priv: SignatureKey) -> KeyPackage:
         return replace(self, signature=suite.sign_with_label(signature_priv, "KeyPackageTBS", self.tbs()))
 
     def verify(self, suite: CipherSuite) -> None:
@@ -261,7 +261,7 @@ class GroupInfo(Struct):
         self._encode_content(w)
         return w.getvalue()
 
-    def signed(self, suite: CipherSuite, signature_priv: bytes) -> GroupInfo:
+    def signed(self, suite: CipherSuite, signature_priv: SignatureKey) -> GroupInfo:
         return replace(self, signature=suite.sign_with_label(signature_priv, "GroupInfoTBS", self.tbs()))
 
     def verify(self, suite: CipherSuite, signer_key: bytes) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .errors import ValidationError
-from .extensions import Extension, ExtensionType, RequiredCapabilities, check_unique, find_extension
+from .extensions import Extension, ExtensionType, RequiredCapabilities, check_unique, get_extension
 from .leaf_node import Capabilities
 from .messages import (
     Add,
@@ -152,8 +152,8 @@ def apply_proposals(tree: RatchetTree, proposals: Sequence[CoveredProposal],
 
 
 def _required_capabilities(extensions: Sequence[Extension]) -> RequiredCapabilities | None:
-    data = find_extension(extensions, ExtensionType.REQUIRED_CAPABILITIES)
-    return RequiredCapabilities.from_bytes(data) if data is not None else None
+    extension = get_extension(extensions, ExtensionType.REQUIRED_CAPABILITIES)
+    return extension.decoded(RequiredCapabilities) if extension is not None else None
 
 
 def check_required_capabilities(tree: RatchetTree, extensions: Sequence[Extension]) -> None:

@@ -21,7 +21,7 @@ from typing import Self
 from .codec import Reader, Struct, Writer
 from .crypto import CipherSuite
 from .errors import DecodeError, ValidationError
-from .extensions import Extension, ExtensionType, find_extension
+from .extensions import Extension, ExtensionType, get_extension
 from .schedule.secret_tree import take_leaf_secret
 from .tree import math as tree_math
 
@@ -114,10 +114,10 @@ def app_data_dictionary_extension(component_ids: Sequence[int]) -> Extension:
 
 def require_components(extensions: Sequence[Extension], component_ids: Sequence[int], where: str) -> None:
     """Raise unless the extensions' app_data_dictionary lists each component in both lists."""
-    data = find_extension(extensions, ExtensionType.APP_DATA_DICTIONARY)
-    if data is None:
+    extension = get_extension(extensions, ExtensionType.APP_DATA_DICTIONARY)
+    if extension is None:
         raise ValidationError(f"{where} has no app_data_dictionary extension")
-    dictionary = AppDataDictionary.from_bytes(data)
+    dictionary = extension.decoded(AppDataDictionary)
     for list_id, name in ((APP_COMPONENTS, "app_components"), (SAFE_AAD, "safe_aad")):
         encoded = dictionary.get(list_id)
         listed = ComponentsList.from_bytes(encoded).component_ids if encoded is not None else ()

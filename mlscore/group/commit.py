@@ -88,7 +88,7 @@ def create_commit(group: Group, proposals: Sequence[Proposal] = (), *, force_pat
         if leaf_node_update is not None:
             leaf_template = leaf_node_update(leaf_template)
         creation = create_update_path(
-            group.suite, tree, group.own_leaf, group.group_id, group._signature_priv, leaf_template,
+            group.suite, tree, group.own_leaf, group.group_id, group._signer, leaf_template,
             exclude=applied.added_leaves, path_secret=path_secret)
         provisional = provisional_context(tree.tree_hash())
         path = creation.encrypt(provisional.to_bytes())
@@ -103,7 +103,7 @@ def create_commit(group: Group, proposals: Sequence[Proposal] = (), *, force_pat
     content = FramedContent(group.group_id, group.epoch, Sender.member(group.own_leaf), authenticated_data,
                             ContentType.COMMIT, commit)
     wire_format = group.config.handshake_wire_format
-    signature = _protection.sign_content(group.suite, group._signature_priv, wire_format, content,
+    signature = _protection.sign_content(group.suite, group._signer, wire_format, content,
                                          group.context)
     authenticated = AuthenticatedContent(wire_format, content, FramedContentAuthData(signature, b""))
     psk_secret = group._psk_secret(applied.psks)
@@ -111,15 +111,14 @@ def create_commit(group: Group, proposals: Sequence[Proposal] = (), *, force_pat
         authenticated, tree, provisional, commit_secret, psk_secret, path_state, group.own_leaf)
     auth = FramedContentAuthData(signature, confirmation_tag)
     message = group._frame(content, auth, wire_format)
-    group_info = next_group.group_info(include_tree=include_tree_in_welcome)
     welcome = None
     if applied.added_leaves:
+        group_info = next_group.group_info(include_tree=include_tree_in_welcome)
         welcome = build_welcome(group, group_info, joiner_secret, applied, covered, joiner_path_secrets,
                                 psk_ids=applied.psks)
     log.debug("created commit for epoch %d -> %d (%d proposals, path=%s)", group.epoch,
               next_group.epoch, len(covered), path is not None)
-    return CommitResult(message, welcome, next_group, group_info)
-
+    return CommitResult(message, welcome, next_group)
 
 
 def process_commit(group: Group, authenticated: AuthenticatedContent, now: int | None = None) -> CommitMessage:

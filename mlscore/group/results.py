@@ -48,7 +48,11 @@ class CommitResult:
     message: MLSMessage
     welcome: MLSMessage | None
     group: Group
-    group_info: GroupInfo
+
+    @property
+    def group_info(self) -> GroupInfo:
+        """The next epoch's signed GroupInfo, with the tree: built on demand, as most commits never need one."""
+        return self.group.group_info()
 
 
 @dataclass(frozen=True)

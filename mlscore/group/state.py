@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from .. import framing as _protection
 from ..codec import Reader, Writer
-from ..crypto import CipherSuite, get_suite
+from ..crypto import CipherSuite, SignatureKey, get_suite
 from ..errors import DecodeError, EpochError, StateError, ValidationError
 from ..extensions import Extension, ExtensionType, check_unique, find_extension
 from ..framing import (
@@ -52,14 +52,14 @@ class Group:
     """One member's view of one epoch of an MLS group."""
 
     def __init__(self, *, suite: CipherSuite, context: GroupContext, tree: RatchetTree, own_leaf: int,
-                 signature_priv: bytes, path_state: PathState, secrets: EpochSecrets,
+                 signature_priv: SignatureKey, path_state: PathState, secrets: EpochSecrets,
                  interim_transcript_hash: bytes, config: GroupConfig,
                  resumption_psks: dict[int, bytes] | None = None) -> None:
         self.suite = suite
         self.context = context
         self.tree = tree
         self.own_leaf = own_leaf
-        self._signature_priv = signature_priv
+        self._signer = suite.signing_key(signature_priv)
         self._path_state = path_state
         self._secrets = secrets
         self.interim_transcript_hash = interim_transcript_hash
@@ -72,6 +72,7 @@ class Group:
             del self._resumption_psks[min(self._resumption_psks)]
         self._destroyed = False
         self._exporter_tree: ExporterTree | None = None
+        self._stored_epoch: bytes | None = None  # to_state() without the sending generations
 
     def __repr__(self) -> str:
         return (f"Group(group_id={self.context.group_id.hex()}, epoch={self.epoch}, "
@@ -122,6 +123,7 @@ class Group:
         self._secret_tree = None  # type: ignore[assignment]
         self._path_state = None  # type: ignore[assignment]
         self._exporter_tree = None
+        self._stored_epoch = None
         self._proposals.clear()
         self._destroyed = True
 
@@ -138,17 +140,21 @@ class Group:
     def to_state(self) -> bytes:
         """Everything needed to continue this epoch later, secrets included: store it safely."""
         self._check_alive()
-        w = Writer().u16(self.STATE_FORMAT).u16(self.suite.id)
-        self.context.encode(w)
-        w.opaque(encode_ratchet_tree(self.tree.nodes_for_export())).u32(self.own_leaf)
-        w.opaque(self._signature_priv)
-        w.vector(sorted(self._path_state.keys.items()), lambda w2, kv: w2.u32(kv[0]).opaque(kv[1]))
-        self._secrets.encode(w)
-        w.opaque(self.interim_transcript_hash)
-        w.vector(sorted(self._resumption_psks.items()), lambda w2, kv: w2.u64(kv[0]).opaque(kv[1]))
-        for ratchet in (RatchetType.HANDSHAKE, RatchetType.APPLICATION):
-            w.u32(self._secret_tree.generation(self.own_leaf, ratchet))
-        return w.getvalue()
+        if self._stored_epoch is None:
+            # Only the sending generations change within an epoch; the rest is encoded once (and
+            # dropped with the epoch's secrets by destroy()).
+            w = Writer().u16(self.STATE_FORMAT).u16(self.suite.id)
+            w.struct(self.context)
+            w.opaque(encode_ratchet_tree(self.tree.nodes_for_export())).u32(self.own_leaf)
+            w.opaque(self._signer.raw)
+            w.vector(sorted(self._path_state.keys.items()), lambda w2, kv: w2.u32(kv[0]).opaque(kv[1]))
+            self._secrets.encode(w)
+            w.opaque(self.interim_transcript_hash)
+            w.vector(sorted(self._resumption_psks.items()), lambda w2, kv: w2.u64(kv[0]).opaque(kv[1]))
+            self._stored_epoch = w.getvalue()
+        generations = (self._secret_tree.generation(self.own_leaf, ratchet)
+                       for ratchet in (RatchetType.HANDSHAKE, RatchetType.APPLICATION))
+        return self._stored_epoch + b"".join(g.to_bytes(4, "big") for g in generations)
 
     @classmethod
     def from_state(cls, data: bytes, config: GroupConfig | None = None) -> Group:
@@ -228,7 +234,7 @@ class Group:
         if include_tree:
             exts.append(self.ratchet_tree_extension())
         info = GroupInfo(self.context, tuple(exts), self._confirmation_tag, self.own_leaf)
-        return info.signed(self.suite, self._signature_priv)
+        return info.signed(self.suite, self._signer)
 
     # -- the key schedule step shared by commit creation and processing ------
 
@@ -244,7 +250,7 @@ class Group:
         confirmation_tag = self.suite.mac(secrets.confirmation_key, confirmed)
         interim = _schedule.interim_transcript_hash(self.suite, confirmed, confirmation_tag)
         group = Group(suite=self.suite, context=context, tree=tree, own_leaf=own_leaf,
-                      signature_priv=self._signature_priv, path_state=path_state, secrets=secrets,
+                      signature_priv=self._signer, path_state=path_state, secrets=secrets,
                       interim_transcript_hash=interim, config=self.config,
                       resumption_psks=self._resumption_psks)
         return group, confirmation_tag, joiner_secret
@@ -285,7 +291,7 @@ class Group:
         self._check_alive()
         content = FramedContent(self.group_id, self.epoch, Sender.member(self.own_leaf), authenticated_data,
                                 ContentType.APPLICATION, data)
-        signature = _protection.sign_content(self.suite, self._signature_priv, WireFormat.PRIVATE_MESSAGE,
+        signature = _protection.sign_content(self.suite, self._signer, WireFormat.PRIVATE_MESSAGE,
                                              content, self.context)
         return self._frame(content, FramedContentAuthData(signature), WireFormat.PRIVATE_MESSAGE)
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..crypto import CipherSuite
+from ..crypto import CipherSuite, SignatureKey
 from ..errors import CryptoError, TreeError, ValidationError
 from ..leaf_node import LeafNode, LeafNodeSource
 from . import math as tree_math
@@ -95,7 +95,7 @@ class PathCreation:
 
 
 def create_update_path(suite: CipherSuite, tree: RatchetTree, leaf_index: int, group_id: bytes,
-                       signature_priv: bytes, leaf_template: LeafNode, *, exclude: Sequence[int] = (),
+                       signature_priv: SignatureKey, leaf_template: LeafNode, *, exclude: Sequence[int] = (),
                        path_secret: bytes | None = None, leaf_encryption_priv: bytes | None = None) -> PathCreation:
     """Blank our direct path, set a fresh one into ``tree`` (a copy) and sign our new leaf."""
     tree.blank_path(leaf_index)
