@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from mlscore.credentials import AuthenticationService, Credential
-from mlscore.crypto import SUPPORTED_SUITES, get_suite
+from mlscore.crypto import SUPPORTED_SUITES, SigningKey, get_suite
 from mlscore.errors import ConfigurationError, MLSError
 from mlscore.extensions import Extension
 from mlscore.framing import WireFormat
@@ -70,7 +70,8 @@ class ProfileConfig:
                 raise ConfigurationError(f"cipher suite {suite_id} is not supported (choose from "
                                          f"{', '.join(map(str, SUPPORTED_SUITES))})")
         try:
-            get_suite(self.cipher_suite).signature_public_key(self.signature_priv)
+            # parsed once here, for every KeyPackage and group this configuration will sign for
+            object.__setattr__(self, "_signer", get_suite(self.cipher_suite).signing_key(self.signature_priv))
         except MLSError:
             raise ConfigurationError(f"signature_priv is not a private key of cipher suite "
                                      f"{self.cipher_suite}") from None
@@ -88,7 +89,12 @@ class ProfileConfig:
 
     @property
     def signature_public_key(self) -> bytes:
-        return get_suite(self.cipher_suite).signature_public_key(self.signature_priv)
+        return self.signing_key(self.cipher_suite).public_bytes()
+
+    def signing_key(self, suite_id: int) -> SigningKey:
+        """``signature_priv`` parsed for ``suite_id`` (for the configured suite, parsed once)."""
+        signer: SigningKey = self.__dict__["_signer"]
+        return signer if suite_id == self.cipher_suite else get_suite(suite_id).signing_key(self.signature_priv)
 
     @property
     def peer_authentication(self) -> AuthenticationService:

@@ -88,7 +88,7 @@ class TwoPartySession:
                   ) -> tuple[TwoPartySession, list[SessionAction]]:
         """Start phase 1: build our KeyPackage and the ClientHello to send."""
         bundle = create_key_package(
-            config.cipher_suite, config.credential, config.signature_priv, lifetime=config.lifetime,
+            config.cipher_suite, config.credential, config.signing_key(config.cipher_suite), lifetime=config.lifetime,
             capabilities=safe_aad.capabilities(config.cipher_suite), leaf_extensions=safe_aad.leaf_extensions(config))
         progress = _Progress(State.AWAITING_SERVER_HELLO, Role.INITIATOR, key_package=bundle)
         session = cls(config, initial_role=Role.INITIATOR, progress=progress, on_state_change=on_state_change)
@@ -243,7 +243,7 @@ class TwoPartySession:
             raise ValidationError(f"cipher suite {suite_id} is not accepted")
         component = self.config.component_id
         safe_aad.require_component(key_package.leaf_node.extensions, component, "the initiator's KeyPackage")
-        own = create_key_package(suite_id, self.config.credential, self.config.signature_priv,
+        own = create_key_package(suite_id, self.config.credential, self.config.signing_key(suite_id),
                                  lifetime=self.config.lifetime, capabilities=safe_aad.capabilities(suite_id),
                                  leaf_extensions=safe_aad.leaf_extensions(self.config))
         founding = Group.create(own, extensions=safe_aad.group_extensions(self.config),

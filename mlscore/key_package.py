@@ -30,7 +30,7 @@ class KeyPackageBundle:
     key_package: KeyPackage
     init_priv: bytes = field(repr=False)
     encryption_priv: bytes = field(repr=False)
-    signature_priv: bytes = field(repr=False)
+    signature_priv: SignatureKey = field(repr=False)
 
 
 def default_capabilities(suite_id: int, extensions: Sequence[int] = (),
@@ -66,7 +66,7 @@ def create_key_package(suite_id: int, credential: Credential, signature_priv: Si
         extensions=tuple(leaf_extensions),
     ).signed(suite, signer)
     key_package = KeyPackage(PROTOCOL_VERSION_MLS10, suite_id, init_pub, leaf, tuple(extensions))
-    return KeyPackageBundle(key_package.signed(suite, signer), init_priv, encryption_priv, signer.raw)
+    return KeyPackageBundle(key_package.signed(suite, signer), init_priv, encryption_priv, signer)
 
 
 def validate_key_package(key_package: KeyPackage, *, expected_suite: int | None = None,

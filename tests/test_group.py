@@ -149,7 +149,8 @@ def test_repr_has_no_secrets() -> None:
     own = bundle(b"x")
     text = repr(alice) + repr(alice._secrets) + repr(own)
     secrets = [getattr(alice._secrets, f.name) for f in dataclasses.fields(alice._secrets)]
-    secrets += [own.init_priv, own.encryption_priv, own.signature_priv]
+    signature_priv = own.signature_priv if isinstance(own.signature_priv, bytes) else own.signature_priv.raw
+    secrets += [own.init_priv, own.encryption_priv, signature_priv]
     for secret in secrets:
         if secret:
             assert secret.hex() not in text and repr(secret) not in text

@@ -70,11 +70,12 @@ def join(cls: type[Group], welcome: MLSMessage | Welcome | bytes, bundle: KeyPac
     if own_leaf is None:
         raise ValidationError("our KeyPackage's leaf is not in the tree")
     for index, leaf in tree.leaves():
-        # Our own leaf is ours: it is not submitted to the authentication service (which
-        # decides about others), so one's own identity need not be in one's trust store.
-        validate_leaf_node(leaf, suite, expected_source=leaf.leaf_node_source,
-                           authentication_service=None if index == own_leaf else config.authentication_service,
-                           group_id=context.group_id, leaf_index=index, now=config.now)
+        # Our own leaf is the one we built and signed for our KeyPackage (find_leaf matched it
+        # field for field): checking it again would only verify our own signature.
+        if index != own_leaf:
+            validate_leaf_node(leaf, suite, expected_source=leaf.leaf_node_source,
+                               authentication_service=config.authentication_service,
+                               group_id=context.group_id, leaf_index=index, now=config.now)
     check_required_capabilities(tree, context.extensions)
     path_state = PathState.for_leaf(suite, own_leaf, bundle.encryption_priv)
     if group_secrets.path_secret is not None:
