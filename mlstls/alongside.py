@@ -1,18 +1,20 @@
-"""MLS alongside TLS 1.3: a real TLS connection (pyOpenSSL), the two-party profile inside it.
+"""MLS alongside TLS 1.3: a real TLS handshake (pyOpenSSL), then the two-party profile, then one record layer.
 
-The TLS 1.3 handshake runs first (certificates, hostname check, TLS 1.3 only).
-Inside the TLS stream we then run exactly the MLS-TLS byte stream of
-:mod:`mlstls.connection`, with one change: the MLS-derived record keys are
-bound to this TLS connection by using its exporter value as the MLS-Exporter
-context::
+The TLS 1.3 handshake runs first (certificates, hostname check, TLS 1.3 only,
+ALPN ``mls-transport/2``).  Inside TLS the profile's handshake runs as the
+MLS-TLS byte stream of :mod:`mlstls.connection`; as soon as a side has keys it
+sends :data:`END_OF_TLS` inside TLS and from then on writes MLS-TLS records
+straight on TCP, keyed per direction and epoch by::
 
     binding = TLS-Exporter("EXPORTER-mls-transport alongside", "", 32)      (RFC 8446 7.5)
-    c/s secret = MLS-Exporter("MLS-TLS c|s ap traffic", binding, Hash.length)
+    secret  = HKDF-Extract(salt = binding,
+                           IKM  = MLS-Exporter("MLS-TLS c|s ap traffic", binding, Hash.length))
 
-So application data is encrypted twice: by TLS, and by keys that change with
-every MLS epoch.  A thief of the TLS traffic secrets reads MLS-TLS records it
-cannot open once the next MLS epoch starts, and an MLS session spliced onto
-another TLS connection derives different keys and fails at its first record.
+So application data is encrypted once, under keys that stay secret while
+either the TLS connection or the current MLS epoch is, and that change with
+every MLS epoch (PCS); an MLS session spliced onto another TLS connection
+derives different keys and fails at its first record.  docs/alongside.md has
+the construction and its security argument.
 
 pyOpenSSL runs over memory BIOs, so this class is as sans-I/O as the rest:
 bytes in, bytes out, events.
@@ -37,7 +39,14 @@ from .errors import AlertDescription, ConfigurationError, StateError, TlsError
 log = logging.getLogger(__name__)
 
 BINDING_LABEL = b"EXPORTER-mls-transport alongside"
-ALPN = b"mls-transport/1"
+ALPN = b"mls-transport/2"
+"""Version 2: after the profile's handshake each side leaves TLS for MLS-TLS records on TCP (version 1
+encrypted every record twice)."""
+END_OF_TLS = bytes([24]) + b"\x03\x03\x00\x00"
+"""Sent inside TLS, last: "my next bytes on TCP are MLS-TLS records" (an empty record of type 24, a type
+the inner stream never uses)."""
+MAX_TLS_RECORD = (1 << 14) + 256
+"""Longest TLSCiphertext fragment (RFC 8446 section 5.2)."""
 
 
 def make_context(settings: TlsSettings, *, is_client: bool) -> SSL.Context:
@@ -89,7 +98,18 @@ def check_hostname(certificate: x509.Certificate, hostname: str) -> None:
 
 
 class AlongsideConnection:
-    """An MLS-TLS connection carried inside a TLS 1.3 connection (same interface as MlsTlsConnection)."""
+    """An MLS-TLS connection that starts inside a TLS 1.3 connection (same interface as MlsTlsConnection).
+
+    Each direction runs in two stretches: TLS records carrying the inner
+    connection's plaintext records (the profile's handshake, and alerts), then
+    the inner connection's own protected records straight on the TCP stream.
+    The sender marks the end of the first stretch with :data:`END_OF_TLS`
+    inside TLS, sent exactly when its first protected record is due; the
+    receiver feeds TLS one record at a time, so it knows that every byte after
+    the TLS record carrying the marker is an MLS-TLS record.  Application data
+    is therefore encrypted once, under keys that need both the TLS connection's
+    exporter and the MLS epoch (docs/alongside.md).
+    """
 
     def __init__(self, configuration: MlsTlsConfiguration) -> None:
         if configuration.tls is None:
@@ -97,7 +117,7 @@ class AlongsideConnection:
         self.configuration = configuration
         settings = self.settings = configuration.tls
         self.is_client = configuration.is_client
-        self._tls = SSL.Connection(make_context(settings, is_client=self.is_client), None)
+        self._tls: SSL.Connection | None = SSL.Connection(make_context(settings, is_client=self.is_client), None)
         if self.is_client:
             self._tls.set_connect_state()
             if settings.server_hostname:
@@ -105,9 +125,14 @@ class AlongsideConnection:
         else:
             self._tls.set_accept_state()
         self.inner: MlsTlsConnection | None = None
+        self.tls_cipher: str | None = None
         self._events: list[Event] = []
-        self._closed = False
+        self._closed = self._closing = False
         self._now = 0.0
+        self._tcp = bytearray()  # received bytes not yet cut into TLS records
+        self._tls_plaintext = bytearray()  # decrypted TLS payload not yet cut into inner records
+        self.sending_raw = False  # we sent END_OF_TLS: our records go straight on TCP
+        self.receiving_raw = False  # the peer's END_OF_TLS arrived: its records come straight on TCP
 
     # -- the MlsTlsConnection interface ------------------------------------------------
 
@@ -133,20 +158,35 @@ class AlongsideConnection:
 
     def connect(self, now: float = 0.0) -> None:
         self._now = now
-        self._handshake()
+        try:
+            self._handshake()
+        except (SSL.Error, MLSError) as exc:
+            self._fail(exc)
 
     def receive_data(self, data: bytes, now: float = 0.0) -> None:
         if self.closed:
             return
         self._now = now
+        if self.receiving_raw:
+            assert self.inner is not None
+            self.inner.receive_data(data, now)
+            return
+        self._tcp += data
         try:
-            self._tls.bio_write(data)
-            if self.inner is None:
-                self._handshake()
-            if self.inner is not None:
-                self._pull()
+            while not self.receiving_raw and not self.closed and (record := self._next_tls_record()):
+                assert self._tls is not None
+                self._tls.bio_write(record)
+                if self.inner is None:
+                    self._handshake()
+                if self.inner is not None:
+                    self._pull()
         except (SSL.Error, MLSError) as exc:
             self._fail(exc)
+            return
+        if self.receiving_raw and self._tcp and self.inner is not None:
+            rest = bytes(self._tcp)
+            self._tcp.clear()
+            self.inner.receive_data(rest, now)
 
     def send_data(self, data: bytes) -> None:
         if self.inner is None:
@@ -162,29 +202,37 @@ class AlongsideConnection:
             self.inner.poll(now)
 
     def close(self) -> None:
+        """The inner close_notify, and TLS's own while this side still speaks TLS; sent by data_to_send()."""
         if self.inner is not None:
             self.inner.close()
-            with contextlib.suppress(SSL.Error):
-                self._tls.sendall(self.inner.data_to_send())  # the inner close_notify
-        self._closed = True
-        with contextlib.suppress(SSL.Error):
-            self._tls.shutdown()
+        self._closed = self._closing = True
 
     def connection_lost(self) -> None:
         if self.inner is not None:
             self.inner.connection_lost()
         self._closed = True
+        self._tls = None
 
     def data_to_send(self) -> bytes:
+        protected = b""
         if self.inner is not None:
-            plain = self.inner.data_to_send()
-            if plain and not self._closed:
-                try:
-                    self._tls.sendall(plain)
-                except SSL.Error as exc:
-                    self._fail(exc)
+            plaintext, protected = self.inner.records_to_send()
+            try:
+                if plaintext:
+                    if self.sending_raw:
+                        raise StateError("plaintext records after END_OF_TLS")
+                    self._tls_send(plaintext)
+                if protected and not self.sending_raw:
+                    self._tls_send(END_OF_TLS)
+                    self.sending_raw = True
+            except (SSL.Error, MLSError) as exc:
+                self._fail(exc)
+                protected = b""
+        if self._closing and not self.sending_raw and self._tls is not None:
+            with contextlib.suppress(SSL.Error):
+                self._tls.shutdown()
         out = bytearray()
-        while True:
+        while self._tls is not None:
             try:
                 chunk = self._tls.bio_read(1 << 20)
             except SSL.WantReadError:
@@ -192,6 +240,10 @@ class AlongsideConnection:
             if not chunk:
                 break
             out += chunk
+        self._release_tls()
+        if not out:
+            return protected
+        out += protected
         return bytes(out)
 
     def next_event(self) -> Event | None:
@@ -201,7 +253,26 @@ class AlongsideConnection:
 
     # -- internals ----------------------------------------------------------------------
 
+    def _next_tls_record(self) -> bytes | None:
+        """The next whole TLS record of the received bytes (handed to OpenSSL one at a time)."""
+        if len(self._tcp) < 5:
+            return None
+        length = int.from_bytes(self._tcp[3:5], "big")
+        if length > MAX_TLS_RECORD:
+            raise TlsError(f"TLS record of {length} bytes exceeds {MAX_TLS_RECORD}")
+        end = 5 + length
+        if len(self._tcp) < end:
+            return None
+        record = bytes(self._tcp[:end])
+        del self._tcp[:end]
+        return record
+
+    def _tls_send(self, data: bytes) -> None:
+        if data and self._tls is not None:
+            self._tls.sendall(data)
+
     def _handshake(self) -> None:
+        assert self._tls is not None
         try:
             self._tls.do_handshake()
         except SSL.WantReadError:
@@ -214,28 +285,46 @@ class AlongsideConnection:
                 raise TlsError("the server sent no certificate")
             check_hostname(peer, self.settings.server_hostname)
         if self._tls.get_alpn_proto_negotiated() != ALPN:
-            raise TlsError("the peer does not speak mls-transport/1 (ALPN)")
+            raise TlsError(f"the peer does not speak {ALPN.decode()} (ALPN)")
         binding = self._tls.export_keying_material(BINDING_LABEL, 32, None)
-        self.inner = MlsTlsConnection(self.configuration, binding=binding)
-        log.info("TLS 1.3 established (%s); starting MLS inside", self._tls.get_cipher_name())
+        self.tls_cipher = self._tls.get_cipher_name()
+        self.inner = MlsTlsConnection(self.configuration, tls_binding=binding)
+        log.info("TLS 1.3 established (%s); starting MLS inside", self.tls_cipher)
         if self.is_client:
             self.inner.connect(self._now)
 
     def _pull(self) -> None:
-        assert self.inner is not None
-        plain = bytearray()
+        """Decrypt what TLS has; pass whole inner records on, and notice the peer's END_OF_TLS."""
+        assert self.inner is not None and self._tls is not None
         while True:
             try:
                 chunk = self._tls.recv(1 << 18)
-            except SSL.WantReadError:
-                break
-            except SSL.ZeroReturnError:
+            except (SSL.WantReadError, SSL.ZeroReturnError):
                 break
             if not chunk:
                 break
-            plain += chunk
-        if plain:
-            self.inner.receive_data(bytes(plain), self._now)
+            self._tls_plaintext += chunk
+        buffer, offset = self._tls_plaintext, 0
+        while len(buffer) - offset >= 5:
+            if buffer[offset : offset + 5] == END_OF_TLS:
+                if len(buffer) != offset + 5:
+                    raise TlsError("data after END_OF_TLS inside TLS")
+                self.receiving_raw = True
+                break
+            end = offset + 5 + int.from_bytes(buffer[offset + 3 : offset + 5], "big")
+            if end > len(buffer):
+                break
+            offset = end
+        records = bytes(buffer[:offset])
+        del buffer[: offset + (5 if self.receiving_raw else 0)]
+        if records:
+            self.inner.receive_data(records, self._now)
+        self._release_tls()
+
+    def _release_tls(self) -> None:
+        """Once both directions left TLS, the TLS connection is done with: free it."""
+        if self.sending_raw and self.receiving_raw and self._tls is not None:
+            self._tls = None
 
     def _fail(self, error: Exception) -> None:
         log.warning("alongside connection failed: %s", error)
@@ -244,4 +333,3 @@ class AlongsideConnection:
             AlertDescription.BAD_CERTIFICATE if isinstance(error, (TlsError, CredentialError))
             else AlertDescription.HANDSHAKE_FAILURE, reason, False))
         self._closed = True
-

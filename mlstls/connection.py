@@ -90,9 +90,11 @@ Event = HandshakeCompleted | DataReceived | EpochChanged | ConnectionTerminated
 class MlsTlsConnection:
     """One MLS-TLS connection (either side)."""
 
-    def __init__(self, configuration: MlsTlsConfiguration, *, binding: bytes = b"") -> None:
+    def __init__(self, configuration: MlsTlsConfiguration, *, tls_binding: bytes | None = None) -> None:
         self.configuration = configuration
-        self.binding = binding  # MLS-Exporter context: empty per the draft, the TLS exporter alongside TLS
+        # Alongside TLS 1.3, the TLS exporter value: the MLS-Exporter context and the salt the record
+        # secrets are extracted with (docs/alongside.md).  None in place of TLS (the draft's derivation).
+        self.tls_binding = tls_binding
         self.is_client = configuration.is_client
         self.endpoint = ProfileEndpoint(configuration.profile, is_client=configuration.is_client,
                                         store=configuration.store, resume_group_id=configuration.resume_group_id)
@@ -101,7 +103,8 @@ class MlsTlsConnection:
         self._send: RecordProtection | None = None
         self._recv: RecordProtection | None = None
         self._pending_recv: RecordProtection | None = None
-        self._out: list[bytes] = []
+        self._out: list[bytes | bytearray] = []  # whole records: plaintext ones first, then only protected ones
+        self._plaintext_out = 0  # how many of _out (from the front) are plaintext records
         self._events: deque[Event] = deque()
         self.closed = False
         self.bytes_sent = 0
@@ -156,7 +159,7 @@ class MlsTlsConnection:
             raise StateError("the handshake has not completed")
         view = memoryview(data)
         for start in range(0, len(data), MAX_PLAINTEXT):
-            self._out.append(self._send.seal(ContentType.APPLICATION_DATA, bytes(view[start : start + MAX_PLAINTEXT]),
+            self._out.append(self._send.seal(ContentType.APPLICATION_DATA, view[start : start + MAX_PLAINTEXT],
                                              self.configuration.padding))
         self.bytes_sent += len(data)
         self.endpoint.record_sent(len(data))
@@ -181,9 +184,26 @@ class MlsTlsConnection:
             self._terminate(AlertDescription.CLOSE_NOTIFY, "transport lost", by_peer=True)
 
     def data_to_send(self) -> bytes:
-        out = b"".join(self._out)
+        plaintext, protected = self.records_to_send()
+        return plaintext + protected
+
+    def records_to_send(self) -> tuple[bytes, bytes]:
+        """What :meth:`data_to_send` returns, cut where protected records begin.
+
+        Plaintext records (before keys exist) always precede protected ones;
+        the alongside transport sends the first inside TLS, the second on TCP.
+        """
+        plaintext = b"".join(self._out[: self._plaintext_out])
+        protected = b"".join(self._out[self._plaintext_out :])
         self._out.clear()
-        return out
+        self._plaintext_out = 0
+        return plaintext, protected
+
+    def _queue_plaintext(self, content_type: ContentType, data: bytes) -> None:
+        if len(self._out) != self._plaintext_out:
+            raise InternalError("a plaintext record would follow protected ones")
+        self._out.append(plaintext_records(content_type, data))
+        self._plaintext_out += 1
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -252,7 +272,7 @@ class MlsTlsConnection:
 
     def _send_handshake(self, data: bytes) -> None:
         if self._send is None:
-            self._out.append(plaintext_records(ContentType.HANDSHAKE, data))
+            self._queue_plaintext(ContentType.HANDSHAKE, data)
             return
         for start in range(0, len(data), MAX_PLAINTEXT):
             self._out.append(self._send.seal(ContentType.HANDSHAKE, data[start : start + MAX_PLAINTEXT]))
@@ -260,10 +280,9 @@ class MlsTlsConnection:
     def _install(self, epoch: int, reason: str) -> None:
         session = self.endpoint.session
         assert session is not None and session.group is not None
-        suite = session.group.suite
-        spec = aead_spec(suite.id)
-        client = RecordProtection(spec, session.export_secret(CLIENT_LABEL, self.binding, suite.hash_len), epoch=epoch)
-        server = RecordProtection(spec, session.export_secret(SERVER_LABEL, self.binding, suite.hash_len), epoch=epoch)
+        spec = aead_spec(session.group.suite.id)
+        client = RecordProtection(spec, self.traffic_secret(CLIENT_LABEL), epoch=epoch)
+        server = RecordProtection(spec, self.traffic_secret(SERVER_LABEL), epoch=epoch)
         mine, theirs = (client, server) if self.is_client else (server, client)
         self.last_rekey = self._now
         if self._send is None:
@@ -278,6 +297,20 @@ class MlsTlsConnection:
         self._send, self._pending_recv = mine, theirs
         self._events.append(EpochChanged(epoch, reason))
         log.info("MLS-TLS switched to epoch %d (%s)", epoch, reason)
+
+    def traffic_secret(self, label: str) -> bytes:
+        """The current epoch's record secret for one direction (``CLIENT_LABEL`` or ``SERVER_LABEL``).
+
+        In place of TLS: ``MLS-Exporter(label, "", Nh)`` (draft-kohbrok-mls-tls-01).  Alongside TLS:
+        ``HKDF-Extract(salt=tls_binding, IKM=MLS-Exporter(label, tls_binding, Nh))``, secret while
+        either the TLS connection or the MLS epoch is (docs/alongside.md).
+        """
+        session = self.endpoint.session
+        assert session is not None and session.group is not None
+        suite = session.group.suite
+        if self.tls_binding is None:
+            return session.export_secret(label, b"", suite.hash_len)
+        return suite.kdf_extract(self.tls_binding, session.export_secret(label, self.tls_binding, suite.hash_len))
 
     def _confirmed(self) -> None:
         """A phase-1 server's client has proven it holds the keys: store, tell the application, rekey."""
@@ -300,7 +333,7 @@ class MlsTlsConnection:
         if self._send is not None:
             self._out.append(self._send.seal(ContentType.ALERT, payload))
         else:
-            self._out.append(plaintext_records(ContentType.ALERT, payload))
+            self._queue_plaintext(ContentType.ALERT, payload)
 
     def _peer_alert(self, payload: bytes) -> None:
         if len(payload) != 2:

@@ -106,21 +106,23 @@ class RecordProtection:
     def _nonce(self) -> bytes:
         return (self._iv_int ^ self.sequence).to_bytes(12, "big")
 
-    def seal(self, content_type: ContentType, data: bytes, padding: int = 0) -> bytes:
-        """One protected record carrying ``data`` (at most 2^14 bytes)."""
+    def seal(self, content_type: ContentType, data: bytes | memoryview, padding: int = 0) -> bytearray:
+        """One protected record carrying ``data`` (at most 2^14 bytes), built with one copy of ``data``."""
         if len(data) > MAX_PLAINTEXT:
             raise EncodeError(f"record plaintext of {len(data)} bytes exceeds {MAX_PLAINTEXT}")
         if self.sequence >= self.limit:
             raise KeyLimitReached(f"key usage limit of {self.limit} records reached: rekey first")
         if padding:
-            inner = data + bytes([content_type]) + bytes(min(padding, MAX_PLAINTEXT - len(data)))
+            inner = b"".join((data, bytes([content_type]), bytes(min(padding, MAX_PLAINTEXT - len(data)))))
         else:
-            inner = data + _TYPE_BYTES[content_type]
+            inner = b"".join((data, _TYPE_BYTES[content_type]))
         length = len(inner) + 16
         header = bytes([ContentType.APPLICATION_DATA]) + LEGACY_VERSION + length.to_bytes(2, "big")
-        sealed = self._aead.encrypt(self._nonce(), inner, header)
+        record = bytearray(HEADER_SIZE + length)
+        record[:HEADER_SIZE] = header
+        self._aead.encrypt_into(self._nonce(), inner, header, memoryview(record)[HEADER_SIZE:])
         self.sequence += 1
-        return header + sealed
+        return record
 
     def open(self, header: bytes, body: bytes) -> tuple[ContentType, memoryview]:
         """Decrypt one record (the payload is a view, valid until copied); advances only on success."""

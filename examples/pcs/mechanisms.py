@@ -65,7 +65,7 @@ class ModelSender:
         self.keys = RecordProtection(SPEC, self.secret)
 
     def seal(self, data: bytes) -> bytes:
-        return self.keys.seal(ContentType.APPLICATION_DATA, data)
+        return bytes(self.keys.seal(ContentType.APPLICATION_DATA, data))
 
     def rekey(self) -> bytes:
         """Replace the keys; returns the bytes the mechanism puts on the wire for it."""
@@ -91,7 +91,7 @@ class KeyUpdateSender(ModelSender):
     messages = 1
 
     def rekey(self) -> bytes:
-        message = self.keys.seal(ContentType.HANDSHAKE, b"\x18\x00\x00\x01\x00")  # KeyUpdate(update_not_requested)
+        message = bytes(self.keys.seal(ContentType.HANDSHAKE, b"\x18\x00\x00\x01\x00"))  # KeyUpdate(update_not_requested)
         self._install(hkdf_expand_label(HASH, self.secret, b"traffic upd", b"", 32))
         return message
 
