@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import cast
 
 from benchmarks.baselines import (
@@ -26,6 +24,7 @@ from benchmarks.baselines import (
     rekey_floor_ms,
 )
 from benchmarks.mlsrs_baseline import mlsrs_commit_round_seconds
+from benchmarks.report import versions, write_json
 from interop import mlsrs
 from mls2p import ProfileConfig, SendMessage, TwoPartySession
 from mls2p.command import run_command
@@ -149,6 +148,7 @@ def measure(rounds: int) -> dict[str, float | str]:
         "resumption_vs_openssl_handshake": ms["resumption"] / tls_ms,
         "rekey_vs_crypto_floor": ms["rekey"] / floor,
         "commit_round_ms": mlscore_commit_round(rounds),
+        **versions(),
     }
     if mlsrs.MLSRS_AVAILABLE:
         theirs = 1000 * mlsrs_commit_round_seconds(rounds)
@@ -171,8 +171,7 @@ def report(args: argparse.Namespace) -> int:
     if "commit_round_vs_mlsrs" in figures:
         print(f"commit round: mlscore {float(figures['commit_round_ms']):.3f} ms, mls-rs "
               f"{float(figures['mlsrs_commit_round_ms']):.3f} ms, ratio {float(figures['commit_round_vs_mlsrs']):.2f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2, sort_keys=True))
+    write_json(args.json, figures)
     return 0
 
 

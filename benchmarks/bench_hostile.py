@@ -16,13 +16,13 @@ import argparse
 import contextlib
 import functools
 import gc
-import json
 import statistics
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 
+from benchmarks.report import Figure, versions, write_json
 from mls2p import FileSessionStore, TwoPartySession
 from mls2p.command import run_command
 from mls2p.testing import TEST_PINS, config, sent
@@ -128,28 +128,32 @@ def report(args: argparse.Namespace) -> int:
     _, hello = TwoPartySession.initiator(config(b"client"))
     largest = hostile_hello(MAX_EXTENSIONS - 1, MAX_CAPABILITY_ENTRIES - 1, 180)
     over_limit = hostile_hello(MAX_EXTENSIONS + 100, 10, 700)
-    rows = {
-        "honest ClientHello (server)": (len(sent(hello)[0]), cpu_ms(server_receives(sent(hello)[0]), args.rounds)),
-        "pinned peer, no extensions": (len(honest), cpu_ms(server_receives(honest), args.rounds)),
-        "largest acceptable ClientHello": (len(largest), cpu_ms(server_receives(largest), args.rounds)),
-        "ClientHello over the limits": (len(over_limit), cpu_ms(server_receives(over_limit), args.rounds)),
-        "1 MiB profile message (transport)": (1 << 20, cpu_ms(oversized_stream(1 << 20), args.rounds)),
-        "ratchet tree of 60,000 blank nodes (joiner)": (60_000, cpu_ms(blank_tree(60_000), args.rounds)),
+    rows = {  # JSON key: (label, bytes, CPU ms)
+        "honest_hello": ("honest ClientHello (server)", len(sent(hello)[0]),
+                         cpu_ms(server_receives(sent(hello)[0]), args.rounds)),
+        "pinned_hello": ("pinned peer, no extensions", len(honest), cpu_ms(server_receives(honest), args.rounds)),
+        "largest_hello": ("largest acceptable ClientHello", len(largest),
+                          cpu_ms(server_receives(largest), args.rounds)),
+        "over_limit_hello": ("ClientHello over the limits", len(over_limit),
+                             cpu_ms(server_receives(over_limit), args.rounds)),
+        "oversized_message": ("1 MiB profile message (transport)", 1 << 20,
+                              cpu_ms(oversized_stream(1 << 20), args.rounds)),
+        "blank_tree": ("ratchet tree of 60,000 blank nodes (joiner)", 60_000,
+                       cpu_ms(blank_tree(60_000), args.rounds)),
     }
-    base = rows["honest ClientHello (server)"][1]
+    base = rows["honest_hello"][2]
     print(f"{'message':42} {'bytes':>8} {'CPU ms':>8} {'x honest':>9}")
-    for name, (size, ms) in rows.items():
-        print(f"{name:42} {size:8} {ms:8.2f} {ms / base:9.2f}")
+    for label, size, ms in rows.values():
+        print(f"{label:42} {size:8} {ms:8.2f} {ms / base:9.2f}")
     memory = unauthenticated_memory(200)
     files = replayed_hellos(1000)
     print(f"200 unauthenticated connections holding a 63 KiB partial message: {memory:.1f} MB held")
     print(f"1,000 replayed ClientHellos: {files} state files")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"cpu_ms": {name: ms for name, (_, ms) in rows.items()},
-                       "bytes": {name: size for name, (size, _) in rows.items()},
-                       "unauthenticated_mb_200": memory, "state_files_after_1000_replays": files}, handle,
-                      indent=2)
+    figures: dict[str, Figure] = {"unauthenticated_mb_200": memory, "state_files_after_1000_replays": files,
+                                  **versions()}
+    for key, (_, size, ms) in rows.items():
+        figures.update({f"{key}_bytes": size, f"{key}_cpu_ms": ms, f"{key}_vs_honest_hello": ms / base})
+    write_json(args.json, figures)
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import shutil
 import statistics
 import tempfile
@@ -20,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from benchmarks.report import Figure, versions, write_json
 from mls2p.command import run_command
 from mlstls.testing import TunnelProcesses
 
@@ -64,19 +64,22 @@ async def scenario(name: str) -> float:
         return seconds
 
 
-SCENARIOS = ("first start (fresh handshake)", "client killed", "server killed", "both killed",
-             "server lost its state")
+SCENARIOS = {  # label: JSON key prefix
+    "first start (fresh handshake)": "first_start", "client killed": "client_killed",
+    "server killed": "server_killed", "both killed": "both_killed", "server lost its state": "server_lost_state",
+}
 
 
 async def report(args: argparse.Namespace) -> int:
-    results = {name: [await scenario(name) for _ in range(args.rounds)] for name in SCENARIOS}
-    base = statistics.median(results[SCENARIOS[0]])
+    results = {name: statistics.median([await scenario(name) for _ in range(args.rounds)]) for name in SCENARIOS}
+    base = results["first start (fresh handshake)"]
     print(f"{'scenario':32} {'seconds to data again':>22} {'x first start':>14}")
-    for name, samples in results.items():
-        median = statistics.median(samples)
+    figures: dict[str, Figure] = {"rounds": args.rounds, **versions()}
+    for name, median in results.items():
         print(f"{name:32} {median:22.2f} {median / base:14.2f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({name: statistics.median(s) for name, s in results.items()}, indent=2))
+        figures[f"{SCENARIOS[name]}_seconds"] = median
+        figures[f"{SCENARIOS[name]}_vs_first_start"] = median / base
+    write_json(args.json, figures)
     return 0
 
 

@@ -1,6 +1,6 @@
 """AWS mls-rs timings (suite 1, two parties) to set our own numbers against, taken in the same run.
 
-    python -m benchmarks.mlsrs_baseline [--rounds N]
+    python -m benchmarks.mlsrs_baseline [--rounds N] [--json FILE]
 
 Both figures go through :class:`interop.mlsrs_peer.MlsRsPeer`, so they include
 the same MLSMessage encode/decode our own implementation pays for, plus the
@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from benchmarks.report import versions, write_json
 from interop.mlsrs_peer import MLSRS_AVAILABLE, MLSRS_REASON, MlsRsPeer
 
 WARMUP = 5
@@ -86,12 +87,17 @@ def mlsrs_setup_seconds(rounds: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200, help="samples per figure (default 200)")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if not MLSRS_AVAILABLE:
         print(f"skipped: {MLSRS_REASON}")
+        write_json(args.json, {"mlsrs_available": 0})
         return 0
-    print(f"mls-rs commit round (suite 1, 2 members): {1000 * mlsrs_commit_round_seconds(args.rounds):.3f} ms")
-    print(f"mls-rs two-party setup (KeyPackage + Add + join): {1000 * mlsrs_setup_seconds(args.rounds):.3f} ms")
+    commit_ms, setup_ms = 1000 * mlsrs_commit_round_seconds(args.rounds), 1000 * mlsrs_setup_seconds(args.rounds)
+    print(f"mls-rs commit round (suite 1, 2 members): {commit_ms:.3f} ms")
+    print(f"mls-rs two-party setup (KeyPackage + Add + join): {setup_ms:.3f} ms")
+    write_json(args.json, {"mlsrs_available": 1, "mlsrs_commit_round_ms": commit_ms, "mlsrs_setup_ms": setup_ms,
+                           **versions("agentvault-mls-rs-uniffi")})
     return 0
 
 
