@@ -91,7 +91,8 @@ class KeyUpdateSender(ModelSender):
     messages = 1
 
     def rekey(self) -> bytes:
-        message = bytes(self.keys.seal(ContentType.HANDSHAKE, b"\x18\x00\x00\x01\x00"))  # KeyUpdate(update_not_requested)
+        # KeyUpdate(update_not_requested)
+        message = bytes(self.keys.seal(ContentType.HANDSHAKE, b"\x18\x00\x00\x01\x00"))
         self._install(hkdf_expand_label(HASH, self.secret, b"traffic upd", b"", 32))
         return message
 
