@@ -1,0 +1,183 @@
+"""The PCS report: one table for every mechanism, figures (PNG) and the CSV data behind each figure."""
+
+from __future__ import annotations
+
+import csv
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .costs import Series
+from .mechanisms import Outcome
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def table(outcomes: list[Outcome]) -> list[str]:
+    lines = ["| mechanism | stack | heals | first unreadable record after compromise | read by the thief "
+             "| CPU per rekey, both sides (ms) | bytes per rekey | round trips | new connection |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for o in outcomes:
+        first = "never" if o.healed_at is None else f"{o.unit[:-1]} {o.healed_at + 1}"
+        lines.append(
+            f"| {o.mechanism} | {o.stack} | {'yes' if o.heals else 'no'} | {first} | "
+            f"{sum(o.readable_after_theft)}/{len(o.readable_after_theft)} {o.unit} | "
+            f"{1000 * o.cost.cpu_seconds:.3f} | {o.cost.wire_bytes} | {o.cost.round_trips:g} | "
+            f"{'yes' if o.new_connection else 'no'} |")
+    return lines
+
+
+def write_report(outcomes: list[Outcome], settings: Any, out: Path, series: list[Series] | None = None) -> Path:
+    """report.md, healing/throughput/costs as PNG (with matplotlib) and CSV; returns report.md's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Post-compromise security: measured healing", "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M:%S')} on {platform.platform()}, Python {sys.version.split()[0]}; "
+        f"cryptography {_version('cryptography')}, tlslite-ng {_version('tlslite-ng')}, aioquic "
+        f"{_version('aioquic')}, mls-transport {_version('mls-transport')}.",
+        f"{settings.records} application records of {settings.record_size} bytes, a rekey every "
+        f"{settings.rekey_every} records, the thief's loot taken at record {settings.theft_at}.", "",
+        *table(outcomes), "",
+        "**Columns.** *heals*: from some record on, the thief reads nothing more. *first unreadable after "
+        "compromise*: counting the records the client sent after the compromise, the first one the thief could "
+        "not decrypt (\"never\" if it read them all). *read by the thief*: of the records (QUIC: 1-RTT packets) "
+        "captured after the compromise. TLS rows count every protected client-to-server record: KeyUpdate "
+        "messages and, on a new connection, the client's Finished record count as records too; QUIC rows count "
+        "packets, so their numbers are not comparable with the TLS rows, only their shape is. The EKU row is a "
+        "model on this project's record layer (no implementation of draft-ietf-tls-extended-key-update exists), "
+        "its bytes are the draft's three messages.", "",
+        "**Costs** are measured per mechanism with both sides in one process, apart from the run: "
+        + _sources(outcomes) + ". tlslite-ng is pure Python, so its CPU figures are far above what OpenSSL "
+        "would need for the same messages; the OpenSSL re-handshake row is the fair reference for a TLS "
+        "handshake's cost.", "",
+        "**What the thief holds.** KeyUpdate, re-handshake and QUIC: the client's current application traffic "
+        "secret (as SSLKEYLOGFILE lines give it). Resumption: that, plus the PSK of the ticket the client will "
+        "resume with (its resumption secret and ticket nonce, as a memory dump gives them). mlstls/mlsquic: the "
+        "client's current record (1-RTT) secret. mlstls alongside: the record secret in one row, every TLS "
+        "secret of the connection in the other. Every thief also tries every key it can derive (TLS KeyUpdate's "
+        "\"traffic upd\", QUIC's \"quic ku\", a psk_ke connection's whole key schedule).", ""]
+    lines += _healing(outcomes, out)
+    lines += _costs(outcomes, out)
+    if series:
+        lines += _throughput(series, out)
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return report
+
+
+def _sources(outcomes: list[Outcome]) -> str:
+    """Each cost source once, with the mechanisms it is for."""
+    grouped: dict[str, list[str]] = {}
+    for o in outcomes:
+        grouped.setdefault(o.cost.source, []).append(o.mechanism)
+    return "; ".join(f"{', '.join(names)}: {source}" for source, names in grouped.items() if source)
+
+
+def _pyplot() -> Any | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _healing(outcomes: list[Outcome], out: Path) -> list[str]:
+    _csv(out / "healing.csv", ["mechanism", "unit", "index_after_compromise", "seconds_after_compromise",
+                               "readable_by_thief", "rekey_before"],
+         [(o.mechanism, o.unit, i, f"{o.seconds_after_theft[i]:.4f}", int(ok), int(i in o.rekey_marks))
+          for o in outcomes for i, ok in enumerate(o.readable_after_theft)])
+    plt = _pyplot()
+    if plt is None:
+        return ["Healing timeline: healing.csv (install matplotlib for the figure)."]
+    fig, ax = plt.subplots(figsize=(9, 0.8 + 0.45 * len(outcomes)))
+    for row, o in enumerate(outcomes):
+        read = [i for i, ok in enumerate(o.readable_after_theft) if ok]
+        unread = [i for i, ok in enumerate(o.readable_after_theft) if not ok]
+        ax.scatter(read, [row] * len(read), marker="|", color="crimson", s=60, label="read" if row == 0 else None)
+        ax.scatter(unread, [row] * len(unread), marker="|", color="lightgrey", s=60)
+        ax.scatter(o.rekey_marks, [row + 0.3] * len(o.rekey_marks), marker="v", color="black", s=14)
+    ax.set_yticks(range(len(outcomes)), [o.mechanism for o in outcomes], fontsize=7)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("records (QUIC: packets) after the compromise — red: the thief reads it; ▼ rekey")
+    ax.set_title("Healing timeline")
+    fig.tight_layout()
+    fig.savefig(out / "healing.png", dpi=120)
+    plt.close(fig)
+    return ["![healing timeline](healing.png) (data: healing.csv)", ""]
+
+
+def _costs(outcomes: list[Outcome], out: Path) -> list[str]:
+    seen: dict[str, Outcome] = {}
+    for o in outcomes:  # one bar per mechanism (the mlstls rows share their cost)
+        seen.setdefault(o.cost.source + o.mechanism.split(" (")[0].split(":")[0], o)
+    rows = list(seen.values())
+    _csv(out / "costs.csv", ["mechanism", "cpu_ms_per_rekey_both_sides", "bytes_per_rekey", "round_trips",
+                             "new_connection", "source"],
+         [(o.mechanism, f"{1000 * o.cost.cpu_seconds:.4f}", o.cost.wire_bytes, o.cost.round_trips,
+           int(o.new_connection), o.cost.source) for o in rows])
+    plt = _pyplot()
+    if plt is None:
+        return ["Cost per rekey: costs.csv (install matplotlib for the figure)."]
+    fig, (cpu, wire) = plt.subplots(1, 2, figsize=(11, 0.8 + 0.4 * len(rows)))
+    names = [o.mechanism for o in rows]
+    cpu.barh(names, [1000 * o.cost.cpu_seconds for o in rows], color="steelblue")
+    cpu.set_xscale("log")
+    cpu.set_xlabel("CPU ms per rekey, both sides (log scale)")
+    wire.barh(names, [o.cost.wire_bytes for o in rows], color="darkorange")
+    wire.set_xlabel("bytes on the wire per rekey")
+    wire.set_xlim(left=0)
+    wire.set_yticks([])
+    for axis in (cpu, wire):
+        axis.tick_params(axis="y", labelsize=7)
+    fig.suptitle("Cost of one rekey")
+    fig.tight_layout()
+    fig.savefig(out / "costs.png", dpi=120)
+    plt.close(fig)
+    return ["![cost per rekey](costs.png) (data: costs.csv)", ""]
+
+
+def _throughput(series: list[Series], out: Path) -> list[str]:
+    lines = ["## Throughput over time (mlstls, real loopback)", "",
+             "| schedule | rekeys | median MB/s | longest delivery gap (s) |", "| --- | --- | --- | --- |"]
+    for one in series:
+        rates = sorted(one.megabytes_per_second)
+        lines.append(f"| {one.label} | {one.epochs} | {rates[len(rates) // 2]:.1f} | {one.longest_gap:.3f} |")
+    _csv(out / "throughput.csv", ["schedule", "seconds", "megabytes_per_second", "rekey_in_bucket"],
+         [(one.label, f"{t:.2f}", f"{rate:.3f}",
+           int(any(t <= r < t + (one.times[1] - one.times[0] if len(one.times) > 1 else 0) for r in one.rekey_times)))
+          for one in series for t, rate in zip(one.times, one.megabytes_per_second, strict=True)])
+    plt = _pyplot()
+    if plt is None:
+        return [*lines, "", "Throughput: throughput.csv (install matplotlib for the figure)."]
+    fig, axes = plt.subplots(len(series), 1, figsize=(9, 1.8 * len(series)), sharex=True, squeeze=False)
+    for axis, one in zip(axes[:, 0], series, strict=True):
+        axis.plot(one.times, one.megabytes_per_second, color="steelblue")
+        for at in one.rekey_times:
+            axis.axvline(at, color="crimson", linewidth=0.6)
+        axis.set_ylim(bottom=0)
+        axis.set_ylabel("MB/s")
+        axis.set_title(f"{one.label} (red lines: rekeys)", fontsize=9)
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=120)
+    plt.close(fig)
+    return [*lines, "", "![throughput over time](throughput.png) (data: throughput.csv)", ""]
