@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from .errors import StaleStateError, StoreError
+from .errors import ConfigurationError, StaleStateError, StoreError
 
 
 class SessionStore(Protocol):
@@ -41,6 +41,30 @@ class SessionStore(Protocol):
     def delete(self, group_id: bytes, *, replaces: bytes | None) -> None: ...
 
     def group_ids(self) -> list[bytes]: ...
+
+
+def open_store(location: str | os.PathLike[str], *, keyring: str | os.PathLike[str] | None = None
+               ) -> SessionStore:
+    """The store a server's ``--store`` names: a Redis URL (sealed with ``keyring``) or a folder.
+
+    A Redis store is shared by a fleet and needs a sealing keyring
+    (:mod:`mls2p.sealing`); it is checked to answer before this returns.
+    """
+    from .redis_store import URL_SCHEMES, RedisSessionStore
+    from .sealing import load_keyring
+
+    text = os.fspath(location)
+    if text.startswith(URL_SCHEMES):
+        if keyring is None:
+            raise ConfigurationError("a Redis store needs a sealing keyring (--store-keyring FILE): the session "
+                                     "keys of every client are kept there, sealed ('mls-tunnel store-key' makes one)")
+        store = RedisSessionStore.from_url(text, load_keyring(keyring))
+        store.ping()
+        return store
+    if keyring is not None:
+        raise ConfigurationError("--store-keyring seals a Redis store; a folder store is private to this machine "
+                                 "(mode 0700) and is not sealed")
+    return FileSessionStore(text)
 
 
 def _check(group_id: bytes, current: bytes | None, replaces: bytes | None) -> None:

@@ -1,0 +1,178 @@
+"""Sessions on Redis, so a fleet of servers shares them and a client resumes on any node (docs/fleet.md).
+
+One Redis hash per session, ``<prefix>:{<group id hex>}`` with two fields:
+
+* ``v``: the *version*, SHA-256 of the plaintext state (it covers the epoch,
+  the pending commit, everything), and
+* ``b``: the state sealed by :class:`~mls2p.sealing.StateSealer` for this group.
+
+Every write is fenced: a Lua script replaces the hash only while ``v`` is the
+version of the state the writer read (``replaces``), atomically, in one round
+trip.  Of two nodes racing to continue a session exactly one wins; the other
+gets :class:`~mls2p.errors.StaleStateError` and its connection ends, so the
+client resumes on the winner's state.  The braces are a Redis Cluster hash
+tag: every key of a session lies in one hash slot, and the scripts touch only
+the key they declare.
+
+A write whose reply was lost (Redis restarted, the network blinked) is
+retried by the client library; the script counts "the hash already holds my
+new version" as success, so the retry neither fails nor writes twice.  The
+store's methods are synchronous, as the profile's store interface is: keep
+Redis close (same site) and its timeouts short.  Round trips: ``load`` 1,
+``save`` 1, ``delete`` 1; :attr:`RedisSessionStore.round_trips` counts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError, StaleStateError, StoreError
+from .sealing import StateSealer
+
+if TYPE_CHECKING:
+    import redis
+
+VERSION_LABEL = b"mls2p state version\x00"
+URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+# KEYS[1] session; ARGV: expected version ("" = none stored), new version, sealed state.
+_SAVE = """
+local v = redis.call('HGET', KEYS[1], 'v') or ''
+if v == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'b', ARGV[3])
+  return 1
+end
+if v == ARGV[2] then return 1 end
+return 0
+"""
+
+# KEYS[1] session; ARGV[1]: expected version.  Gone already counts as done (a retried delete).
+_DELETE = """
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v or v == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
+def version_of(state: bytes | None) -> bytes:
+    """The fence value of ``state`` (empty for "nothing stored")."""
+    return b"" if state is None else hashlib.sha256(VERSION_LABEL + state).digest()
+
+
+class RedisSessionStore:
+    """A :class:`~mls2p.store.SessionStore` on Redis: sealed, fenced, Cluster-ready.
+
+    ``client`` is a ``redis.Redis`` (or ``redis.RedisCluster``) with
+    ``decode_responses`` off; :meth:`from_url` builds one with short timeouts
+    and retries on connection errors.
+    """
+
+    def __init__(self, client: redis.Redis, sealer: StateSealer, *, prefix: str = "mls2p") -> None:
+        self.client = client
+        self.sealer = sealer
+        self.prefix = prefix
+        self.round_trips = 0
+        from redis import RedisError
+
+        self._failure = RedisError
+        self._save = client.register_script(_SAVE)
+        self._delete = client.register_script(_DELETE)
+
+    @classmethod
+    def from_url(cls, url: str, sealer: StateSealer, *, timeout: float = 1.0, prefix: str = "mls2p"
+                 ) -> RedisSessionStore:
+        """``redis://[user:password@]host:port/db``, ``rediss://`` (TLS) or ``unix:///path.sock``."""
+        try:
+            import redis
+            from redis.backoff import ExponentialBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise ConfigurationError("a Redis store needs the redis package: pip install 'mls-transport[redis]'"
+                                     ) from None
+        if not url.startswith(URL_SCHEMES):
+            raise ConfigurationError(f"{_safe(url)!r} is not a Redis URL ({', '.join(URL_SCHEMES)})")
+        retry = Retry(ExponentialBackoff(cap=0.25, base=0.02), retries=3)
+        try:
+            client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                          retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+                                          health_check_interval=30)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad Redis URL {_safe(url)!r}: {exc}") from None
+        return cls(client, sealer, prefix=prefix)
+
+    def __repr__(self) -> str:
+        return f"RedisSessionStore(prefix={self.prefix!r}, {self.sealer!r})"
+
+    def key(self, group_id: bytes) -> str:
+        return f"{self.prefix}:{{{bytes(group_id).hex()}}}"
+
+    def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None:
+        sealed = self.sealer.seal(group_id, state)
+        if not self._run(self._save, group_id, version_of(replaces), version_of(state), sealed):
+            raise StaleStateError(f"the stored state of group {group_id.hex()} changed since this connection "
+                                  "read it: the session continued elsewhere")
+
+    def load(self, group_id: bytes) -> bytes | None:
+        sealed = self._command(lambda: self.client.hget(self.key(group_id), "b"))
+        return None if sealed is None else self.sealer.open(group_id, bytes(sealed))
+
+    def delete(self, group_id: bytes, *, replaces: bytes | None) -> None:
+        if not self._run(self._delete, group_id, version_of(replaces)):
+            raise StaleStateError(f"the stored state of group {group_id.hex()} changed since this connection "
+                                  "read it: not deleting it")
+
+    def group_ids(self) -> list[bytes]:
+        start = len(self.prefix) + 2
+        keys = self._command(lambda: list(self.client.scan_iter(match=f"{self.prefix}:{{*}}", count=1000)))
+        found = []
+        for key in keys:
+            text = key.decode() if isinstance(key, bytes) else str(key)
+            try:
+                found.append(bytes.fromhex(text[start:-1]))
+            except ValueError:
+                continue  # not one of ours
+        return sorted(found)
+
+    def reseal(self) -> int:
+        """Seal every state not sealed with the keyring's first key again with it; returns how many.
+
+        Run after putting a new key first in the keyring (docs/fleet.md,
+        "Rotating the sealing key").  Concurrent writes are safe: a state that
+        changed meanwhile was sealed with the new key by its writer.
+        """
+        count = 0
+        for group_id in self.group_ids():
+            sealed = self._command(lambda gid=group_id: self.client.hget(self.key(gid), "b"))
+            if sealed is None or self.sealer.key_id_of(bytes(sealed)) == self.sealer.sealing_key_id:
+                continue
+            state = self.sealer.open(group_id, bytes(sealed))
+            version = version_of(state)
+            if self._run(self._save, group_id, version, version, self.sealer.seal(group_id, state)):
+                count += 1
+        return count
+
+    def _run(self, script: Any, group_id: bytes, *args: bytes) -> bool:
+        return bool(self._command(lambda: script(keys=[self.key(group_id)], args=list(args))))
+
+    def ping(self) -> None:
+        """Check that Redis answers (StoreError if not): servers call it at start."""
+        self._command(self.client.ping)
+
+    def _command(self, call: Any) -> Any:
+        self.round_trips += 1
+        try:
+            return call()
+        except self._failure as exc:
+            raise StoreError(f"the Redis session store failed: {type(exc).__name__}: {exc}") from None
+
+
+def _safe(url: str) -> str:
+    """``url`` without a password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return scheme + sep + rest

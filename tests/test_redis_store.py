@@ -1,0 +1,372 @@
+"""The Redis session store against a real redis-server: fenced, sealed, restart-proof, Cluster-ready."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from mls2p.errors import AlertDescription, ConfigurationError, StaleStateError, StoredStateError, StoreError
+from mls2p.sealing import SealingKey, StateSealer, load_keyring, new_key_line
+from mls2p.store import FileSessionStore, MemorySessionStore, open_store
+from mls2p.testing import config
+from mlstls.config import MlsTlsConfiguration
+from mlstls.connection import ConnectionTerminated, MlsTlsConnection
+from tests.redis_server import RedisServer
+
+SEALER = StateSealer([SealingKey("k1", bytes(range(32)))])
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def store(redis_server, request):
+    from mls2p.redis_store import RedisSessionStore
+
+    return RedisSessionStore.from_url(redis_server.url, SEALER, prefix=f"t-{request.node.name}")
+
+
+def node(store, sealer: StateSealer = SEALER):
+    """Another server's store: its own Redis client, the same Redis and prefix."""
+    from mls2p.redis_store import RedisSessionStore
+
+    port = store.client.connection_pool.connection_kwargs["port"]
+    return RedisSessionStore.from_url(f"redis://127.0.0.1:{port}/0", sealer, prefix=store.prefix)
+
+
+def raw(store, group_id: bytes) -> bytes:
+    return store.client.hget(store.key(group_id), "b")
+
+
+# -- the store contract (the same as the memory and file stores) ------------------------------------
+
+def test_save_load_delete_and_fencing(store) -> None:
+    gid = b"\x07"
+    assert store.load(gid) is None and store.group_ids() == []
+    store.save(gid, b"epoch 5", replaces=None)
+    store.save(gid, b"epoch 6", replaces=b"epoch 5")
+    with pytest.raises(StaleStateError, match="continued elsewhere"):
+        store.save(gid, b"epoch 6 (other)", replaces=b"epoch 5")
+    with pytest.raises(StaleStateError):
+        store.save(gid, b"fresh", replaces=None)
+    with pytest.raises(StaleStateError):
+        store.delete(gid, replaces=b"epoch 5")
+    assert store.load(gid) == b"epoch 6" and store.group_ids() == [gid]
+    store.delete(gid, replaces=b"epoch 6")
+    assert store.load(gid) is None and store.group_ids() == []
+
+
+def race(nodes, gid: bytes, before: bytes, states: list[bytes]) -> tuple[list[bytes], int]:
+    """Every node writes its state over ``before`` at the same moment: (the states written, refusals)."""
+    barrier = threading.Barrier(len(nodes))
+    written: list[bytes] = []
+    refused: list[StaleStateError] = []
+
+    def write(node_store, state: bytes) -> None:
+        barrier.wait()
+        try:
+            node_store.save(gid, state, replaces=before)
+            written.append(state)
+        except StaleStateError as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=write, args=pair) for pair in zip(nodes, states, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return written, len(refused)
+
+
+def test_of_nodes_racing_exactly_one_wins_every_time(store) -> None:
+    nodes = [node(store) for _ in range(4)]
+    gid = b"\x01" * 16
+    store.save(gid, b"round 0", replaces=None)
+    for round_ in range(1, 31):
+        states = [f"round {round_} by node {index}".encode() for index in range(len(nodes))]
+        written, refused = race(nodes, gid, f"round {round_ - 1}".encode(), states)
+        assert len(written) == 1 and refused == len(nodes) - 1
+        assert store.load(gid) == written[0]
+        store.save(gid, f"round {round_}".encode(), replaces=written[0])
+
+
+def test_a_retried_write_whose_reply_was_lost_succeeds_once(store) -> None:
+    gid = b"\x02"
+    store.save(gid, b"a", replaces=None)
+    store.save(gid, b"b", replaces=b"a")
+    store.save(gid, b"b", replaces=b"a")  # the client library's retry of the same write: already done
+    assert store.load(gid) == b"b"
+    store.save(gid, b"c", replaces=b"b")
+    with pytest.raises(StaleStateError):
+        store.save(gid, b"b", replaces=b"a")  # a retry after someone else moved on is stale
+    assert store.load(gid) == b"c"
+
+
+def test_one_round_trip_per_operation(store) -> None:
+    gid = b"\x03"
+    start = store.round_trips
+    store.save(gid, b"x", replaces=None)
+    store.load(gid)
+    store.delete(gid, replaces=b"x")
+    assert store.round_trips - start == 3
+
+
+# -- sealing ---------------------------------------------------------------------------------------
+
+def test_redis_holds_no_plaintext_and_a_state_does_not_open_in_another_slot(store) -> None:
+    secret = os.urandom(64)
+    store.save(b"\xaa", secret, replaces=None)
+    store.save(b"\xbb", b"other", replaces=None)
+    dump = b"".join(store.client.dump(key) or b"" for key in store.client.keys(f"{store.prefix}:*"))
+    assert secret not in dump and secret[:16] not in dump
+    blob = raw(store, b"\xaa")
+    store.client.hset(store.key(b"\xbb"), "b", blob)  # an attacker with write access moves it
+    with pytest.raises(StoredStateError, match="another session"):
+        store.load(b"\xbb")
+    tampered = bytearray(blob)
+    tampered[-1] ^= 1
+    store.client.hset(store.key(b"\xaa"), "b", bytes(tampered))
+    with pytest.raises(StoredStateError, match="altered"):
+        store.load(b"\xaa")
+
+
+def test_rotation_reseals_everything_and_the_old_key_can_then_go(store, tmp_path) -> None:
+    old = tmp_path / "old.keys"
+    old.write_text(new_key_line("2026-11") + "\n")
+    old.chmod(0o600)
+    states = {bytes([i]): os.urandom(100) for i in range(5)}
+    old_store = node(store, load_keyring(old))
+    for gid, state in states.items():
+        old_store.save(gid, state, replaces=None)
+    both = tmp_path / "both.keys"
+    both.write_text(new_key_line("2026-12") + "\n" + old.read_text())
+    both.chmod(0o600)
+    rotating = node(store, load_keyring(both))
+    assert [rotating.load(gid) for gid in states] == list(states.values())  # old states still open
+    assert rotating.reseal() == len(states)
+    assert rotating.reseal() == 0
+    new_only = tmp_path / "new.keys"
+    new_only.write_text(both.read_text().splitlines()[0] + "\n")
+    new_only.chmod(0o600)
+    assert [node(store, load_keyring(new_only)).load(gid) for gid in states] == list(states.values())
+    with pytest.raises(StoredStateError, match="'2026-12', which is not in the keyring"):
+        old_store.load(b"\x00")
+
+
+@pytest.mark.parametrize(("text", "mode", "message"), [
+    ("", 0o600, "empty"),
+    ("k1 abcd\n", 0o600, "line 1: sealing key 'k1' has 2 bytes"),
+    ("k1\n", 0o600, "line 1: expected"),
+    ("k1 " + "00" * 32 + "\nk1 " + "11" * 32 + "\n", 0o600, "twice"),
+    ("k1 " + "00" * 32 + "\n", 0o644, "readable by others"),
+])
+def test_bad_keyrings_are_refused_with_the_reason(tmp_path, text: str, mode: int, message: str) -> None:
+    path = tmp_path / "keys"
+    path.write_text(text)
+    path.chmod(mode)
+    with pytest.raises(ConfigurationError, match=message):
+        load_keyring(path)
+
+
+def test_key_material_is_never_in_a_repr() -> None:
+    key = SealingKey("k", b"\x42" * 32)
+    assert "42" not in repr(key) and "B" * 4 not in repr(key)
+    assert "42" not in repr(StateSealer([key]))
+
+
+# -- Redis restarts, outages and Cluster -------------------------------------------------------------
+
+def test_confirmed_state_survives_a_redis_kill_and_the_store_reconnects(tmp_path) -> None:
+    from mls2p.redis_store import RedisSessionStore
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        store = RedisSessionStore.from_url(server.url, SEALER)
+        store.save(b"\x09", b"confirmed", replaces=None)
+        server.kill()  # SIGKILL right after the acknowledged write: appendfsync always kept it
+        with pytest.raises(StoreError, match="Redis session store failed"):
+            store.load(b"\x09")
+        server.start()
+        assert store.load(b"\x09") == b"confirmed"  # the same store object, reconnected
+        store.save(b"\x09", b"next", replaces=b"confirmed")  # scripts are loaded again transparently
+        assert store.load(b"\x09") == b"next"
+    finally:
+        server.stop()
+
+
+def test_every_key_of_a_session_is_in_one_cluster_hash_slot(store) -> None:
+    from redis.crc import key_slot
+
+    gid = bytes.fromhex("00112233445566778899aabbccddeeff")
+    assert store.key(gid) == f"{store.prefix}:{{{gid.hex()}}}"
+    assert key_slot(store.key(gid).encode()) == key_slot(gid.hex().encode())
+
+
+def test_open_store_picks_and_checks_the_store(tmp_path, redis_server) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(new_key_line("k") + "\n")
+    keys.chmod(0o600)
+    assert isinstance(open_store(tmp_path / "folder"), FileSessionStore)
+    assert type(open_store(redis_server.url, keyring=keys)).__name__ == "RedisSessionStore"
+    with pytest.raises(ConfigurationError, match="needs a sealing keyring"):
+        open_store(redis_server.url)
+    with pytest.raises(ConfigurationError, match="a folder store is private"):
+        open_store(tmp_path / "folder", keyring=keys)
+    with pytest.raises(StoreError, match="Redis session store failed"):
+        open_store("redis://:hunter2@127.0.0.1:1/0", keyring=keys)
+    with pytest.raises(ConfigurationError, match=r"\*\*\*@"):
+        open_store("redis://:hunter2@127.0.0.1:notaport/0", keyring=keys)
+
+
+# -- the profile across nodes ----------------------------------------------------------------------
+
+class Fleet:
+    """One client (its own memory store) and server nodes that share a Redis store, driven in memory."""
+
+    def __init__(self, store) -> None:
+        self.client_store = MemorySessionStore()
+        self.client_profile, self.server_profile = config(b"client"), config(b"server")
+        self.nodes = [store, node(store), node(store)]
+        self.group_id: bytes | None = None
+
+    def client(self) -> MlsTlsConnection:
+        return MlsTlsConnection(MlsTlsConfiguration(self.client_profile, True, self.client_store,
+                                                    resume_group_id=self.group_id))
+
+    def server(self, index: int) -> MlsTlsConnection:
+        return MlsTlsConnection(MlsTlsConfiguration(self.server_profile, False, self.nodes[index]))
+
+    @staticmethod
+    def pump(client: MlsTlsConnection, server: MlsTlsConnection, *, rounds: int = 20) -> None:
+        for _ in range(rounds):
+            moved = False
+            for src, dst in ((client, server), (server, client)):
+                if data := src.data_to_send():
+                    dst.receive_data(data)
+                    moved = True
+            if not moved:
+                return
+
+    def connect(self, index: int) -> tuple[MlsTlsConnection, MlsTlsConnection]:
+        client, server = self.client(), self.server(index)
+        client.connect()
+        self.pump(client, server)
+        assert client.established and server.established
+        assert client.session is not None
+        self.group_id = client.session.group_id
+        return client, server
+
+
+def test_a_client_resumes_on_every_node_and_rekeys_there(store) -> None:
+    fleet = Fleet(store)
+    client, server = fleet.connect(0)
+    for index in (1, 2, 0, 2):
+        client.rekey()
+        fleet.pump(client, server)
+        assert client.epoch == server.epoch
+        client, server = fleet.connect(index)  # resumption on another node
+        assert client.endpoint.resumed and server.endpoint.resumed
+        client.send_data(b"hello")
+        fleet.pump(client, server)
+        assert server.next_event() is not None
+
+
+def test_a_node_killed_mid_commit_costs_one_resumption(store) -> None:
+    """Node 0 stores its answer to a resumption and dies before sending it; node 1 recovers."""
+    fleet = Fleet(store)
+    fleet.connect(0)
+    client, dying = fleet.client(), fleet.server(0)
+    client.connect()
+    dying.receive_data(client.data_to_send())  # answered and stored; the answer is never sent
+    assert dying.data_to_send()
+    epoch_stored = store.load(fleet.group_id)
+    client, server = fleet.connect(1)  # the client resends its pending commit to another node
+    assert client.endpoint.resumed and client.epoch == server.epoch
+    assert store.load(fleet.group_id) != epoch_stored
+
+
+def test_a_replayed_resumption_on_another_node_gets_the_same_answer_and_changes_nothing(store) -> None:
+    fleet = Fleet(store)
+    fleet.connect(0)
+    client = fleet.client()
+    client.connect()
+    request = client.data_to_send()
+    first, second = fleet.server(1), fleet.server(2)
+    first.receive_data(request)
+    response = first.data_to_send()
+    stored = store.load(fleet.group_id)
+    second.receive_data(request)  # replayed to another node while the answer is in flight
+    assert second.data_to_send() == response and store.load(fleet.group_id) == stored
+    client.receive_data(response)
+    Fleet.pump(client, first)
+    assert client.established and client.epoch == first.epoch
+
+
+class LoadTogether:
+    """A node's store whose loads wait for each other: two nodes read the same state before either writes."""
+
+    def __init__(self, inner, barrier: threading.Barrier) -> None:
+        self.inner, self.barrier = inner, barrier
+
+    def load(self, group_id: bytes) -> bytes | None:
+        state = self.inner.load(group_id)
+        self.barrier.wait()
+        return state
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_two_nodes_racing_on_one_resumption_exactly_one_continues(store) -> None:
+    fleet = Fleet(store)
+    fleet.connect(0)
+    client = fleet.client()
+    client.connect()
+    request = client.data_to_send()
+    barrier = threading.Barrier(2)
+    servers = [MlsTlsConnection(MlsTlsConfiguration(fleet.server_profile, False, LoadTogether(fleet.nodes[i],
+                                                                                             barrier)))
+               for i in (1, 2)]
+    threads = [threading.Thread(target=server.receive_data, args=(request,)) for server in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(server.closed for server in servers) == [False, True]
+    winner, loser = sorted(servers, key=lambda server: server.closed)
+    ended = [event for event in iter(loser.next_event, None) if isinstance(event, ConnectionTerminated)]
+    assert ended and "StaleStateError" in ended[0].reason and ended[0].alert == AlertDescription.INTERNAL_ERROR
+    Fleet.pump(client, winner)
+    assert client.established and client.epoch == winner.epoch
+    assert store.load(fleet.group_id) == winner.endpoint.session.to_state()
+
+
+def test_redis_unreachable_fails_the_connection_cleanly_and_keeps_the_client_session(tmp_path) -> None:
+    from mls2p.redis_store import RedisSessionStore
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        fleet = Fleet(RedisSessionStore.from_url(server.url, SEALER))
+        fleet.connect(0)
+        held = fleet.client_store.load(fleet.group_id)
+        server.kill()
+        client, node0 = fleet.client(), fleet.server(0)
+        client.connect()
+        Fleet.pump(client, node0)
+        assert node0.closed and client.closed and not client.established
+        assert fleet.client_store.load(fleet.group_id) is not None
+        server.start()
+        client, _ = fleet.connect(1)
+        assert client.endpoint.resumed  # the session outlived the outage
+        assert held is not None
+    finally:
+        server.stop()
