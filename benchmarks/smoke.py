@@ -33,6 +33,8 @@ SMOKE_RUNS = {  # module: (tiny arguments, keys its JSON must have)
                                           "unauthenticated_mb_200", "state_files_after_1000_replays"]),
     "bench_tunnel_restart": (["--rounds", "1"], ["first_start_seconds", "both_killed_seconds"]),
     "mlsrs_baseline": (["--rounds", "5"], ["mlsrs_available"]),
+    "bench_fleet": (["--rounds", "2"], ["redis_round_trips_resumption", "redis_round_trips_client_rekey",
+                                        "resume_fleet_vs_local", "rekey_fleet_vs_local", "redis_server_version"]),
 }
 
 

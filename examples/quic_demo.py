@@ -3,6 +3,8 @@
     python -m examples.quic_demo both            # server and client in one process (the README demo)
     python -m examples.quic_demo server --key-file server.key --allow client=sha256:... --serve-dir .
     python -m examples.quic_demo client --key-file client.key --allow server=sha256:... --download big.iso -v
+    python -m examples.quic_demo server ... --store redis://127.0.0.1:6379/0 --store-keyring store.keys
+    python -m examples.quic_demo client ... --store client-sessions/     # resumes the stored session
 
 The client sends a line to echo or asks for a file; both sides rekey by policy
 and print every epoch change with -v.  QUIC-MLS authenticates peers by their
@@ -32,6 +34,7 @@ import mlsquic
 from mls2p import ConfigurationError, ProfileConfig, RekeyPolicy
 from mls2p.command import run_command
 from mls2p.identity import fingerprint, load_or_create_key
+from mls2p.store import SessionStore, open_store
 from mls2p.trust import parse_pin
 from mlscore.credentials import Credential, PinnedKeys, key_fingerprint
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
@@ -137,12 +140,23 @@ class DemoError(MLSError):
     """Something the demo's user can fix, said in one line."""
 
 
+def session_store(args: argparse.Namespace) -> SessionStore | None:
+    """``--store``: a folder or (servers) a Redis URL; None keeps sessions only for this process."""
+    if args.store is None:
+        if args.store_keyring:
+            raise ConfigurationError("--store-keyring seals a Redis --store: give --store redis://... too")
+        return None
+    if args.mode == "alongside":
+        raise ConfigurationError("--store is for resumption, a QUIC-MLS (--mode mls) feature")
+    return open_store(args.store, keyring=args.store_keyring)
+
+
 async def run_server(args: argparse.Namespace, profile_: ProfileConfig) -> MlsQuicServer:
     DemoServer.files = Path(args.serve_dir).resolve() if args.serve_dir else None
     if DemoServer.files is not None and not DemoServer.files.is_dir():
         raise ConfigurationError(f"--serve-dir {args.serve_dir} is not a folder")
     configuration = MlsQuicConfiguration(profile=profile_, mode=args.mode, is_client=False,
-                                         alpn_protocols=["demo"])
+                                         alpn_protocols=["demo"], store=session_store(args))
     if args.mode == "alongside":
         if not args.cert or not args.key:
             raise ConfigurationError("an alongside server needs --cert and --key (a PEM certificate and its key)")
@@ -151,16 +165,19 @@ async def run_server(args: argparse.Namespace, profile_: ProfileConfig) -> MlsQu
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot load --cert {args.cert} / --key {args.key}: {exc}") from None
     server = await mlsquic.serve(args.host, args.port, configuration=configuration, create_protocol=DemoServer)
-    print(f"QUIC-MLS server on {args.host}:{args.port} (suite {args.suite})")
+    print(f"QUIC-MLS server on {args.host}:{args.port} (suite {args.suite})", flush=True)
     return server
 
 
 async def run_client(args: argparse.Namespace, profile_: ProfileConfig) -> None:
     if args.mode == "alongside" and not args.cafile:
         raise ConfigurationError("an alongside client needs --cafile (the CA that signed the server's certificate)")
+    store = session_store(args)
+    stored = store.group_ids() if store is not None else []
     configuration = MlsQuicConfiguration(profile=profile_, mode=args.mode, is_client=True,
                                          alpn_protocols=["demo"], cafile=args.cafile, server_name=args.server_name,
-                                         idle_timeout=max(args.connect_timeout, 5.0))
+                                         idle_timeout=max(args.connect_timeout, 5.0), store=store,
+                                         resume_group_id=stored[-1] if stored else None)
     protocol_factory = DemoClient
     started = time.perf_counter()
     async with mlsquic.connect(args.host, args.port, configuration=configuration, create_protocol=protocol_factory,
@@ -175,7 +192,8 @@ async def run_client(args: argparse.Namespace, profile_: ProfileConfig) -> None:
             raise DemoError(f"no QUIC-MLS server answered at {args.host}:{args.port} within "
                             f"{args.connect_timeout:g} s (is it running, in the same --mode?)")
         quic = cast(EpochKeyedConnection, quic_of(client))  # mlsquic.connect() builds an epoch-keyed connection
-        print(f"connected in {1000 * (time.perf_counter() - started):.1f} ms at MLS epoch {quic.mls_epoch}")
+        how = "resumed the stored session" if configuration.resume_group_id else "connected"
+        print(f"{how} in {1000 * (time.perf_counter() - started):.1f} ms at MLS epoch {quic.mls_epoch}")
         if args.download:
             started = time.perf_counter()
             answer = await client.request(DOWNLOAD + args.download.encode())
@@ -204,6 +222,8 @@ async def main_async(args: argparse.Namespace) -> None:
     elif args.role == "client":
         await run_client(args, profile("client", signature_key(args), pins_from(args), args))
     else:
+        if args.store:
+            raise ConfigurationError("--store is for a separate server or client (in 'both' they would share it)")
         suite = get_suite(args.suite)
         (server_priv, server_pub), (client_priv, client_pub) = (suite.generate_signature_key_pair() for _ in "sc")
         server = await run_server(args, profile("server", server_priv, {b"client": {key_fingerprint(client_pub)}},
@@ -239,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="authenticate nobody (a warning is logged for every peer)")
     parser.add_argument("--connect-timeout", type=float, default=5.0,
                         help="client: give up if no server answers within this many seconds (default 5)")
+    parser.add_argument("--store", help="keep sessions for resumption: a folder, or (server) redis://host:port/db "
+                                        "shared by a fleet of servers")
+    parser.add_argument("--store-keyring", help="server: a Redis store's sealing keyring ('<id> <hex key>' lines)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch change, show tracebacks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")

@@ -82,6 +82,9 @@ _ALERTS: tuple[tuple[type[MLSError], AlertDescription], ...] = (
     (StateError, AlertDescription.UNEXPECTED_MESSAGE),
     (UnsupportedError, AlertDescription.HANDSHAKE_FAILURE),
     (ValidationError, AlertDescription.ILLEGAL_PARAMETER),
+    # Stored state that cannot be read will never be: the peer should start afresh.  (A store that
+    # cannot be reached, or a fenced write that lost, stays internal_error: worth retrying.)
+    (StoredStateError, AlertDescription.HANDSHAKE_FAILURE),
 )
 
 

@@ -7,6 +7,11 @@
                     --identity client --allow server=sha256:...
   mls-tunnel client --config /etc/mls-tunnel/client.toml     # any option, as a TOML key
 
+A fleet of servers behind a load balancer shares its sessions in Redis (docs/fleet.md):
+  mls-tunnel store-key --id 2026-12 >> /etc/mls-tunnel/store.keys    # then chmod 600
+  mls-tunnel server ... --store redis://redis.internal:6379/0 --store-keyring /etc/mls-tunnel/store.keys
+  mls-tunnel store-reseal --store redis://... --store-keyring ...     # after putting a new key first
+
 Both ends authenticate each other by key: each pins the peer's identity to the
 fingerprint the peer's "fingerprint" command printed (--allow, or a --trust-file
 of "<identity> <fingerprint>" lines).  --trust-on-first-use pins whatever key a
@@ -31,7 +36,9 @@ from mls2p.config import ProfileConfig
 from mls2p.errors import ConfigurationError
 from mls2p.identity import fingerprint, load_or_create_key
 from mls2p.policy import RekeyPolicy
-from mls2p.store import FileSessionStore, MemorySessionStore, SessionStore
+from mls2p.redis_store import URL_SCHEMES, RedisSessionStore
+from mls2p.sealing import load_keyring, new_key_line
+from mls2p.store import FileSessionStore, MemorySessionStore, SessionStore, open_store
 from mls2p.trust import TrustOnFirstUse, load_trust_store, parse_pin
 from mlscore.credentials import AnyOf, AuthenticationService, Credential, PinnedKeys
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
@@ -87,9 +94,21 @@ def _trust(args: argparse.Namespace) -> tuple[AuthenticationService | None, bool
     return (services[0] if len(services) == 1 else AnyOf(*services)), False
 
 
+def _store(args: argparse.Namespace) -> SessionStore:
+    if getattr(args, "store", None):
+        if args.trust_on_first_use and args.store.startswith(URL_SCHEMES):
+            raise ConfigurationError("--trust-on-first-use keeps its pins on each node, so a fleet would pin "
+                                     "differently per node: with a Redis --store give --allow or --trust-file")
+        return open_store(args.store, keyring=args.store_keyring)
+    if getattr(args, "store_keyring", None):
+        raise ConfigurationError("--store-keyring seals a Redis --store: give --store redis://... too")
+    if args.state_dir:
+        return FileSessionStore(Path(args.state_dir).expanduser() / "sessions")
+    return MemorySessionStore()
+
+
 def _profile(args: argparse.Namespace) -> tuple[ProfileConfig, SessionStore]:
-    store: SessionStore = (FileSessionStore(Path(args.state_dir).expanduser() / "sessions") if args.state_dir
-                           else MemorySessionStore())
+    store = _store(args)
     service, insecure = _trust(args)
     profile = ProfileConfig(credential=Credential.basic(args.identity.encode()), signature_priv=_signature_key(args),
                             cipher_suite=args.suite, authentication_service=service,
@@ -138,6 +157,11 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("fingerprint", help="create this end's key if needed and print its fingerprint")
     show.add_argument("--state-dir", required=True, help="where this end keeps its key and state")
     show.add_argument("--suite", type=int, default=1, choices=SUPPORTED_SUITES, help="MLS cipher suite")
+    key = commands.add_parser("store-key", help="print a new sealing key line for a Redis store's keyring")
+    key.add_argument("--id", default=time.strftime("%Y-%m-%d"), help="the key's name (default: today's date)")
+    reseal = commands.add_parser("store-reseal", help="seal every stored session with the keyring's first key")
+    reseal.add_argument("--store", required=True, help="the Redis URL the servers use")
+    reseal.add_argument("--store-keyring", required=True, help="the keyring file, new key first")
     for mode in ("server", "client"):
         sub = commands.add_parser(mode, help=f"run the tunnel's {mode} end")
         sub.add_argument("--config", help="a TOML file of options (keys as the long options, e.g. state-dir)")
@@ -154,6 +178,9 @@ def _parser() -> argparse.ArgumentParser:
                              help="cap of the reconnect backoff, before jitter (default 2 s)")
         else:
             sub.add_argument("--target", help="where streams are forwarded to (host:port)")
+            sub.add_argument("--store", help="where sessions are kept: a folder, or redis://host:port/db shared by "
+                                             "a fleet of servers (default: the state folder)")
+            sub.add_argument("--store-keyring", help="a Redis store's sealing keyring ('<id> <hex key>' lines)")
         sub.add_argument("--identity", default="mls-tunnel", help="this end's name (basic credential)")
         sub.add_argument("--allow", action="append", metavar="NAME=FINGERPRINT",
                          help="trust peer NAME with exactly this key (repeatable)")
@@ -208,6 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "fingerprint":
             private = load_or_create_key(Path(args.state_dir).expanduser() / KEY_FILE, args.suite)
             print(fingerprint(private, args.suite))
+            return 0
+        if args.mode == "store-key":
+            print(new_key_line(args.id))
+            return 0
+        if args.mode == "store-reseal":
+            if not args.store.startswith(URL_SCHEMES):
+                raise ConfigurationError("store-reseal works on a Redis --store (a folder store is not sealed)")
+            store = RedisSessionStore.from_url(args.store, load_keyring(args.store_keyring))
+            print(f"resealed {store.reseal()} session(s) with key {store.sealer.sealing_key_id!r}")
             return 0
         return run_command(functools.partial(_run, args), prog="mls-tunnel", verbose=verbose)
 

@@ -44,12 +44,19 @@ MAX_UNACKED = 32 * 1024 * 1024
 TUNNEL_ALERTS = frozenset({AlertDescription.BAD_CERTIFICATE, AlertDescription.DECRYPT_ERROR})
 """Alerts that mean "your identity was refused": retrying cannot help without a change of configuration."""
 
+TEMPORARY_ALERTS = frozenset({AlertDescription.INTERNAL_ERROR, AlertDescription.CLOSE_NOTIFY})
+"""Ends of a resumption that say nothing against the session: the server could not resume it for a reason
+of its own (its session store was unreachable, another of its nodes continued the session at that moment),
+or the connection was lost (the node died).  The session is kept and resumed on the next attempt.  Any
+other refusal means the server cannot resume it at all, and the client starts afresh."""
+
 
 @dataclass
 class LinkStats:
     bytes_in: int = 0
     bytes_out: int = 0
     reconnects: int = 0
+    failed_connects: int = 0
     resumptions: int = 0
     fresh_handshakes: int = 0
     rekeys: int = 0
@@ -299,6 +306,7 @@ class TunnelClient:
                 reader, writer = await open_connection(*self.remote, configuration=config)
             except HandshakeError as exc:
                 failures += 1
+                self.link.stats.failed_connects += 1
                 self.link.stats.last_error = str(exc)
                 if exc.alert in TUNNEL_ALERTS and not self.retry_refused:
                     who = "the server refused us" if exc.by_peer else "we refused the server"
@@ -306,7 +314,10 @@ class TunnelClient:
                     self.state = "refused"
                     self.stopped.set()
                     return
-                if resuming:
+                if resuming and exc.alert in TEMPORARY_ALERTS and exc.by_peer:
+                    log.warning("the server could not resume our session just now (%s); retrying with backoff",
+                                exc)
+                elif resuming:
                     log.warning("cannot resume the stored session (%s); running a fresh authenticated handshake",
                                 exc)
                     self._forget_session(self.group_id)
@@ -314,6 +325,7 @@ class TunnelClient:
                     continue
             except (OSError, MLSError, TimeoutError) as exc:
                 failures += 1
+                self.link.stats.failed_connects += 1
                 self.link.stats.last_error = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
                 if failures == 1:  # before the first connection, start() reports it instead
                     was_up = self.link.stats.resumptions + self.link.stats.fresh_handshakes > 0

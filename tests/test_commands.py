@@ -129,3 +129,21 @@ def test_a_long_benchmark_stops_on_ctrl_c() -> None:
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2)  # it is somewhere in its set-up or its first transfer; where does not matter
     stops_with(process, signal.SIGINT)
+
+
+def test_quic_demo_client_resumes_from_its_store(tmp_path) -> None:
+    fails_with(run("examples.quic_demo", "--store", str(tmp_path / "s"), "--insecure-accept-any-peer"), 2,
+               "in 'both' they would share it")
+    fails_with(run("examples.quic_demo", "server", "--store-keyring", str(tmp_path / "k"),
+                   "--insecure-accept-any-peer"), 2, "give --store redis://")
+    port = free_udp_port()
+    server = quic_server(port, "--insecure-accept-any-peer", "--store", str(tmp_path / "server"))
+    try:
+        client = ("examples.quic_demo", "client", "--insecure-accept-any-peer", "--port", str(port),
+                  "--rounds", "1", "--interval", "0", "--store", str(tmp_path / "client"))
+        first, second = run(*client), run(*client)
+        assert first.returncode == 0 and "connected in" in first.stdout, first.stderr
+        assert second.returncode == 0 and "resumed the stored session" in second.stdout, second.stderr
+        assert "intact=True" in second.stdout
+    finally:
+        stops_with(server, signal.SIGTERM)

@@ -145,3 +145,44 @@ def test_a_restarted_peer_resets_the_link_on_both_sides() -> None:
     frames, _ = server.feed(restarted.send(Frame(FrameType.OPEN, 1)) + restarted.send(Frame(FrameType.DATA, 1, b"new")))
     assert [(f.kind, f.payload) for f in frames] == [(FrameType.OPEN, b""), (FrameType.DATA, b"new")]
     assert restarted.resets == 0 and server.resets == 1
+
+
+async def test_a_connection_lost_mid_resumption_keeps_the_session() -> None:
+    """A server that dies while resuming us (found by the fleet test: the client used to forget its session
+    on "transport lost" and fall back to a fresh handshake, losing it although the store still held it)."""
+    target, target_port = await digest_target()
+    server = TunnelServer(MlsTlsConfiguration(config(b"server"), False, MemorySessionStore()),
+                          ("127.0.0.1", target_port))
+    server_port = await server.start("127.0.0.1", 0)
+    dying = 3
+
+    async def front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal dying
+        if dying and client.link.stats.fresh_handshakes:
+            dying -= 1
+            await reader.read(1)  # the resumption request arrives, and the node dies
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", server_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(1 << 16):
+                dst.write(data)
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+    proxy = await asyncio.start_server(front, "127.0.0.1", 0)
+    client = TunnelClient(MlsTlsConfiguration(config(b"client"), True, MemorySessionStore()),
+                          ("127.0.0.1", proxy.sockets[0].getsockname()[1]), retry_delay=0.01)
+    try:
+        local_port = await client.start("127.0.0.1", 0)
+        client.cut()
+        expected, answer = await asyncio.wait_for(push(local_port, 1 << 20), TIMEOUT)
+        assert answer == expected and dying == 0
+        assert client.link.stats.fresh_handshakes == 1 and client.link.stats.resumptions == 1
+    finally:
+        await client.close()
+        await server.close()
+        proxy.close()
+        target.close()

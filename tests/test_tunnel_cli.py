@@ -164,3 +164,32 @@ def test_refusals_are_logged_at_most_once_a_second(caplog) -> None:
             limited.log(f"refused attempt {attempt}")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["refused attempt 0"]
+
+
+def test_store_options_and_commands(tmp_path) -> None:
+    from tests.redis_server import RedisServer
+
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    try:
+        made = run("store-key", "--id", "2026-12")
+        assert made.returncode == 0 and made.stdout.startswith("2026-12 ") and len(made.stdout.split()[1]) == 64
+        keys = tmp_path / "store.keys"
+        keys.write_text(made.stdout)
+        keys.chmod(0o600)
+        server = ("server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--allow", FAKE_PIN)
+        one_line_error(run(*server, "--store", redis.url), 2, "needs a sealing keyring")
+        one_line_error(run(*server, "--store-keyring", str(keys)), 2, "give --store redis://")
+        one_line_error(run(*server, "--store", redis.url, "--store-keyring", str(keys), "--trust-on-first-use",
+                           "--state-dir", str(tmp_path / "s")), 2, "a fleet would pin differently")
+        one_line_error(run(*server, "--store", f"redis://127.0.0.1:{free_port()}/0", "--store-keyring", str(keys)),
+                       1, "Redis session store failed")
+        keys.chmod(0o644)
+        one_line_error(run(*server, "--store", redis.url, "--store-keyring", str(keys)), 2, "readable by others")
+        keys.chmod(0o600)
+        resealed = run("store-reseal", "--store", redis.url, "--store-keyring", str(keys))
+        assert resealed.returncode == 0 and "resealed 0 session(s) with key '2026-12'" in resealed.stdout
+        one_line_error(run("store-reseal", "--store", str(tmp_path), "--store-keyring", str(keys)), 2,
+                       "works on a Redis --store")
+    finally:
+        redis.stop()
