@@ -29,6 +29,7 @@ from interop import mlsrs
 from mls2p import ProfileConfig, SendMessage, TwoPartySession
 from mls2p.command import run_command
 from mls2p.testing import Pair, bundle, sent
+from mlscore.crypto import XWING_SUITE
 from mlscore.errors import StateError
 from mlscore.group import CommitMessage, Group
 from mlscore.messages import Add
@@ -69,12 +70,15 @@ def mlscore_setup() -> float:
 class ProfileOperations:
     """One PCS rekey, one key establishment and one resumption per call, both sides, persisting."""
 
-    def __init__(self) -> None:
-        self.pair = Pair()
+    def __init__(self, suite_id: int = 1, prefix: str = "") -> None:
+        self.pair = Pair(suite_id)
+        self.prefix = prefix
         self.sizes: dict[str, int] = {}
 
     def operations(self) -> dict[str, Callable[[], object]]:
-        return {"rekey": self.rekey, "phase1": self.establish, "resumption": self.resume}
+        """Named ``<prefix><operation>``; sizes are recorded under the same names."""
+        return {f"{self.prefix}rekey": self.rekey, f"{self.prefix}phase1": self.establish,
+                f"{self.prefix}resumption": self.resume}
 
     def rekey(self) -> None:
         pair, sizes = self.pair, self.sizes
@@ -82,14 +86,14 @@ class ProfileOperations:
         update = pair.alice.update()
         reply = pair.bob.receive(sent(update)[0])
         pair.alice.receive(sent(reply)[0])
-        sizes["rekey"] = sum(len(a.data) for a in update + reply if isinstance(a, SendMessage))
+        sizes[f"{self.prefix}rekey"] = sum(len(a.data) for a in update + reply if isinstance(a, SendMessage))
 
     def establish(self) -> None:
         alice, hello = TwoPartySession.initiator(self.alice_config)
         bob = TwoPartySession.responder(self.bob_config)
         reply = bob.receive(sent(hello)[0])
         alice.receive(sent(reply)[0])
-        self.sizes["phase1"] = len(sent(hello)[0]) + len(sent(reply)[0])
+        self.sizes[f"{self.prefix}phase1"] = len(sent(hello)[0]) + len(sent(reply)[0])
 
     def resume(self) -> None:
         pair = self.pair
@@ -99,7 +103,7 @@ class ProfileOperations:
         response = sent(pair.bob.receive(request[0]))
         ack = sent(pair.alice.receive(response[0]))
         pair.bob.receive(ack[0])
-        self.sizes["resumption"] = len(request[0]) + len(response[0]) + len(ack[0])
+        self.sizes[f"{self.prefix}resumption"] = len(request[0]) + len(response[0]) + len(ack[0])
 
     @property
     def alice_config(self) -> ProfileConfig:
@@ -129,10 +133,11 @@ def measure(rounds: int) -> dict[str, float | str]:
     """
     handshake = OpenSslHandshake()
     profile = ProfileOperations()
+    xwing = ProfileOperations(XWING_SUITE, prefix="xwing_")
     try:
         primitives = floor_primitives()
-        ms = interleaved_medians_ms({"openssl_handshake": handshake, **primitives, **profile.operations()},
-                                    rounds)
+        ms = interleaved_medians_ms({"openssl_handshake": handshake, **primitives, **profile.operations(),
+                                     **xwing.operations()}, rounds)
     finally:
         handshake.close()
     floor = rekey_floor_ms(ms)
@@ -142,7 +147,11 @@ def measure(rounds: int) -> dict[str, float | str]:
         "openssl_version": handshake.version,
         **{f"floor_{name}_ms": ms[name] for name in primitives}, "floor_rekey_floor_ms": floor,
         **{f"{name}_ms": ms[name] for name in ("rekey", "phase1", "resumption")},
-        **{f"{name}_bytes": size for name, size in profile.sizes.items()},
+        **{f"{name}_bytes": size for name, size in (profile.sizes | xwing.sizes).items()},
+        **{f"xwing_{name}_ms": ms[f"xwing_{name}"] for name in ("rekey", "phase1", "resumption")},
+        **{f"xwing_{name}_vs_suite1": ms[f"xwing_{name}"] / ms[name] for name in ("rekey", "phase1", "resumption")},
+        **{f"xwing_{name}_bytes_vs_suite1": xwing.sizes[f"xwing_{name}"] / profile.sizes[name]
+           for name in ("rekey", "phase1", "resumption")},
         "rekey_vs_openssl_handshake": ms["rekey"] / tls_ms,
         "phase1_vs_openssl_handshake": ms["phase1"] / tls_ms,
         "resumption_vs_openssl_handshake": ms["resumption"] / tls_ms,
@@ -167,6 +176,10 @@ def report(args: argparse.Namespace) -> int:
         ms = float(figures[f"{name}_ms"])
         print(f"profile {name:10} {ms:7.3f} ms CPU (both sides), {figures[f'{name}_bytes']:5} bytes, "
               f"{ms / tls:5.2f}x the TLS handshake")
+    for name in ("rekey", "phase1", "resumption"):
+        print(f"X-Wing suite 0x004D {name:10} {float(figures[f'xwing_{name}_ms']):7.3f} ms, "
+              f"{figures[f'xwing_{name}_bytes']:5} bytes: {float(figures[f'xwing_{name}_vs_suite1']):.2f}x the time "
+              f"and {float(figures[f'xwing_{name}_bytes_vs_suite1']):.2f}x the bytes of suite 1")
     print(f"rekey vs crypto floor: {float(figures['rekey_vs_crypto_floor']):.2f}x")
     if "commit_round_vs_mlsrs" in figures:
         print(f"commit round: mlscore {float(figures['commit_round_ms']):.3f} ms, mls-rs "

@@ -21,6 +21,7 @@ from benchmarks.report import check_figures
 SMOKE_RUNS = {  # module: (tiny arguments, keys its JSON must have)
     "bench_core": (["--rounds", "5"], ["rekey_vs_openssl_handshake", "phase1_vs_openssl_handshake",
                                        "resumption_vs_openssl_handshake", "rekey_vs_crypto_floor",
+                                       "xwing_rekey_vs_suite1", "xwing_phase1_bytes", "xwing_rekey_bytes",
                                        "openssl_handshake_ms", "rekey_ms", "rekey_bytes", "openssl_version"]),
     "bench_tls": (["--seconds", "0.2", "--rounds", "1"], ["alongside_throughput_vs_ssl",
                                                           "alongside_rekey_throughput_vs_ssl",

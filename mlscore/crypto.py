@@ -1,4 +1,4 @@
-"""The seven cipher suites of RFC 9420 (section 5.1) and their labelled operations.
+"""The seven cipher suites of RFC 9420 (section 5.1), the X-Wing suite 0x004D, and their labelled operations.
 
 HPKE (RFC 9180, base mode, DHKEM) is implemented here directly on
 `cryptography` and the standard library's HMAC: it is a few dozen lines, it
@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .codec import Writer, encode_varint
 from .errors import CryptoError, InvalidSignatureError, UnsupportedError
+from .xwing import XWing
 
 MLS_PREFIX = b"MLS 1.0 "
 HPKE_VERSION = b"HPKE-v1"
@@ -169,6 +170,13 @@ class _Kem(_KeyCodec):
                 raise CryptoError("DeriveKeyPair found no valid scalar")
         return self.serialize_private(private), self.serialize_public(private.public_key())
 
+    @property
+    def public_len(self) -> int:
+        return _DHKEM_PUBLIC_LENGTHS[self.kem_id]
+
+    def public_key_of(self, private: bytes) -> bytes:
+        return self.serialize_public(self.private_key(private).public_key())
+
     def generate(self) -> _KemPrivateKey:
         if self.curve is None:
             return self.x_cls.generate()  # type: ignore[union-attr]
@@ -200,12 +208,37 @@ _CURVE_ORDERS = {
                      "86409", 16),
 }
 
-_KEMS = {
+_DHKEM_PUBLIC_LENGTHS = {0x10: 65, 0x11: 97, 0x12: 133, 0x20: 32, 0x21: 56}
+
+
+class HpkeKem(Protocol):
+    """What a cipher suite needs of its HPKE KEM: DHKEM above, X-Wing in :mod:`mlscore.xwing`."""
+
+    @property
+    def kem_id(self) -> int: ...
+
+    @property
+    def private_len(self) -> int: ...
+
+    @property
+    def public_len(self) -> int: ...
+
+    def encap(self, public: bytes, /) -> tuple[bytes, bytes]: ...
+
+    def decap(self, enc: bytes, private: bytes, /) -> bytes: ...
+
+    def derive_key_pair(self, ikm: bytes, /) -> tuple[bytes, bytes]: ...
+
+    def public_key_of(self, private: bytes, /) -> bytes: ...
+
+
+_KEMS: dict[int, HpkeKem] = {
     0x0010: _Kem(0x0010, "sha256", 32, 32, 32, ec.SECP256R1),
     0x0011: _Kem(0x0011, "sha384", 48, 48, 48, ec.SECP384R1),
     0x0012: _Kem(0x0012, "sha512", 64, 64, 66, ec.SECP521R1),
     0x0020: _Kem(0x0020, "sha256", 32, 32, 32, None, x25519.X25519PrivateKey, x25519.X25519PublicKey),
     0x0021: _Kem(0x0021, "sha512", 64, 64, 56, None, x448.X448PrivateKey, x448.X448PublicKey),
+    XWing.kem_id: XWing(),
 }
 
 
@@ -329,7 +362,7 @@ class CipherSuite:
         self.aead_id = {"aes128gcm": 1, "aes256gcm": 2, "chacha20poly1305": 3}[aead]
         self.kdf_id = {"sha256": 1, "sha384": 2, "sha512": 3}[hash_name]
         self._signature = signature
-        self.hpke_pub_len = {0x10: 65, 0x11: 97, 0x12: 133, 0x20: 32, 0x21: 56}[kem_id]
+        self.hpke_pub_len = self._kem.public_len
         self._hpke_suite_id = (b"HPKE" + kem_id.to_bytes(2, "big") + self.kdf_id.to_bytes(2, "big")
                                + self.aead_id.to_bytes(2, "big"))
         # base mode has no PSK, so psk_id_hash is a constant of the suite (RFC 9180 section 5.1)
@@ -478,7 +511,7 @@ class CipherSuite:
         return self.derive_key_pair(os.urandom(self._kem.private_len))
 
     def hpke_public_key(self, private_key: bytes) -> bytes:
-        return self._kem.serialize_public(self._kem.private_key(private_key).public_key())
+        return self._kem.public_key_of(private_key)
 
 
 _PUBLIC_CACHE: dict[tuple[str, bytes], _SignaturePublicKey] = {}
@@ -507,7 +540,51 @@ _SUITES = {
     7: CipherSuite(7, "MLS_256_DHKEMP384_AES256GCM_SHA384_P384", 0x11, "sha384", "aes256gcm", _P384),
 }
 
-SUPPORTED_SUITES: tuple[int, ...] = tuple(sorted(_SUITES))
+RFC9420_SUITES: tuple[int, ...] = tuple(sorted(_SUITES))
+"""The seven suites RFC 9420 registers (and its official test vectors cover)."""
+
+SIGNATURE_SCHEMES = {scheme.name: scheme for scheme in (_ED25519, _ED448, _P256, _P384, _P521)}
+AEADS = ("aes128gcm", "aes256gcm", "chacha20poly1305")
+HASHES = ("sha256", "sha384", "sha512")
+
+XWING_SUITE = 0x004D
+"""OpenMLS's provisional code point for MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (no MLS code point
+for a post-quantum suite is registered yet)."""
+
+
+def register_suite(suite_id: int, name: str, *, kem_id: int, hash_name: str, aead: str, signature: str
+                   ) -> CipherSuite:
+    """Make ``suite_id`` a cipher suite of this process (a provisional code point another stack uses).
+
+    For example the SHA-512 X-Wing suite some stacks ship::
+
+        register_suite(0xF0A1, "MLS_256_XWING_AES256GCM_SHA512_Ed25519", kem_id=0x647A,
+                       hash_name="sha512", aead="aes256gcm", signature="ed25519")
+
+    Both peers must register the same suite under the same code point.  The
+    seven RFC 9420 suites cannot be redefined.  Register before building any
+    configuration that names the suite (command-line ``--suite`` choices are
+    read when the parser is built).
+    """
+    if suite_id in RFC9420_SUITES or not 0 < suite_id < 0x10000:
+        raise UnsupportedError(f"cipher suite {suite_id} is registered by RFC 9420 or out of range")
+    if kem_id not in _KEMS or hash_name not in HASHES or aead not in AEADS or signature not in SIGNATURE_SCHEMES:
+        raise UnsupportedError(f"cannot build suite {name}: KEM {kem_id:#06x}, hash {hash_name}, AEAD {aead} "
+                               f"and signature {signature} must be among {sorted(_KEMS)}, {HASHES}, {AEADS}, "
+                               f"{sorted(SIGNATURE_SCHEMES)}")
+    existing = _SUITES.get(suite_id)
+    suite = CipherSuite(suite_id, name, kem_id, hash_name, aead, SIGNATURE_SCHEMES[signature])
+    if existing is not None and existing.name != name:
+        raise UnsupportedError(f"cipher suite {suite_id:#06x} is already {existing.name}")
+    _SUITES[suite_id] = existing or suite
+    global SUPPORTED_SUITES
+    SUPPORTED_SUITES = tuple(sorted(_SUITES))
+    return _SUITES[suite_id]
+
+
+SUPPORTED_SUITES: tuple[int, ...] = RFC9420_SUITES
+register_suite(XWING_SUITE, "MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519", kem_id=XWing.kem_id,
+               hash_name="sha256", aead="chacha20poly1305", signature="ed25519")
 
 
 def get_suite(suite_id: int) -> CipherSuite:
