@@ -148,6 +148,8 @@ def session_store(args: argparse.Namespace) -> SessionStore | None:
         return None
     if args.mode == "alongside":
         raise ConfigurationError("--store is for resumption, a QUIC-MLS (--mode mls) feature")
+    if args.role == "client" and "://" in args.store:
+        raise ConfigurationError("a client keeps its sessions in a folder (--store DIR); Redis is for servers")
     return open_store(args.store, keyring=args.store_keyring)
 
 

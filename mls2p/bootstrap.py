@@ -32,7 +32,7 @@ from mlscore.errors import ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
 
 from .config import ProfileConfig
-from .errors import StateError, UnexpectedMessage
+from .errors import StateError, StoreError, UnexpectedMessage
 from .policy import RekeyMeter
 from .session import KeysChanged, SessionAction, TwoPartySession
 from .store import SessionStore
@@ -190,6 +190,7 @@ class StoreWriter:
                  enabled: bool = True) -> None:
         self.store = store
         self.enabled = enabled
+        self.failed = False
         self._stored = loaded
         self._group_id = group_id
 
@@ -198,8 +199,17 @@ class StoreWriter:
         self(session)
 
     def __call__(self, session: TwoPartySession) -> None:
-        if not self.enabled:
+        """Write ``session``'s state.  After one failed write (the connection then ends) it writes
+        nothing more: what it last saw is no longer what is stored, so every later write would fail too."""
+        if not self.enabled or self.failed:
             return
+        try:
+            self._write(session)
+        except StoreError:
+            self.failed = True
+            raise
+
+    def _write(self, session: TwoPartySession) -> None:
         state = session.to_state()
         group_id = session.group_id
         if state is not None and group_id is not None:

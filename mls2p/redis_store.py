@@ -15,8 +15,12 @@ tag: every key of a session lies in one hash slot, and the scripts touch only
 the key they declare.
 
 A write whose reply was lost (Redis restarted, the network blinked) is
-retried by the client library; the script counts "the hash already holds my
-new version" as success, so the retry neither fails nor writes twice.  The
+retried by the client library with the same arguments; the script counts "the
+hash already holds exactly this write" (the same version *and* the same sealed
+bytes, whose random nonce makes every write unique) as success, so the retry
+neither fails nor writes twice.  Another connection that computed the same
+state is *not* let through: two connections that both accepted one replayed
+resumption would otherwise both continue, with the same keys.  The
 store's methods are synchronous, as the profile's store interface is: keep
 Redis close (same site) and its timeouts short.  Round trips: ``load`` 1,
 ``save`` 1, ``delete`` 1; :attr:`RedisSessionStore.round_trips` counts them.
@@ -27,7 +31,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError, StaleStateError, StoreError
+from .errors import ConfigurationError, StaleStateError, StoredStateError, StoreError
 from .sealing import StateSealer
 
 if TYPE_CHECKING:
@@ -43,7 +47,7 @@ if v == ARGV[1] then
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 'b', ARGV[3])
   return 1
 end
-if v == ARGV[2] then return 1 end
+if v == ARGV[2] and redis.call('HGET', KEYS[1], 'b') == ARGV[3] then return 1 end
 return 0
 """
 
@@ -76,6 +80,8 @@ class RedisSessionStore:
         self.sealer = sealer
         self.prefix = prefix
         self.round_trips = 0
+        self.reseal_skipped: list[str] = []
+        """Entries the last :meth:`reseal` could not open (id and reason), left as they were."""
         from redis import RedisError
 
         self._failure = RedisError
@@ -83,7 +89,7 @@ class RedisSessionStore:
         self._delete = client.register_script(_DELETE)
 
     @classmethod
-    def from_url(cls, url: str, sealer: StateSealer, *, timeout: float = 1.0, prefix: str = "mls2p"
+    def from_url(cls, url: str, sealer: StateSealer, *, timeout: float = 0.5, prefix: str = "mls2p"
                  ) -> RedisSessionStore:
         """``redis://[user:password@]host:port/db``, ``rediss://`` (TLS) or ``unix:///path.sock``."""
         try:
@@ -95,7 +101,8 @@ class RedisSessionStore:
                                      ) from None
         if not url.startswith(URL_SCHEMES):
             raise ConfigurationError(f"{_safe(url)!r} is not a Redis URL ({', '.join(URL_SCHEMES)})")
-        retry = Retry(ExponentialBackoff(cap=0.25, base=0.02), retries=3)
+        # A call blocks its node's event loop: at most about 3 x timeout plus 0.1 s of backoff in all.
+        retry = Retry(ExponentialBackoff(cap=0.05, base=0.02), retries=2)
         try:
             client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                           retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError],
@@ -145,11 +152,16 @@ class RedisSessionStore:
         changed meanwhile was sealed with the new key by its writer.
         """
         count = 0
+        self.reseal_skipped = []
         for group_id in self.group_ids():
             sealed = self._command(lambda gid=group_id: self.client.hget(self.key(gid), "b"))
-            if sealed is None or self.sealer.key_id_of(bytes(sealed)) == self.sealer.sealing_key_id:
+            try:
+                if sealed is None or self.sealer.key_id_of(bytes(sealed)) == self.sealer.sealing_key_id:
+                    continue
+                state = self.sealer.open(group_id, bytes(sealed))
+            except StoredStateError as exc:  # one bad entry must not stop a rotation
+                self.reseal_skipped.append(f"{group_id.hex()}: {exc}")
                 continue
-            state = self.sealer.open(group_id, bytes(sealed))
             version = version_of(state)
             if self._run(self._save, group_id, version, version, self.sealer.seal(group_id, state)):
                 count += 1
@@ -168,11 +180,15 @@ class RedisSessionStore:
             return call()
         except self._failure as exc:
             raise StoreError(f"the Redis session store failed: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # redis-py's own surprise at a peer that is not Redis (seen: AttributeError)
+            raise StoreError(f"the Redis session store failed: {type(exc).__name__}: {exc} "
+                             "(is that address a Redis server?)") from None
 
 
 def _safe(url: str) -> str:
-    """``url`` without a password, for messages."""
+    """``url`` without anything that may hold a password (user information, query), for messages."""
     scheme, sep, rest = url.partition("://")
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
     if "@" in rest:
         rest = "***@" + rest.rpartition("@")[2]
     return scheme + sep + rest

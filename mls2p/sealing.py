@@ -42,9 +42,10 @@ class SealingKey:
     key: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not 0 < len(self.key_id.encode()) <= MAX_KEY_ID or not self.key_id.isprintable() or " " in self.key_id:
-            raise ConfigurationError(f"a sealing key id is 1 to {MAX_KEY_ID} printable characters without spaces, "
-                                     f"not {self.key_id!r}")
+        if (not 0 < len(self.key_id.encode()) <= MAX_KEY_ID or not self.key_id.isprintable()
+                or any(c.isspace() or c == "#" for c in self.key_id)):
+            raise ConfigurationError(f"a sealing key id is 1 to {MAX_KEY_ID} printable characters without spaces "
+                                     f"or '#', not {self.key_id!r}")
         if len(self.key) != KEY_LENGTH:
             raise ConfigurationError(f"sealing key {self.key_id!r} has {len(self.key)} bytes; it needs {KEY_LENGTH}")
 
@@ -72,7 +73,7 @@ class StateSealer:
 
     def key_id_of(self, sealed: bytes) -> str:
         """The id of the key that sealed ``sealed`` (to find states that still need a reseal)."""
-        return self._split(sealed)[1].decode()
+        return self._split(sealed)[1].decode(errors="replace")
 
     def open(self, group_id: bytes, sealed: bytes) -> bytes:
         """The state sealed for ``group_id``; StoredStateError if it is not (wrong key, session or bytes)."""

@@ -54,6 +54,9 @@ def open_store(location: str | os.PathLike[str], *, keyring: str | os.PathLike[s
     from .sealing import load_keyring
 
     text = os.fspath(location)
+    if "://" in text and not text.startswith(URL_SCHEMES):
+        raise ConfigurationError(f"unknown store URL scheme in {text.split('://', 1)[0]!r}://...: a store is a "
+                                 f"folder or a Redis URL ({', '.join(URL_SCHEMES)})")
     if text.startswith(URL_SCHEMES):
         if keyring is None:
             raise ConfigurationError("a Redis store needs a sealing keyring (--store-keyring FILE): the session "

@@ -8,7 +8,7 @@
   mls-tunnel client --config /etc/mls-tunnel/client.toml     # any option, as a TOML key
 
 A fleet of servers behind a load balancer shares its sessions in Redis (docs/fleet.md):
-  mls-tunnel store-key --id 2026-12 >> /etc/mls-tunnel/store.keys    # then chmod 600
+  (umask 077; mls-tunnel store-key --id 2026-12 > /etc/mls-tunnel/store.keys)  # a new keyring
   mls-tunnel server ... --store redis://redis.internal:6379/0 --store-keyring /etc/mls-tunnel/store.keys
   mls-tunnel store-reseal --store redis://... --store-keyring ...     # after putting a new key first
 
@@ -244,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigurationError("store-reseal works on a Redis --store (a folder store is not sealed)")
             store = RedisSessionStore.from_url(args.store, load_keyring(args.store_keyring))
             print(f"resealed {store.reseal()} session(s) with key {store.sealer.sealing_key_id!r}")
-            return 0
+            for problem in store.reseal_skipped:
+                print(f"mls-tunnel: skipped {problem}", file=sys.stderr)
+            return 1 if store.reseal_skipped else 0
         return run_command(functools.partial(_run, args), prog="mls-tunnel", verbose=verbose)
 
     return run_command(command, prog="mls-tunnel", verbose=verbose)

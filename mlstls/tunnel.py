@@ -81,6 +81,8 @@ class TunnelLink:
         self._space.set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._epoch_seen: int | None = None
+        self._closed_by_peer: set[int] = set()  # streams whose CLOSE arrived while ours had not ended
+        self._closed_by_us: set[int] = set()  # streams we sent CLOSE for while the peer's had not ended
 
     # -- the MLS-TLS connection underneath --------------------------------------------
 
@@ -141,10 +143,13 @@ class TunnelLink:
                 local.write(frame.payload)
                 await local.drain()
         elif frame.kind == FrameType.CLOSE:
-            local = self.streams.pop(frame.stream, None)
+            # The peer's side ended: half-close ours.  The stream is gone once both sides have ended
+            # (our CLOSE goes out when our local side ends; see _pump).
+            local = self.streams.get(frame.stream)
             if local is not None:
                 with contextlib.suppress(Exception):
                     local.write_eof() if local.can_write_eof() else local.close()
+                self._ended(frame.stream, self._closed_by_peer, self._closed_by_us)
 
     def _reset_streams(self) -> None:
         """The peer restarted: every stream of the old link is gone."""
@@ -156,6 +161,8 @@ class TunnelLink:
             with contextlib.suppress(Exception):
                 local.transport.abort()  # an abrupt close tells the local application something broke
         self.streams.clear()
+        self._closed_by_peer.clear()
+        self._closed_by_us.clear()
 
     async def _open_target(self, stream: int) -> None:
         assert self.target is not None, "only the server side opens target connections"
@@ -188,6 +195,18 @@ class TunnelLink:
             pass
         if stream in self.streams:
             self._send(Frame(FrameType.CLOSE, stream))
+            self._ended(stream, self._closed_by_us, self._closed_by_peer)
+
+    def _ended(self, stream: int, side: set[int], other: set[int]) -> None:
+        """One side of ``stream`` ended; when the other had too, forget the stream and close the socket."""
+        if stream not in other:
+            side.add(stream)
+            return
+        other.discard(stream)
+        local = self.streams.pop(stream, None)
+        if local is not None:
+            with contextlib.suppress(Exception):
+                local.close()
 
     def _track(self, coroutine: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -255,16 +274,22 @@ class TunnelClient:
 
     Reconnects with exponential backoff (``retry_delay`` doubling to
     ``max_retry_delay``, with jitter).  A refused identity stops the client
-    (:attr:`refused` is set) unless ``retry_refused``.
+    (:attr:`refused` is set) unless ``retry_refused``.  A server that keeps
+    failing our resumption for reasons of its own (internal_error: its store
+    is down) is retried for ``resume_give_up`` seconds; then the client runs a
+    fresh authenticated handshake, so a lasting server-side fault cannot lock
+    it out.
     """
 
     def __init__(self, configuration: MlsTlsConfiguration, remote: tuple[str, int], *,
-                 retry_delay: float = 0.25, max_retry_delay: float = 2.0, retry_refused: bool = False) -> None:
+                 retry_delay: float = 0.25, max_retry_delay: float = 2.0, retry_refused: bool = False,
+                 resume_give_up: float = 60.0) -> None:
         self.configuration = configuration
         self.remote = remote
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self.retry_refused = retry_refused
+        self.resume_give_up = resume_give_up
         self.link = TunnelLink(is_client=True)
         self.group_id: bytes | None = configuration.resume_group_id
         self.local: asyncio.Server | None = None
@@ -298,6 +323,7 @@ class TunnelClient:
 
     async def _keep_linked(self) -> None:
         failures = 0
+        temporary_since: float | None = None  # when the server began failing our resumptions "temporarily"
         while not self._stopping:
             resuming = self.group_id is not None
             config = dataclasses.replace(self.configuration, resume_group_id=self.group_id)
@@ -314,10 +340,14 @@ class TunnelClient:
                     self.state = "refused"
                     self.stopped.set()
                     return
-                if resuming and exc.alert in TEMPORARY_ALERTS and exc.by_peer:
+                now = asyncio.get_running_loop().time()
+                if resuming and exc.alert in TEMPORARY_ALERTS and exc.by_peer and (
+                        temporary_since is None or now - temporary_since < self.resume_give_up):
+                    temporary_since = now if temporary_since is None else temporary_since
                     log.warning("the server could not resume our session just now (%s); retrying with backoff",
                                 exc)
                 elif resuming:
+                    temporary_since = None
                     log.warning("cannot resume the stored session (%s); running a fresh authenticated handshake",
                                 exc)
                     self._forget_session(self.group_id)
@@ -333,6 +363,7 @@ class TunnelClient:
                         "cannot reach the tunnel server at %s:%d: %s; retrying with backoff", *self.remote, exc)
             else:
                 failures = 0
+                temporary_since = None
                 session = writer.connection.session
                 assert session is not None
                 self._settle(session.group_id, resumed=resuming)

@@ -136,6 +136,8 @@ def test_quic_demo_client_resumes_from_its_store(tmp_path) -> None:
                "in 'both' they would share it")
     fails_with(run("examples.quic_demo", "server", "--store-keyring", str(tmp_path / "k"),
                    "--insecure-accept-any-peer"), 2, "give --store redis://")
+    fails_with(run("examples.quic_demo", "client", "--store", "redis://127.0.0.1:1/0",
+                   "--insecure-accept-any-peer"), 2, "Redis is for servers")
     port = free_udp_port()
     server = quic_server(port, "--insecure-accept-any-peer", "--store", str(tmp_path / "server"))
     try:

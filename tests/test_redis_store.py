@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 
 import pytest
@@ -98,14 +99,19 @@ def test_of_nodes_racing_exactly_one_wins_every_time(store) -> None:
 
 
 def test_a_retried_write_whose_reply_was_lost_succeeds_once(store) -> None:
+    from mls2p.redis_store import version_of
+
     gid = b"\x02"
     store.save(gid, b"a", replaces=None)
-    store.save(gid, b"b", replaces=b"a")
-    store.save(gid, b"b", replaces=b"a")  # the client library's retry of the same write: already done
+    sealed = store.sealer.seal(gid, b"b")
+    write = (gid, version_of(b"a"), version_of(b"b"), sealed)
+    assert store._run(store._save, *write)
+    assert store._run(store._save, *write)  # the client library's retry of this very write: already done
     assert store.load(gid) == b"b"
+    with pytest.raises(StaleStateError):  # the same state from another connection is not the same write
+        store.save(gid, b"b", replaces=b"a")
     store.save(gid, b"c", replaces=b"b")
-    with pytest.raises(StaleStateError):
-        store.save(gid, b"b", replaces=b"a")  # a retry after someone else moved on is stale
+    assert not store._run(store._save, *write)  # a retry after someone else moved on is stale
     assert store.load(gid) == b"c"
 
 
@@ -293,7 +299,9 @@ def test_a_node_killed_mid_commit_costs_one_resumption(store) -> None:
     assert store.load(fleet.group_id) != epoch_stored
 
 
-def test_a_replayed_resumption_on_another_node_gets_the_same_answer_and_changes_nothing(store) -> None:
+def test_a_replayed_resumption_on_another_node_never_forks_the_session(store) -> None:
+    """Found by review: the replay of a ResumptionRequest to a second node, plus a copy of the client's
+    EpochKeyUpdate, made two connections continue one session with the same keys."""
     fleet = Fleet(store)
     fleet.connect(0)
     client = fleet.client()
@@ -301,13 +309,19 @@ def test_a_replayed_resumption_on_another_node_gets_the_same_answer_and_changes_
     request = client.data_to_send()
     first, second = fleet.server(1), fleet.server(2)
     first.receive_data(request)
-    response = first.data_to_send()
-    stored = store.load(fleet.group_id)
-    second.receive_data(request)  # replayed to another node while the answer is in flight
-    assert second.data_to_send() == response and store.load(fleet.group_id) == stored
-    client.receive_data(response)
-    Fleet.pump(client, first)
-    assert client.established and client.epoch == first.epoch
+    second.receive_data(request)  # replayed to another node while the first answer is in flight
+    client.receive_data(first.data_to_send())
+    confirmation = client.data_to_send()
+    for node_connection in (first, second):  # the attacker copies the EpochKeyUpdate to both
+        node_connection.receive_data(confirmation)
+    assert not first.established and not second.established  # neither continues: no shared keys
+    retry, node = fleet.client(), fleet.server(0)
+    retry.connect()
+    Fleet.pump(retry, node)  # the stored session holds the replay's commit: resumption refused ...
+    assert retry.closed and not retry.established
+    fleet.group_id = None
+    fresh, _ = fleet.connect(0)  # ... and a fresh authenticated handshake follows
+    assert fresh.established and not fresh.endpoint.resumed
 
 
 class LoadTogether:
@@ -370,3 +384,39 @@ def test_redis_unreachable_fails_the_connection_cleanly_and_keeps_the_client_ses
         assert held is not None
     finally:
         server.stop()
+
+
+def test_review_findings_on_urls_key_ids_and_foreign_servers(tmp_path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(new_key_line("k") + "\n")
+    keys.chmod(0o600)
+    with pytest.raises(ConfigurationError) as refused:  # a password in the query is not echoed
+        open_store("redis://127.0.0.1:notaport/0?password=S3cretPW", keyring=keys)
+    assert "S3cretPW" not in str(refused.value)
+    with pytest.raises(ConfigurationError, match="unknown store URL scheme in 'reddis'"):
+        open_store("reddis://127.0.0.1:6379/0", keyring=keys)
+    with pytest.raises(ConfigurationError, match="without spaces or '#'"):
+        new_key_line("a#b")
+    echo = socket.create_server(("127.0.0.1", 0))  # something that is not Redis answers
+
+    def serve() -> None:
+        connection, _ = echo.accept()
+        with connection:
+            while data := connection.recv(4096):
+                connection.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with pytest.raises(StoreError, match="Redis session store failed"):
+            open_store(f"redis://127.0.0.1:{echo.getsockname()[1]}/0", keyring=keys)
+    finally:
+        echo.close()
+
+
+def test_reseal_skips_an_entry_it_cannot_open_and_goes_on(store, tmp_path) -> None:
+    store.save(b"\x01", b"good", replaces=None)
+    store.client.hset(store.key(b"\x02"), mapping={"v": b"x", "b": b"M2PS\x01\x02\xff\xfe" + bytes(40)})
+    rotated = node(store, StateSealer([SealingKey("k2", bytes(32)), SealingKey("k1", bytes(range(32)))]))
+    assert rotated.reseal() == 1
+    assert len(rotated.reseal_skipped) == 1 and rotated.reseal_skipped[0].startswith("02:")
+    assert rotated.load(b"\x01") == b"good"

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from mls2p import RekeyPolicy
+from mls2p.errors import StoreError
 from mls2p.store import MemorySessionStore
 from mls2p.testing import config, self_signed_server_certificate
 from mlscore.errors import DecodeError
@@ -185,4 +186,69 @@ async def test_a_connection_lost_mid_resumption_keeps_the_session() -> None:
         await client.close()
         await server.close()
         proxy.close()
+        target.close()
+
+
+async def test_a_server_that_keeps_failing_resumptions_is_given_up_on_for_a_fresh_handshake() -> None:
+    """Found by review: internal_error counted as temporary for ever, so one bad stored entry (or any lasting
+    server-side fault) locked the client out.  After ``resume_give_up`` seconds it starts afresh."""
+
+    class Broken(MemorySessionStore):
+        failing = False
+
+        def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None:
+            if self.failing and replaces is not None:
+                raise StoreError("disk on fire")
+            super().save(group_id, state, replaces=replaces)
+
+    target, target_port = await digest_target()
+    store = Broken()
+    server = TunnelServer(MlsTlsConfiguration(config(b"server"), False, store), ("127.0.0.1", target_port))
+    server_port = await server.start("127.0.0.1", 0)
+    client = TunnelClient(MlsTlsConfiguration(config(b"client"), True, MemorySessionStore()),
+                          ("127.0.0.1", server_port), retry_delay=0.01, max_retry_delay=0.05, resume_give_up=0.3)
+    try:
+        local_port = await client.start("127.0.0.1", 0)
+        store.failing = True
+        client.cut()
+        expected, answer = await asyncio.wait_for(push(local_port, 1 << 20), TIMEOUT)
+        assert answer == expected
+        assert client.link.stats.fresh_handshakes == 2 and client.link.stats.resumptions == 0
+        assert client.link.stats.failed_connects >= 2  # it did retry before giving up
+    finally:
+        await client.close()
+        await server.close()
+        target.close()
+
+
+async def test_streams_end_on_both_sides_when_the_target_closes() -> None:
+    """Found by a new user: when the target closed a stream, the tunnel client never closed its local
+    connection (CLOSE-WAIT) and both ends kept the stream for ever."""
+
+    async def hello_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello")
+        await writer.drain()
+        writer.close()
+
+    target = await asyncio.start_server(hello_and_close, "127.0.0.1", 0)
+    server = TunnelServer(MlsTlsConfiguration(config(b"server"), False, MemorySessionStore()),
+                          ("127.0.0.1", target.sockets[0].getsockname()[1]))
+    server_port = await server.start("127.0.0.1", 0)
+    client = TunnelClient(MlsTlsConfiguration(config(b"client"), True, MemorySessionStore()),
+                          ("127.0.0.1", server_port), retry_delay=0.01)
+    try:
+        local_port = await client.start("127.0.0.1", 0)
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", local_port)
+            assert await asyncio.wait_for(reader.read(), TIMEOUT) == b"hello"  # EOF arrives: not CLOSE-WAIT
+            writer.close()
+        link = next(iter(server.links.values()))
+        for _ in range(1000):
+            if not client.link.streams and not link.streams:
+                break
+            await asyncio.sleep(0.01)
+        assert client.link.streams == {} and link.streams == {}
+    finally:
+        await client.close()
+        await server.close()
         target.close()
