@@ -365,8 +365,11 @@ async def _tunnel_echo(port: int, payload: bytes, timeout: float) -> bytes:
 
 
 async def tunnel_client(keys: FleetKeys, balancer: Address, *, reconnects: int, size: int = 2048,
-                        timeout: float = 10.0) -> ClientReport:
-    """One ``TunnelClient`` (its own session store): ``reconnects`` times echo, rekey, cut and resume."""
+                        timeout: float = 10.0, progress: list[int] | None = None, slot: int = 0) -> ClientReport:
+    """One ``TunnelClient`` (its own session store): ``reconnects`` times echo, rekey, cut and resume.
+
+    ``progress[slot]`` counts the rounds done (for tests that act once every client is under way).
+    """
     report = ClientReport()
     config = MlsTlsConfiguration(keys.client_profile(), True, MemorySessionStore())
     client = TunnelClient(config, balancer, retry_delay=0.01, max_retry_delay=0.5)
@@ -383,6 +386,8 @@ async def tunnel_client(keys: FleetKeys, balancer: Address, *, reconnects: int, 
                     continue
                 report.corrupted += echoed != payload
                 break
+            if progress is not None:
+                progress[slot] += 1
             writer = client.link.writer
             if writer is not None and writer.epoch is not None:
                 epoch = writer.epoch
@@ -420,7 +425,7 @@ async def echo_server() -> tuple[asyncio.Server, Address]:
 
 
 async def quic_client(keys: FleetKeys, balancer: Address, *, reconnects: int, size: int = 2048,
-                      timeout: float = 3.0) -> ClientReport:
+                      timeout: float = 3.0, progress: list[int] | None = None, slot: int = 0) -> ClientReport:
     """A QUIC-MLS client (its own store): ``reconnects + 1`` connections, each resuming, echoing, rekeying."""
     import mlsquic
     from examples.quic_demo import DemoClient
@@ -467,6 +472,8 @@ async def quic_client(keys: FleetKeys, balancer: Address, *, reconnects: int, si
             continue
         failures = 0
         done += 1
+        if progress is not None:
+            progress[slot] += 1
     return report
 
 

@@ -33,6 +33,7 @@ from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEv
 import mlsquic
 from mls2p import ConfigurationError, ProfileConfig, RekeyPolicy
 from mls2p.command import run_command
+from mls2p.config import suite_preference
 from mls2p.identity import fingerprint, load_or_create_key
 from mls2p.store import SessionStore, open_store
 from mls2p.trust import parse_pin
@@ -58,7 +59,8 @@ def profile(name: str, signature_priv: bytes, pins: dict[bytes, set[str]], args:
     print(f"{name}: key {fingerprint(signature_priv, args.suite)}")
     insecure = args.insecure_accept_any_peer
     return ProfileConfig(credential=Credential.basic(name.encode()), signature_priv=signature_priv,
-                         cipher_suite=args.suite, authentication_service=None if insecure else PinnedKeys(pins),
+                         cipher_suite=args.suite, accepted_suites=args.suites,
+                         authentication_service=None if insecure else PinnedKeys(pins),
                          insecure_accept_any_peer=insecure, rekey=RekeyPolicy(max_seconds=args.rekey_seconds))
 
 
@@ -247,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", help="alongside server: TLS private key (PEM)")
     parser.add_argument("--cafile", help="alongside client: trusted CA for the server certificate")
     parser.add_argument("--server-name", default="localhost", help="alongside client: expected server name")
-    parser.add_argument("--suite", type=int, default=1, choices=SUPPORTED_SUITES)
+    parser.add_argument("--suite", type=int, action="append", choices=SUPPORTED_SUITES,
+                        help="MLS cipher suite (default 1; 77 is X-Wing, post-quantum); repeat to offer (client) "
+                             "or accept (server) several, most preferred first")
     parser.add_argument("--rekey-seconds", type=float, default=0.5, help="PCS rekey interval (default 0.5 s)")
     parser.add_argument("--rounds", type=int, default=10, help="echo round trips (default 10)")
     parser.add_argument("--size", type=int, default=64 * 1024, help="bytes per echo")
@@ -266,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-keyring", help="server: a Redis store's sealing keyring ('<id> <hex key>' lines)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch change, show tracebacks")
     args = parser.parse_args(argv)
+    args.suites = suite_preference(args.suite)
+    args.suite = args.suites[0]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:
         logging.getLogger("quic").setLevel(logging.ERROR)  # aioquic's own close reports: we print one line instead

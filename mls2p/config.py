@@ -57,6 +57,9 @@ class ProfileConfig:
     component_id: int = TWO_PARTY_PROFILE_COMPONENT
     handshake_wire_format: WireFormat = WireFormat.PRIVATE_MESSAGE
     accepted_suites: tuple[int, ...] = ()
+    """Suites in our order of preference (empty: just ``cipher_suite``).  A client offers them all in its
+    ClientHello; a server picks the first that the client offers (mls2p.negotiation).  They must share
+    ``cipher_suite``'s signature scheme: one signature key signs for all of them."""
     lifetime: Lifetime = NO_EXPIRY
     rekey: RekeyPolicy = field(default_factory=RekeyPolicy)
     leaf_extensions: tuple[Extension, ...] = ()
@@ -75,6 +78,13 @@ class ProfileConfig:
         except MLSError:
             raise ConfigurationError(f"signature_priv is not a private key of cipher suite "
                                      f"{self.cipher_suite}") from None
+        scheme = get_suite(self.cipher_suite).signature_scheme
+        for suite_id in self.accepted_suites:
+            if get_suite(suite_id).signature_scheme != scheme:
+                raise ConfigurationError(f"cipher suite {suite_id} signs with another scheme than suite "
+                                         f"{self.cipher_suite} ({scheme}): suites offered together must share one")
+        if len(set(self.accepted_suites)) != len(self.accepted_suites):
+            raise ConfigurationError(f"accepted_suites names a suite twice: {self.accepted_suites}")
         if not 0 <= self.component_id <= 0xFFFF:
             raise ConfigurationError(f"component_id {self.component_id} is not a 16-bit value")
         if self.handshake_wire_format not in (WireFormat.PUBLIC_MESSAGE, WireFormat.PRIVATE_MESSAGE):
@@ -86,6 +96,11 @@ class ProfileConfig:
                 "insecure_accept_any_peer=True to accept anyone (never in production)")
         if self.authentication_service is not None and self.insecure_accept_any_peer:
             raise ConfigurationError("insecure_accept_any_peer=True contradicts the authentication_service given")
+
+    @property
+    def suite_preference(self) -> tuple[int, ...]:
+        """The suites we offer (client) or accept (server), most preferred first."""
+        return self.accepted_suites or (self.cipher_suite,)
 
     @property
     def signature_public_key(self) -> bytes:
@@ -105,3 +120,10 @@ class ProfileConfig:
         return GroupConfig(authentication_service=self.peer_authentication,
                            handshake_wire_format=self.handshake_wire_format, now=now,
                            max_leaves=TWO_PARTY_MAX_LEAVES)
+
+
+def suite_preference(value: int | list[int] | tuple[int, ...] | None, default: int = 1) -> tuple[int, ...]:
+    """A command line's ``--suite`` (given once, several times, or in a config file) as a preference list."""
+    if value is None:
+        return (default,)
+    return (value,) if isinstance(value, int) else tuple(value)

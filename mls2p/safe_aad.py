@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from mlscore import safe_app
@@ -88,9 +89,12 @@ def require_component(extensions: Sequence[Extension], component_id: int, where:
     safe_app.require_components(extensions, [component_id], where)
 
 
-def capabilities(suite_id: int) -> Capabilities:
-    """A leaf's capabilities: the suite, and the app_data_dictionary extension."""
-    return default_capabilities(suite_id, extensions=(ExtensionType.APP_DATA_DICTIONARY,))
+def capabilities(suite_id: int, offered: Sequence[int] = ()) -> Capabilities:
+    """A leaf's capabilities: the suite (and every suite ``offered`` with it, mls2p.negotiation), and the
+    app_data_dictionary extension."""
+    suites = tuple(offered) if suite_id in offered else (suite_id, *offered)
+    return replace(default_capabilities(suite_id, extensions=(ExtensionType.APP_DATA_DICTIONARY,)),
+                   cipher_suites=suites)
 
 
 def leaf_extensions(config: ProfileConfig) -> tuple[Extension, ...]:

@@ -35,9 +35,9 @@ from mlscore.errors import EpochError, StateError, ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage
 from mlscore.group import ApplicationMessage, CommitMessage, Group
 from mlscore.key_package import KeyPackageBundle, create_key_package
-from mlscore.messages import Add, KeyPackage, Welcome
+from mlscore.messages import Add, Welcome
 
-from . import persistence, safe_aad
+from . import negotiation, persistence, safe_aad
 from .actions import KeysChanged, ResumptionIgnored, SendMessage, SessionAction
 from .config import ProfileConfig, Role
 from .errors import ReplayedMessage, UnexpectedMessage
@@ -56,7 +56,7 @@ class _Progress:
     group: Group | None = None
     pending: PendingCommit | None = None
     last_applied_commit: bytes | None = field(default=None, repr=False)
-    key_package: KeyPackageBundle | None = field(default=None, repr=False)
+    key_packages: tuple[KeyPackageBundle, ...] = field(default=(), repr=False)
     request_received: bool = False  # a ResumptionRequest arrived on the current connection
 
     def groups(self) -> set[int]:
@@ -86,13 +86,15 @@ class TwoPartySession:
     def initiator(cls, config: ProfileConfig, *,
                   on_state_change: Callable[[TwoPartySession], None] | None = None
                   ) -> tuple[TwoPartySession, list[SessionAction]]:
-        """Start phase 1: build our KeyPackage and the ClientHello to send."""
-        bundle = create_key_package(
-            config.cipher_suite, config.credential, config.signing_key(config.cipher_suite), lifetime=config.lifetime,
-            capabilities=safe_aad.capabilities(config.cipher_suite), leaf_extensions=safe_aad.leaf_extensions(config))
-        progress = _Progress(State.AWAITING_SERVER_HELLO, Role.INITIATOR, key_package=bundle)
+        """Start phase 1: one KeyPackage per suite we offer (mls2p.negotiation), and the ClientHello."""
+        offered = config.suite_preference
+        bundles = tuple(create_key_package(
+            suite_id, config.credential, config.signing_key(suite_id), lifetime=config.lifetime,
+            capabilities=safe_aad.capabilities(suite_id, offered), leaf_extensions=safe_aad.leaf_extensions(config))
+            for suite_id in offered)
+        progress = _Progress(State.AWAITING_SERVER_HELLO, Role.INITIATOR, key_packages=bundles)
         session = cls(config, initial_role=Role.INITIATOR, progress=progress, on_state_change=on_state_change)
-        hello = MLSMessage(bundle.key_package).to_bytes()
+        hello = negotiation.client_hello([bundle.key_package for bundle in bundles])
         return session, [_send(ProfileMessageType.CLIENT_HELLO, hello)]
 
     @classmethod
@@ -237,10 +239,8 @@ class TwoPartySession:
     # -- actions: (current progress, message body, now) -> (next progress, what to do) -----------
 
     def _create_group(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
-        key_package = safe_aad.decode_as(body, KeyPackage, "ClientHello")
+        key_package = negotiation.choose(negotiation.offered_key_packages(body), self.config.suite_preference)
         suite_id = key_package.cipher_suite
-        if suite_id not in (self.config.accepted_suites or (self.config.cipher_suite,)):
-            raise ValidationError(f"cipher suite {suite_id} is not accepted")
         component = self.config.component_id
         safe_aad.require_component(key_package.leaf_node.extensions, component, "the initiator's KeyPackage")
         own = create_key_package(suite_id, self.config.credential, self.config.signing_key(suite_id),
@@ -257,16 +257,18 @@ class TwoPartySession:
                  KeysChanged(group.epoch, "key establishment")])
 
     def _join_group(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
-        assert p.key_package is not None
         welcome = safe_aad.decode_as(body, Welcome, "ServerHello")
-        group = Group.join(welcome, p.key_package, config=self.config.group_config(now))
+        bundle = next((b for b in p.key_packages if b.key_package.cipher_suite == welcome.cipher_suite), None)
+        if bundle is None:
+            raise ValidationError(f"the server chose cipher suite {welcome.cipher_suite}, which we did not offer")
+        group = Group.join(welcome, bundle, config=self.config.group_config(now))
         members = group.members()
         if len(members) != 2:
             raise ValidationError(f"the group has {len(members)} members, the profile needs exactly two")
-        if group.own_leaf_node.encryption_key != p.key_package.key_package.leaf_node.encryption_key:
+        if group.own_leaf_node.encryption_key != bundle.key_package.leaf_node.encryption_key:
             raise ValidationError("our leaf in the group is not the KeyPackage we sent")
         safe_aad.require_component(group.context.extensions, self.config.component_id, "the GroupContext")
-        return (replace(p, state=State.SYNCED, group=group, key_package=None),
+        return (replace(p, state=State.SYNCED, group=group, key_packages=()),
                 [KeysChanged(group.epoch, "key establishment")])
 
     def _apply_and_confirm(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:

@@ -371,6 +371,11 @@ class CipherSuite:
     def __repr__(self) -> str:
         return f"CipherSuite({self.id}, {self.name})"
 
+    @property
+    def signature_scheme(self) -> str:
+        """The signature scheme's name (suites with the same one can share a signature key)."""
+        return self._signature.name
+
     # hash and KDF
     def hash(self, data: bytes) -> bytes:
         return hashlib.new(self.hash_name, data).digest()

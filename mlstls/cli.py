@@ -32,7 +32,7 @@ import tomllib
 from pathlib import Path
 
 from mls2p.command import run_command
-from mls2p.config import ProfileConfig
+from mls2p.config import ProfileConfig, suite_preference
 from mls2p.errors import ConfigurationError
 from mls2p.identity import fingerprint, load_or_create_key
 from mls2p.policy import RekeyPolicy
@@ -111,7 +111,7 @@ def _profile(args: argparse.Namespace) -> tuple[ProfileConfig, SessionStore]:
     store = _store(args)
     service, insecure = _trust(args)
     profile = ProfileConfig(credential=Credential.basic(args.identity.encode()), signature_priv=_signature_key(args),
-                            cipher_suite=args.suite, authentication_service=service,
+                            cipher_suite=args.suites[0], accepted_suites=args.suites, authentication_service=service,
                             insecure_accept_any_peer=insecure,
                             rekey=RekeyPolicy(max_bytes=args.rekey_bytes, max_seconds=args.rekey_seconds))
     return profile, store
@@ -189,7 +189,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="pin the first key each peer presents; refuse a changed one")
         sub.add_argument("--insecure-accept-any-peer", action="store_true",
                          help="authenticate nobody (a warning is logged for every peer)")
-        sub.add_argument("--suite", type=int, default=1, choices=SUPPORTED_SUITES, help="MLS cipher suite")
+        sub.add_argument("--suite", type=int, action="append", choices=SUPPORTED_SUITES,
+                         help="MLS cipher suite (default 1; 77 is X-Wing, post-quantum); repeat to offer "
+                              "(client) or accept (server) several, most preferred first")
         sub.add_argument("--rekey-seconds", type=float, default=30.0, help="PCS rekey interval (default 30)")
         sub.add_argument("--rekey-bytes", type=int, default=1 << 30, help="PCS rekey after this many bytes")
         sub.add_argument("--state-dir", help="persist the key and group state here (resumption across restarts)")
@@ -218,6 +220,9 @@ def _with_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
         subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         subparsers.choices[args.mode].set_defaults(**defaults)
         args = parser.parse_args(argv)
+    if args.mode in ("server", "client"):
+        args.suites = suite_preference(args.suite)
+        args.suite = args.suites[0]
     missing = [name for name in ("listen", "connect", "target") if name in vars(args) and not getattr(args, name)]
     if missing:
         raise ConfigurationError(f"{args.mode} needs --{missing[0]} (on the command line or in --config)")
