@@ -37,17 +37,7 @@ from mls2p.testing import config
 from mlstls.config import MlsTlsConfiguration
 from mlstls.connection import MlsTlsConnection
 from mlstls.streams import open_connection
-
-
-def pump(client: MlsTlsConnection, server: MlsTlsConnection) -> None:
-    for _ in range(20):
-        moved = False
-        for src, dst in ((client, server), (server, client)):
-            if data := src.data_to_send():
-                dst.receive_data(data)
-                moved = True
-        if not moved:
-            return
+from mlstls.testing import exchange
 
 
 def round_trips(store: RedisSessionStore) -> dict[str, int]:
@@ -63,7 +53,7 @@ def round_trips(store: RedisSessionStore) -> dict[str, int]:
             client.connect()
         elif start is not None:
             start.rekey()
-        pump(client, server)
+        exchange(client, server)
         counts[name] = store.round_trips - before
 
     client = MlsTlsConnection(MlsTlsConfiguration(client_profile, True, client_store))

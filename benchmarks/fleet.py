@@ -35,12 +35,14 @@ from mlscore.credentials import Credential, PinnedKeys, key_fingerprint
 from mlscore.crypto import get_suite
 from mlscore.errors import MLSError
 from mlstls.config import MlsTlsConfiguration
-from mlstls.testing import free_port
+from mlstls.testing import echo, free_port
 from mlstls.tunnel import TunnelClient
 
 Address = tuple[str, int]
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
+NOT_STORED = "no stored session"
+"""What a node says when it holds no session for a ResumptionRequest."""
 MAX_FAILURES = 20
 """A client that fails this many connections in a row gives up (its session is as good as lost)."""
 
@@ -220,7 +222,7 @@ class FleetNodes:
         self.root, self.kind, self.redis_url, self.keyring, self.keys = root, kind, redis_url, keyring, keys
         self.target = target
         self.ports = [free_port() if kind == "tunnel" else free_udp_port() for _ in range(count)]
-        self.processes: list[subprocess.Popen[str] | None] = [None] * count
+        self.processes: list[subprocess.Popen[bytes] | None] = [None] * count
         self.restarts = 0
         self.failed_starts = 0
 
@@ -252,24 +254,22 @@ class FleetNodes:
         env.pop("FLEET_DIE_AFTER_COMMITS", None)
         if die_after_commits is not None:
             env["FLEET_DIE_AFTER_COMMITS"] = str(die_after_commits)
-        process = subprocess.Popen([sys.executable, "-m", "benchmarks.fleet_node", *self._command(index)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        log = self.root / f"node{index}.log"
+        start = log.stat().st_size if log.exists() else 0
+        with log.open("a") as output:  # each node's output, kept: what a node said before it died
+            process = subprocess.Popen([sys.executable, "-m", "benchmarks.fleet_node", "-v", *self._command(index)],
+                                       stdout=output, stderr=subprocess.STDOUT, env=env)
         self.processes[index] = process
         deadline = time.monotonic() + READY_TIMEOUT
-        assert process.stdout is not None
-        output: list[str] = []
         while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                raise NodeStartError(f"fleet node {index} exited before it was ready (status {process.wait()}): "
-                                     + "".join(output)[-1000:])
-            output.append(line)
-            if " server on " in line:
-                break
-        else:
-            raise RuntimeError(f"fleet node {index} was not ready within {READY_TIMEOUT:g} s")
-        process.stdout.close()  # nothing more is read; the node's later output goes nowhere
-        process.stdout = None
+            said = log.read_text(errors="replace")[start:]
+            if " server on " in said:
+                return
+            if process.poll() is not None:
+                raise NodeStartError(f"fleet node {index} exited before it was ready (status {process.returncode}): "
+                                     + said[-1000:])
+            time.sleep(0.02)
+        raise RuntimeError(f"fleet node {index} was not ready within {READY_TIMEOUT:g} s")
 
     def start_all(self, *, die: dict[int, int] | None = None) -> None:
         for index in range(len(self.ports)):
@@ -325,12 +325,20 @@ class ClientReport:
     """What one client saw."""
 
     fresh_handshakes: int = 0
+    sessions_lost: int = 0
+    """Fresh handshakes after the server had confirmed a session (a round had completed on it)."""
     resumptions: int = 0
     retried_rounds: int = 0
     failed_connects: int = 0
     rekeys: int = 0
+    rekeys_interrupted: int = 0
+    """Rekeys whose connection broke before the new epoch arrived (a node died under them)."""
+    rekeys_stuck: int = 0
+    """Rekeys that did not complete on a connection that stayed up: never expected."""
     corrupted: int = 0
     resume_seconds: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Why connections failed, in order (the first few hundred characters each)."""
 
 
 async def _wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.005) -> bool:
@@ -344,6 +352,26 @@ async def _wait_for(condition: Callable[[], bool], timeout: float, step: float =
 
 def _moved_past(read_epoch: Callable[[], int | None], epoch: int | None) -> Callable[[], bool]:
     return lambda: (read_epoch() or 0) > (epoch or 0)
+
+
+def _either(first: Callable[[], bool], second: Callable[[], bool]) -> Callable[[], bool]:
+    return lambda: first() or second()
+
+
+def _replaced(client: TunnelClient, writer: object) -> Callable[[], bool]:
+    return lambda: client.link.writer is not writer
+
+
+def _closed(demo: Any) -> bool:
+    return demo.closed_because is not None
+
+
+async def _answers(demo: Any, timeout: float) -> bool:
+    """Whether a QUIC demo connection still echoes."""
+    try:
+        return bool(await asyncio.wait_for(demo.request(b"still there?"), timeout) == b"still there?")
+    except (OSError, TimeoutError, MLSError):
+        return False
 
 
 def _reconnected(client: TunnelClient, connections_before: int) -> Callable[[], bool]:
@@ -374,6 +402,7 @@ async def tunnel_client(keys: FleetKeys, balancer: Address, *, reconnects: int, 
     config = MlsTlsConfiguration(keys.client_profile(), True, MemorySessionStore())
     client = TunnelClient(config, balancer, retry_delay=0.01, max_retry_delay=0.5)
     port = await client.start(HOST, 0, connect_timeout=timeout)
+    fresh_when_confirmed = 1
     try:
         for round_ in range(reconnects + 1):
             while True:  # one round trip of data through whatever node we are on, checked end to end
@@ -386,14 +415,24 @@ async def tunnel_client(keys: FleetKeys, balancer: Address, *, reconnects: int, 
                     continue
                 report.corrupted += echoed != payload
                 break
+            if round_ == 0:  # the server confirmed the session: from now on a fresh handshake loses it
+                fresh_when_confirmed = client.link.stats.fresh_handshakes
             if progress is not None:
                 progress[slot] += 1
             writer = client.link.writer
-            if writer is not None and writer.epoch is not None:
+            if writer is None or writer.epoch is None:
+                report.rekeys_interrupted += 1
+            else:
                 epoch = writer.epoch
                 writer.rekey()
-                if await _wait_for(_moved_past(functools.partial(getattr, writer, "epoch"), epoch), timeout):
+                moved = _moved_past(functools.partial(getattr, writer, "epoch"), epoch)
+                await _wait_for(_either(moved, _replaced(client, writer)), timeout)
+                if moved():
                     report.rekeys += 1
+                elif client.link.writer is not writer:
+                    report.rekeys_interrupted += 1
+                else:
+                    report.rekeys_stuck += 1
             if round_ == reconnects:
                 break
             before = client.link.stats.resumptions + client.link.stats.fresh_handshakes
@@ -404,6 +443,7 @@ async def tunnel_client(keys: FleetKeys, balancer: Address, *, reconnects: int, 
             report.resume_seconds.append(time.perf_counter() - started)
     finally:
         report.fresh_handshakes = client.link.stats.fresh_handshakes
+        report.sessions_lost = report.fresh_handshakes - fresh_when_confirmed
         report.resumptions = client.link.stats.resumptions
         report.failed_connects = client.link.stats.failed_connects
         await client.close()
@@ -412,14 +452,6 @@ async def tunnel_client(keys: FleetKeys, balancer: Address, *, reconnects: int, 
 
 async def echo_server() -> tuple[asyncio.Server, Address]:
     """The tunnel's target: echoes every byte."""
-
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(1 << 16):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
     server = await asyncio.start_server(echo, HOST, 0)
     return server, (HOST, int(server.sockets[0].getsockname()[1]))
 
@@ -436,6 +468,7 @@ async def quic_client(keys: FleetKeys, balancer: Address, *, reconnects: int, si
     store = MemorySessionStore()
     profile = keys.client_profile()
     done = failures = 0
+    confirmed = False  # a round completed: the server had stored the session
     while done <= reconnects:
         stored = store.group_ids()
         config = MlsQuicConfiguration(profile=profile, is_client=True, alpn_protocols=["demo"], store=store,
@@ -448,6 +481,10 @@ async def quic_client(keys: FleetKeys, balancer: Address, *, reconnects: int, si
                 demo.transmit()
                 await asyncio.wait_for(demo.connected.wait(), timeout)
                 if demo.closed_because is not None:
+                    if NOT_STORED in demo.closed_because:  # the server never confirmed it, or lost it
+                        report.sessions_lost += confirmed
+                        for group_id in store.group_ids():
+                            store.delete(group_id, replaces=store.load(group_id))
                     raise ConnectionError(demo.closed_because)
                 if config.resume_group_id is not None:
                     report.resume_seconds.append(time.perf_counter() - started)
@@ -461,9 +498,16 @@ async def quic_client(keys: FleetKeys, balancer: Address, *, reconnects: int, si
                 epoch = quic.mls_epoch
                 quic.rekey()
                 demo.transmit()
-                if await _wait_for(_moved_past(functools.partial(getattr, quic, "mls_epoch"), epoch), timeout):
+                moved = _moved_past(functools.partial(getattr, quic, "mls_epoch"), epoch)
+                await _wait_for(_either(moved, functools.partial(_closed, demo)), timeout)
+                if moved():
                     report.rekeys += 1
+                elif demo.closed_because is not None or not await _answers(demo, timeout):
+                    report.rekeys_interrupted += 1  # UDP says nothing when a node dies: silence is the sign
+                else:
+                    report.rekeys_stuck += 1
         except (OSError, TimeoutError, MLSError) as exc:  # MLSError: DemoError, "the connection was closed"
+            report.errors.append(f"round {done}: {type(exc).__name__}: {exc}"[:300])
             report.failed_connects += 1
             failures += 1
             if failures >= MAX_FAILURES or "0x%x" % (0x100 + AlertDescription.BAD_CERTIFICATE) in str(exc):
@@ -472,6 +516,7 @@ async def quic_client(keys: FleetKeys, balancer: Address, *, reconnects: int, si
             continue
         failures = 0
         done += 1
+        confirmed = True
         if progress is not None:
             progress[slot] += 1
     return report

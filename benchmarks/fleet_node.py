@@ -44,7 +44,10 @@ def die_after_commits(count: int) -> None:
 def main(argv: list[str]) -> int:
     if os.environ.get("FLEET_DIE_AFTER_COMMITS"):
         die_after_commits(int(os.environ["FLEET_DIE_AFTER_COMMITS"]))
-    kind, rest = argv[0], argv[1:]
+    verbose = argv[:1] == ["-v"]  # the node's own log lines (no secrets), kept by the harness
+    kind, rest = argv[verbose], argv[verbose + 1:]
+    if verbose:
+        rest = ["-v", *rest] if kind == "tunnel" else [*rest, "-v"]
     if kind == "tunnel":
         from mlstls.cli import main as tunnel_main
 

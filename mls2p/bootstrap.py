@@ -131,9 +131,9 @@ class ProfileEndpoint:
     def _confirm(self) -> list[SessionAction]:
         if self.confirmed:
             return []
-        self.confirmed = True
         if self._writer is not None and self.session is not None:
-            self._writer.enable(self.session)
+            self._writer.enable(self.session)  # stored first: a failed write leaves us unconfirmed
+        self.confirmed = True
         if self._rekey_waiting:
             self._rekey_waiting = False
             return self.rekey()

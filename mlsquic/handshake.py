@@ -189,8 +189,12 @@ class MlsHandshakeContext:
         if not hmac.compare_digest(value, self._expected_confirm):
             raise ValidationError("client key confirmation does not match")
         if self.state != tls.State.SERVER_POST_HANDSHAKE:
+            # Confirmed (and stored) first, complete after: aioquic processes 1-RTT data once the state
+            # is POST_HANDSHAKE, so a session whose store write failed must never get there (found by
+            # the fleet test: a client got its echo from a session the server had failed to store).
+            actions = self.endpoint.peer_confirmed()
             self.state = tls.State.SERVER_POST_HANDSHAKE
-            self.act(self.endpoint.peer_confirmed())
+            self.act(actions)
 
     # -- acting on the session ---------------------------------------------------------------
 

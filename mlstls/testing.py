@@ -77,6 +77,27 @@ class TlsPair:
         raise AssertionError("pump did not settle")
 
 
+def exchange(client: Connection, server: Connection, *, rounds: int = 20) -> None:
+    """Move bytes between two connections until both are quiet (at most ``rounds`` passes)."""
+    for _ in range(rounds):
+        moved = False
+        for src, dst in ((client, server), (server, client)):
+            if data := src.data_to_send():
+                dst.receive_data(data)
+                moved = True
+        if not moved:
+            return
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A TCP service that sends back every byte (a tunnel target in tests and benchmarks)."""
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
 # -- the mls-tunnel command, as processes ---------------------------------------------------------
 
 TUNNEL_COMMAND = [sys.executable, "-m", "mlstls.cli"]
@@ -114,13 +135,6 @@ class TunnelProcesses:
         return done.stdout.strip()
 
     async def start_target(self) -> None:
-        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await reader.read(1 << 16):
-                    writer.write(data)
-                    await writer.drain()
-            writer.close()
-
         self.target = await asyncio.start_server(echo, "127.0.0.1", 0)
 
     async def _spawn(self, *args: str) -> asyncio.subprocess.Process:

@@ -128,15 +128,20 @@ async def crash_redis(redis_server: RedisServer, progress: list[int], *, outage:
 
 def assert_nothing_lost(reports: list[ClientReport], reconnects: int) -> None:
     assert len(reports) == CLIENTS if reconnects == RECONNECTS else reports
-    assert [r.fresh_handshakes for r in reports] == [1] * len(reports), "a session was lost (fresh handshake)"
+    # A phase 1 the server never confirmed (its node died first) is retried and is no loss; a fresh
+    # handshake after the server had confirmed the session is.
+    lost = [r.errors for r in reports if r.sessions_lost]
+    assert not lost, f"a confirmed session was lost: {lost}"
+    assert all(1 <= r.fresh_handshakes <= 2 for r in reports)
     assert sum(r.corrupted for r in reports) == 0
+    assert sum(r.rekeys_stuck for r in reports) == 0, "a rekey never completed on a live connection"
     assert all(reconnects <= r.resumptions for r in reports)
 
 
 def summary(reports: list[ClientReport]) -> str:
     times = sorted(t for r in reports for t in r.resume_seconds)
     counts = {name: sum(getattr(r, name) for r in reports)
-              for name in ("resumptions", "retried_rounds", "failed_connects", "rekeys")}
+              for name in ("resumptions", "retried_rounds", "failed_connects", "rekeys", "rekeys_interrupted")}
     median, p95 = 1000 * times[len(times) // 2], 1000 * times[int(len(times) * 0.95)]
     return ", ".join(f"{name} {count}" for name, count in counts.items()) + f", resume {median:.1f} ms (p95 {p95:.1f})"
 
@@ -161,7 +166,9 @@ async def test_tunnel_fleet_loses_nothing_when_a_node_dies_mid_commit(tmp_path, 
     assert_nothing_lost(reports, RECONNECTS)
     # the dead node cost each of its clients at most one extra resumption
     assert all(r.resumptions <= RECONNECTS + 1 for r in reports)
-    assert sum(r.rekeys for r in reports) >= CLIENTS * (RECONNECTS + 1) - sum(r.retried_rounds for r in reports)
+    # every round rekeyed, except where the dying node broke the connection under the rekey
+    assert [r.rekeys + r.rekeys_interrupted for r in reports] == [RECONNECTS + 1] * CLIENTS
+    assert sum(r.rekeys_stuck for r in reports) == 0 and sum(r.rekeys_interrupted for r in reports) <= CLIENTS
     assert min(balancer.picks) > 0.2 * sum(balancer.picks)  # every node served its share of resumptions
     assert record_nonces and max(record_nonces.values()) == 1, "a (key, nonce) pair was used twice"
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import os
 
+from aioquic.buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import StreamDataReceived
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 import mlsquic
 from mls2p import MemorySessionStore, RekeyPolicy
+from mls2p.errors import StoreError
 from mls2p.testing import config, impersonator
 from mlsquic.testing import Collector, QuicPair, client_configuration, echo_server, echo_through, server_configuration
 
@@ -117,3 +121,75 @@ def test_profile_messages_over_16_kib_are_carried() -> None:
     pair = established(client=client_configuration(profile=config(big)))
     assert pair.client.connection.mls_epoch == 1
     assert pair.echo_of(pair.send(b"through")) == b"through"
+
+
+class HandshakeLost(QuicPair):
+    """Drops the client's Handshake-space packets (its key confirmation) until ``allow_handshake``."""
+
+    allow_handshake = False
+    data_before_confirmation = 0
+
+    def _deliver(self, target, data: bytes, source) -> None:
+        if target is self.server and not self.allow_handshake:
+            data = strip_handshake_packets(data)
+            if not data:
+                return
+        super()._deliver(target, data, source)
+
+    def _collect(self) -> None:
+        server = self.server
+        if server is not None:
+            events = server.connection._events  # what aioquic queued, before next_event() releases it
+            if not server.connection.endpoint.confirmed and any(isinstance(e, StreamDataReceived) for e in events):
+                self.data_before_confirmation += 1
+        super()._collect()
+
+
+def strip_handshake_packets(datagram: bytes) -> bytes:
+    """The datagram without its long-header Handshake packets (QUIC v1 type 2)."""
+    kept, offset = b"", 0
+    while offset < len(datagram):
+        first = datagram[offset]
+        if not first & 0x80:  # a short header packet runs to the end of the datagram
+            return kept + datagram[offset:]
+        buffer = Buffer(data=datagram[offset:])
+        header = pull_quic_header(buffer, host_cid_length=8)
+        end = offset + header.packet_length
+        if header.packet_type != QuicPacketType.HANDSHAKE:
+            kept += datagram[offset:end]
+        offset = end
+    return kept
+
+
+def test_a_server_hands_over_no_data_before_the_client_confirmed_the_keys() -> None:
+    """Found by the fleet test: 1-RTT data overtaking a lost key confirmation reached the server's
+    application (and was echoed) although the session was not confirmed, hence never stored."""
+    store = MemorySessionStore()
+    pair = HandshakeLost(client_configuration(), server_configuration(store=store))
+    pair.run(lambda: pair.server is not None and pair.server.connection.mls_epoch == 1, max_seconds=5)
+    stream = pair.client.connection.get_next_available_stream_id()
+    pair.client.connection.send_stream_data(stream, b"early data", True)
+    pair.run(lambda: pair.now > 0.5)  # the 1-RTT data arrives; the confirmation does not
+    assert not pair.server.connection.endpoint.confirmed and store.group_ids() == []
+    assert stream not in pair.server.streams  # held back: the application has seen nothing
+    pair.allow_handshake = True
+    pair.run(lambda: stream in pair.server.finished)
+    assert pair.server.connection.endpoint.confirmed and store.group_ids()
+    assert pair.server.streams[stream] == b"early data"
+
+
+def test_a_session_the_server_cannot_store_is_never_confirmed_nor_carries_data() -> None:
+    """Found by the fleet test: the server marked the handshake complete before its store write, so a
+    failed write still let the client's data through and the client kept a session nobody had stored."""
+
+    class Unwritable(MemorySessionStore):
+        def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None:
+            raise StoreError("Redis is down")
+
+    pair = QuicPair(client_configuration(), server_configuration(store=Unwritable()))
+    stream = pair.client.connection.get_next_available_stream_id()
+    pair.client.connection.send_stream_data(stream, b"early data", True)
+    pair.run(lambda: pair.client.terminated is not None, max_seconds=10)
+    assert "StoreError" in pair.client.terminated.reason_phrase
+    assert not pair.server.connection.endpoint.confirmed
+    assert stream not in pair.server.streams and stream not in pair.client.streams  # no data, no echo

@@ -14,6 +14,7 @@ from mls2p.store import FileSessionStore, MemorySessionStore, open_store
 from mls2p.testing import config
 from mlstls.config import MlsTlsConfiguration
 from mlstls.connection import ConnectionTerminated, MlsTlsConnection
+from mlstls.testing import exchange
 from tests.redis_server import RedisServer
 
 SEALER = StateSealer([SealingKey("k1", bytes(range(32)))])
@@ -250,16 +251,7 @@ class Fleet:
     def server(self, index: int) -> MlsTlsConnection:
         return MlsTlsConnection(MlsTlsConfiguration(self.server_profile, False, self.nodes[index]))
 
-    @staticmethod
-    def pump(client: MlsTlsConnection, server: MlsTlsConnection, *, rounds: int = 20) -> None:
-        for _ in range(rounds):
-            moved = False
-            for src, dst in ((client, server), (server, client)):
-                if data := src.data_to_send():
-                    dst.receive_data(data)
-                    moved = True
-            if not moved:
-                return
+    pump = staticmethod(exchange)
 
     def connect(self, index: int) -> tuple[MlsTlsConnection, MlsTlsConnection]:
         client, server = self.client(), self.server(index)

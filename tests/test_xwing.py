@@ -149,3 +149,18 @@ def test_mlsquic_phase1_20_rekeys_and_resumption_on_x_wing() -> None:
     assert second.client.connection.mls_epoch == 3 + REKEYS
     assert second.client.connection.mls_session.group.suite.id == XWING_SUITE
     assert second.echo_of(second.send(b"resumed")) == b"resumed"
+
+
+# -- self-generated RFC 9420 vectors (not independent: our own code wrote them) -----------------------------
+
+SELF = DATA / "self-generated"
+
+
+@pytest.mark.parametrize("name", ["crypto-basics", "welcome"])
+def test_self_generated_rfc9420_vectors_of_suite_0x004d(name: str) -> None:
+    from interop.vectors import checker
+
+    entries = json.loads((SELF / f"{name}.json").read_text())
+    assert entries and all(entry["cipher_suite"] == XWING_SUITE for entry in entries)
+    for entry in entries:
+        checker(name)(entry)
