@@ -254,6 +254,7 @@ class FleetNodes:
         env.pop("FLEET_DIE_AFTER_COMMITS", None)
         if die_after_commits is not None:
             env["FLEET_DIE_AFTER_COMMITS"] = str(die_after_commits)
+        self.root.mkdir(parents=True, exist_ok=True)
         log = self.root / f"node{index}.log"
         start = log.stat().st_size if log.exists() else 0
         with log.open("a") as output:  # each node's output, kept: what a node said before it died
