@@ -308,13 +308,19 @@ class TwoPartySession:
         epoch = safe_aad.message_epoch(message)
         digest = safe_aad.commit_hash(body)
         base = replace(p, request_received=True, current_role=Role.RESPONDER)
+        if (p.state is State.AWAITING_EPOCH_KEY_UPDATE and digest == p.last_applied_commit
+                and epoch + 1 == p.group.epoch and p.pending is not None
+                and p.pending.msg_type is TwoPartyMessageType.RESUMPTION_RESPONSE):
+            # The very request our pending response answers, again: the peer lost the response (its
+            # connection timed out and it resends), or this is a replay.  Answer with the same
+            # response, so every connection that carries this request leads the peer to the same
+            # epoch.  (A fresh answer here split client and store whenever a client's old and new
+            # connection both got through: the fleet test lost sessions that way.)  At most one such
+            # connection can continue: the others' fenced writes at the EpochKeyUpdate fail.
+            return base, [_send(ProfileMessageType.RESUMPTION_RESPONSE, p.pending.message)]
         if digest == p.last_applied_commit and epoch + 1 == p.group.epoch:
             # Rule 1: we applied it before the break; its confirmation was lost.  (Had the peer
             # confirmed anything after it, we would be past epoch + 1: then this is a replay.)
-            # Also the very request our pending response answers, again (the response was lost, or
-            # this is a replay): it gets a *fresh* response, never the stored one, so no two
-            # connections ever derive the same keys (a replayed request plus the peer's copied
-            # EpochKeyUpdate would otherwise make a second connection with the first one's keys).
             base = replace(base, pending=None)
         elif p.pending is not None and epoch == p.pending.group.epoch:
             # Rule 2: the peer applied our pending commit; its confirmation was lost.
