@@ -119,10 +119,15 @@ def _healing(outcomes: list[Outcome], out: Path) -> list[str]:
     ax.set_xlim(left=0)
     ax.set_xlabel("records (QUIC: packets) after the compromise — red: the thief reads it; ▼ rekey")
     ax.set_title("Healing timeline")
+    return _save(plt, fig, out, "healing", "healing timeline")
+
+
+def _save(plt: Any, fig: Any, out: Path, name: str, title: str) -> list[str]:
+    """Write ``fig`` as ``name``.png beside its ``name``.csv; the report's lines that show it."""
     fig.tight_layout()
-    fig.savefig(out / "healing.png", dpi=120)
+    fig.savefig(out / f"{name}.png", dpi=120)
     plt.close(fig)
-    return ["![healing timeline](healing.png) (data: healing.csv)", ""]
+    return [f"![{title}]({name}.png) (data: {name}.csv)", ""]
 
 
 def _costs(outcomes: list[Outcome], out: Path) -> list[str]:
@@ -149,10 +154,7 @@ def _costs(outcomes: list[Outcome], out: Path) -> list[str]:
     for axis in (cpu, wire):
         axis.tick_params(axis="y", labelsize=7)
     fig.suptitle("Cost of one rekey")
-    fig.tight_layout()
-    fig.savefig(out / "costs.png", dpi=120)
-    plt.close(fig)
-    return ["![cost per rekey](costs.png) (data: costs.csv)", ""]
+    return _save(plt, fig, out, "costs", "cost per rekey")
 
 
 def _throughput(series: list[Series], out: Path) -> list[str]:
@@ -177,7 +179,4 @@ def _throughput(series: list[Series], out: Path) -> list[str]:
         axis.set_ylabel("MB/s")
         axis.set_title(f"{one.label} (red lines: rekeys)", fontsize=9)
     axes[-1, 0].set_xlabel("seconds")
-    fig.tight_layout()
-    fig.savefig(out / "throughput.png", dpi=120)
-    plt.close(fig)
-    return [*lines, "", "![throughput over time](throughput.png) (data: throughput.csv)", ""]
+    return [*lines, "", *_save(plt, fig, out, "throughput", "throughput over time")]
