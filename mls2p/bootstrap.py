@@ -32,11 +32,12 @@ from mlscore.errors import ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
 
 from .config import ProfileConfig
-from .errors import StateError, StoreError, UnexpectedMessage
-from .policy import RekeyMeter
+from .errors import PeerRateExceeded, StateError, StoreError, UnexpectedMessage
+from .policy import PeerCommitBudget, RekeyMeter
 from .session import KeysChanged, SessionAction, TwoPartySession
 from .store import SessionStore
 from .transitions import State
+from .trust import RecordsConfirmedPeers
 from .wire import ProfileMessage, ProfileMessageType
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ class ProfileEndpoint:
         self.allow_resumption = True
         self.confirmed = False
         self.meter = RekeyMeter(profile.rekey)
+        self.peer_budget = PeerCommitBudget(profile.rekey)
         self._writer: StoreWriter | None = None
         self._rekey_waiting = False
+        self._held: ProfileMessage | None = None  # a peer ConnectionUpdate waiting for its budget
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
@@ -79,7 +82,7 @@ class ProfileEndpoint:
             self.resumed = True
             log.info("resuming group %s at epoch %s", self.session.group_id.hex() if self.session.group_id else "?",
                      self.session.epoch)
-            return self.session.resume()
+            return self.session.resume(now=self._wall_now())
         self.session, actions = TwoPartySession.initiator(self.profile, on_state_change=self._writer_for(None))
         return actions
 
@@ -105,18 +108,62 @@ class ProfileEndpoint:
     # -- running -------------------------------------------------------------------------------
 
     def receive(self, frame: bytes | ProfileMessage, now: float) -> list[SessionAction]:
-        """One profile message from the peer; a server's first one starts or resumes the session."""
+        """One profile message from the peer; a server's first one starts or resumes the session.
+
+        A ConnectionUpdate that finds the peer's commit budget spent is held
+        (nothing is returned) until :meth:`poll` finds a token; a second one
+        while one is held is refused with PeerRateExceeded.
+        """
         message = frame if isinstance(frame, ProfileMessage) else ProfileMessage.from_bytes(frame)
         if self.session is None:
             if self.is_client:
                 raise StateError("the client has not started")
             self.session = self._start_server(message)
-        actions = self.session.receive(message, now=int(self.profile.wall_clock()))
+        forced = message.msg_type == ProfileMessageType.CONNECTION_UPDATE
+        if self._held is not None:
+            if forced:
+                raise PeerRateExceeded(f"a second ConnectionUpdate while one waits for the peer's commit budget "
+                                       f"({self.profile.rekey.peer_commit_interval} s per commit)")
+            held, self._held = self._held, None  # the held commit came first: it is processed first
+            return self._process(held, now) + self._process(message, now)
+        if forced and not self.peer_budget.take(now):
+            self._held = message
+            self.peer_budget.deferred += 1
+            log.info("the peer forces commits faster than one per %s s: its ConnectionUpdate waits",
+                     self.profile.rekey.peer_commit_interval)
+            return []
+        return self._process(message, now)
+
+    def _process(self, message: ProfileMessage, now: float) -> list[SessionAction]:
+        assert self.session is not None
+        actions = self.session.receive(message, now=self._wall_now())
         if any(isinstance(action, KeysChanged) for action in actions):
             self.meter.restart(now)
             if self.is_client or self.resumed:  # the peer made this epoch, or proved it holds it
                 actions += self._confirm()
         return actions
+
+    def poll(self, now: float) -> list[SessionAction]:
+        """Timers: process a held peer commit once its budget allows (call from the transport's timer)."""
+        if self._held is not None and self.peer_budget.take(now):
+            held, self._held = self._held, None
+            return self._process(held, now)
+        return []
+
+    def next_timer(self, now: float) -> float | None:
+        """When :meth:`poll` has something to do (None: nothing waits)."""
+        return self.peer_budget.ready_at(now) if self._held is not None else None
+
+    def check_peer(self) -> None:
+        """Ask the trust configuration in force whether it still accepts the peer (RevokedPeer if not).
+
+        Transports call this when the configuration is replaced at run time, and close on refusal.
+        """
+        if self.session is not None and self.session.group is not None:
+            self.session.authorize_peer(self._wall_now())
+
+    def _wall_now(self) -> int:
+        return int(self.profile.wall_clock())
 
     def peer_confirmed(self) -> list[SessionAction]:
         """The transport saw the peer use the current keys (a phase-1 server's confirmation).
@@ -131,6 +178,7 @@ class ProfileEndpoint:
     def _confirm(self) -> list[SessionAction]:
         if self.confirmed:
             return []
+        self._record_first_use()  # a key first seen is pinned only now that its holder proved the epoch
         if self._writer is not None and self.session is not None:
             self._writer.enable(self.session)  # stored first: a failed write leaves us unconfirmed
         self.confirmed = True
@@ -138,6 +186,15 @@ class ProfileEndpoint:
             self._rekey_waiting = False
             return self.rekey()
         return []
+
+    def _record_first_use(self) -> None:
+        service = self.profile.authentication_service
+        group = self.session.group if self.session is not None else None
+        if not isinstance(service, RecordsConfirmedPeers) or group is None:
+            return
+        for index, leaf in group.members():
+            if index != group.own_leaf:
+                service.confirmed(leaf.credential, leaf.signature_key)
 
     def rekey(self) -> list[SessionAction]:
         """A ConnectionUpdate now if the session is synced (else nothing: one rekey at a time).
@@ -149,9 +206,9 @@ class ProfileEndpoint:
         if not self.confirmed:
             self._rekey_waiting = True
             return []
-        if self.session.state is not State.SYNCED:
-            return []
-        return self.session.update()
+        if self.session.state is not State.SYNCED or self._held is not None:
+            return []  # one commit at a time: a held peer commit goes first
+        return self.session.update(now=self._wall_now())
 
     def rekey_due(self, now: float) -> bool:
         """Whether the rekey policy asks for a ConnectionUpdate now (a query: changes nothing)."""

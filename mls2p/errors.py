@@ -33,6 +33,14 @@ class ReplayedMessage(RemoteError):
     """The peer (or someone on the path) sent a message this connection already processed."""
 
 
+class RevokedPeer(CredentialError):
+    """The trust configuration in force no longer accepts a peer it accepted before (certificate_revoked)."""
+
+
+class PeerRateExceeded(RemoteError):
+    """The peer forces commits faster than the configured minimum interval (a CPU and disk amplifier)."""
+
+
 class StoreError(LocalError):
     """The session store could not read or write."""
 
@@ -65,6 +73,7 @@ class AlertDescription(IntEnum):
     BAD_RECORD_MAC = 20
     HANDSHAKE_FAILURE = 40
     BAD_CERTIFICATE = 42
+    CERTIFICATE_REVOKED = 44
     ILLEGAL_PARAMETER = 47
     DECODE_ERROR = 50
     DECRYPT_ERROR = 51
@@ -73,6 +82,7 @@ class AlertDescription(IntEnum):
 
 
 _ALERTS: tuple[tuple[type[MLSError], AlertDescription], ...] = (
+    (RevokedPeer, AlertDescription.CERTIFICATE_REVOKED),
     (CredentialError, AlertDescription.BAD_CERTIFICATE),
     (InvalidSignatureError, AlertDescription.DECRYPT_ERROR),
     (CryptoError, AlertDescription.BAD_RECORD_MAC),
@@ -102,8 +112,10 @@ __all__ = [
     "InternalError",
     "LocalError",
     "MLSError",
+    "PeerRateExceeded",
     "RemoteError",
     "ReplayedMessage",
+    "RevokedPeer",
     "StaleStateError",
     "StateError",
     "StoreError",

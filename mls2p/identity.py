@@ -16,12 +16,21 @@ from mlscore.crypto import get_suite
 from mlscore.errors import MLSError
 
 from .errors import ConfigurationError, StoreError
+from .store import check_private_folder
 
 
 def load_or_create_key(path: str | os.PathLike[str], suite_id: int) -> bytes:
-    """The signature private key in ``path``, generated (0600, atomically) if the file does not exist."""
+    """The signature private key in ``path``, generated (0600, atomically) if the file does not exist.
+
+    The key's folder must not be writable by every user (ConfigurationError;
+    group-writable is logged): whoever writes there can swap in a key of
+    their own, and the peer would then pin theirs.
+    """
     file = Path(path)
     suite = get_suite(suite_id)
+    checked = file.parent.is_dir()
+    if checked:  # before anything is created in it
+        check_private_folder(file.parent, "key folder")
     if not file.exists():
         private, _ = suite.generate_signature_key_pair()
         try:
@@ -35,6 +44,8 @@ def load_or_create_key(path: str | os.PathLike[str], suite_id: int) -> bytes:
             pass  # created by someone else meanwhile: read theirs
         except OSError as exc:
             raise StoreError(f"cannot create the key file {file}: {exc.strerror}") from None
+    if not checked:  # made just now (0700), or by someone else meanwhile
+        check_private_folder(file.parent, "key folder")
     try:
         mode = file.stat().st_mode
         private = file.read_bytes()

@@ -16,7 +16,11 @@ The codes are written out below and never derived from an enum's order
 (release 0.1 derived them from ``enumerate(State, start=1)``; the values here
 are exactly those, so its files load).  Only resumable states are stored; any
 other code, an unknown format or trailing bytes raise
-:class:`~mls2p.errors.StoredStateError` naming the problem.
+:class:`~mls2p.errors.StoredStateError` naming the problem.  So does a stored
+sending generation beyond what a secret tree accepts ahead
+(:meth:`Group.max_restored_generation <mlscore.group.Group.max_restored_generation>`):
+a group holds only its generations, restoring replays the ratchet, and a
+tampered value must not buy 2^32 derivations; it is refused before any.
 """
 
 from __future__ import annotations

@@ -21,12 +21,22 @@ class RekeyPolicy:
 
     max_bytes: int | None = None
     max_seconds: float | None = None
+    peer_commit_interval: float = 0.1
+    """Sustained minimum seconds between commits the *peer* forces on us (its ConnectionUpdates); 0 disables."""
+    peer_commit_burst: int = 64
+    """How many peer commits may come faster than that before the next one waits (a token bucket)."""
 
     def __post_init__(self) -> None:
         if self.max_bytes is not None and (not isinstance(self.max_bytes, int) or self.max_bytes < 1):
             raise ConfigurationError(f"RekeyPolicy.max_bytes must be a positive integer, not {self.max_bytes!r}")
         if self.max_seconds is not None and not (self.max_seconds >= 0 and math.isfinite(self.max_seconds)):
             raise ConfigurationError(f"RekeyPolicy.max_seconds must be >= 0 and finite, not {self.max_seconds!r}")
+        if not (self.peer_commit_interval >= 0 and math.isfinite(self.peer_commit_interval)):
+            raise ConfigurationError("RekeyPolicy.peer_commit_interval must be >= 0 and finite, "
+                                     f"not {self.peer_commit_interval!r}")
+        if not isinstance(self.peer_commit_burst, int) or self.peer_commit_burst < 1:
+            raise ConfigurationError(f"RekeyPolicy.peer_commit_burst must be a positive integer, "
+                                     f"not {self.peer_commit_burst!r}")
 
 
 @dataclass
@@ -52,3 +62,44 @@ class RekeyMeter:
         if policy.max_bytes is not None and self.bytes_sent >= policy.max_bytes:
             return True
         return policy.max_seconds is not None and self.since is not None and now - self.since >= policy.max_seconds
+
+
+@dataclass
+class PeerCommitBudget:
+    """A token bucket over the commits a peer forces on us: ``burst`` at once, then one per ``interval``.
+
+    A ConnectionUpdate costs the receiver a commit's worth of HPKE and a store
+    write; without a bound a peer turns rekeying into a CPU and disk amplifier.
+    A commit that finds the bucket empty waits (the endpoint holds it) until
+    :meth:`ready_at`; the peer keeps its old keys meanwhile and loses nothing.
+    """
+
+    policy: RekeyPolicy
+    tokens: float = field(init=False)
+    updated: float | None = None
+    deferred: int = 0
+    """How many peer commits had to wait (a metric: an honest peer on a sane policy never waits)."""
+
+    def __post_init__(self) -> None:
+        self.tokens = float(self.policy.peer_commit_burst)
+
+    def _refill(self, now: float) -> None:
+        interval = self.policy.peer_commit_interval
+        if self.updated is not None and interval > 0:
+            self.tokens = min(float(self.policy.peer_commit_burst), self.tokens + (now - self.updated) / interval)
+        self.updated = now if self.updated is None else max(self.updated, now)
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one (True), else False: the commit must wait."""
+        if self.policy.peer_commit_interval == 0:
+            return True
+        self._refill(now)
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def ready_at(self, now: float) -> float:
+        """When the next token is there."""
+        self._refill(now)
+        return now + max(0.0, 1 - self.tokens) * self.policy.peer_commit_interval

@@ -24,6 +24,12 @@ resumption would otherwise both continue, with the same keys.  The
 store's methods are synchronous, as the profile's store interface is: keep
 Redis close (same site) and its timeouts short.  Round trips: ``load`` 1,
 ``save`` 1, ``delete`` 1; :attr:`RedisSessionStore.round_trips` counts them.
+
+Expiry: every write sets the key's TTL to ``max_idle_seconds`` inside the same
+script (``PEXPIRE``, still one round trip), so Redis itself drops a session
+whose client stopped coming back (:data:`~mls2p.store.DEFAULT_MAX_IDLE_SECONDS`);
+None removes the TTL (``PERSIST``).  :meth:`RedisSessionStore.reseal` keeps
+each key's remaining TTL: a key rotation must not revive abandoned sessions.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, StaleStateError, StoredStateError, StoreError
 from .sealing import StateSealer
+from .store import DEFAULT_MAX_IDLE_SECONDS, check_max_idle
 
 if TYPE_CHECKING:
     import redis
@@ -40,16 +47,28 @@ if TYPE_CHECKING:
 VERSION_LABEL = b"mls2p state version\x00"
 URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
-# KEYS[1] session; ARGV: expected version ("" = none stored), new version, sealed state.
+# KEYS[1] session; ARGV: expected version ("" = none stored), new version, sealed state, TTL in
+# milliseconds ("0": none, PERSIST; "" or absent: leave the key's TTL as it is, for reseal).  HSET keeps
+# a TTL, so an existing key is always given the one asked for.  A retried write (second branch) changes
+# nothing: the first attempt set the TTL.
 _SAVE = """
 local v = redis.call('HGET', KEYS[1], 'v') or ''
 if v == ARGV[1] then
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 'b', ARGV[3])
+  local ttl = ARGV[4] or ''
+  if ttl == '0' then
+    redis.call('PERSIST', KEYS[1])
+  elseif ttl ~= '' then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
   return 1
 end
 if v == ARGV[2] and redis.call('HGET', KEYS[1], 'b') == ARGV[3] then return 1 end
 return 0
 """
+
+KEEP_TTL = b""
+"""The TTL argument of a write that must not change the key's TTL (reseal)."""
 
 # KEYS[1] session; ARGV[1]: expected version.  Gone already counts as done (a retried delete).
 _DELETE = """
@@ -72,13 +91,18 @@ class RedisSessionStore:
 
     ``client`` is a ``redis.Redis`` (or ``redis.RedisCluster``) with
     ``decode_responses`` off; :meth:`from_url` builds one with short timeouts
-    and retries on connection errors.
+    and retries on connection errors.  Every save gives the session's key a
+    TTL of ``max_idle_seconds`` (None: no TTL).
     """
 
-    def __init__(self, client: redis.Redis, sealer: StateSealer, *, prefix: str = "mls2p") -> None:
+    def __init__(self, client: redis.Redis, sealer: StateSealer, *, prefix: str = "mls2p",
+                 max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS) -> None:
         self.client = client
         self.sealer = sealer
         self.prefix = prefix
+        self.max_idle_seconds = check_max_idle(max_idle_seconds)
+        # Whole milliseconds, at least 1 (PEXPIRE 0 would delete the key at once).
+        self._ttl = b"0" if max_idle_seconds is None else str(max(1, round(max_idle_seconds * 1000))).encode()
         self.round_trips = 0
         self.reseal_skipped: list[str] = []
         """Entries the last :meth:`reseal` could not open (id and reason), left as they were."""
@@ -89,8 +113,8 @@ class RedisSessionStore:
         self._delete = client.register_script(_DELETE)
 
     @classmethod
-    def from_url(cls, url: str, sealer: StateSealer, *, timeout: float = 0.5, prefix: str = "mls2p"
-                 ) -> RedisSessionStore:
+    def from_url(cls, url: str, sealer: StateSealer, *, timeout: float = 0.5, prefix: str = "mls2p",
+                 max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS) -> RedisSessionStore:
         """``redis://[user:password@]host:port/db``, ``rediss://`` (TLS) or ``unix:///path.sock``."""
         try:
             import redis
@@ -109,7 +133,7 @@ class RedisSessionStore:
                                           health_check_interval=30)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {_safe(url)!r}: {exc}") from None
-        return cls(client, sealer, prefix=prefix)
+        return cls(client, sealer, prefix=prefix, max_idle_seconds=max_idle_seconds)
 
     def __repr__(self) -> str:
         return f"RedisSessionStore(prefix={self.prefix!r}, {self.sealer!r})"
@@ -119,7 +143,7 @@ class RedisSessionStore:
 
     def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None:
         sealed = self.sealer.seal(group_id, state)
-        if not self._run(self._save, group_id, version_of(replaces), version_of(state), sealed):
+        if not self._run(self._save, group_id, version_of(replaces), version_of(state), sealed, self._ttl):
             raise StaleStateError(f"the stored state of group {group_id.hex()} changed since this connection "
                                   "read it: the session continued elsewhere")
 
@@ -149,7 +173,9 @@ class RedisSessionStore:
 
         Run after putting a new key first in the keyring (docs/fleet.md,
         "Rotating the sealing key").  Concurrent writes are safe: a state that
-        changed meanwhile was sealed with the new key by its writer.
+        changed meanwhile was sealed with the new key by its writer.  Each key
+        keeps its TTL: resealing is not use, and must not keep abandoned
+        sessions alive.
         """
         count = 0
         self.reseal_skipped = []
@@ -163,7 +189,7 @@ class RedisSessionStore:
                 self.reseal_skipped.append(f"{group_id.hex()}: {exc}")
                 continue
             version = version_of(state)
-            if self._run(self._save, group_id, version, version, self.sealer.seal(group_id, state)):
+            if self._run(self._save, group_id, version, version, self.sealer.seal(group_id, state), KEEP_TTL):
                 count += 1
         return count
 

@@ -14,13 +14,24 @@ put a new key first (``mls-tunnel store-key`` prints one), keep the old one
 below it until :meth:`~mls2p.redis_store.RedisSessionStore.reseal` has run (or
 every session has been written once since), then delete the old line.  The
 file must be private (mode 0600), like a signature key.
+
+Rotate long before a key has sealed 2^32 states.  Nonces are random (96
+bits), and NIST SP 800-38D (section 8.3) caps one key at 2^32 encryptions
+with random nonces, counted over every node of a fleet and every restart.
+A sealer counts its own seals per key id (:meth:`StateSealer.writes`) and logs
+one warning when a key passes :data:`DEFAULT_WARN_AFTER_WRITES` (2^28, 1/16
+of the cap): the count is per process and starts at 0 on each start, so the
+fleet's real total is higher, and the warning is a backstop for a rotation
+schedule (docs/fleet.md), not a substitute for one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +45,12 @@ FORMAT = 1
 KEY_LENGTH = 32
 NONCE_LENGTH = 12
 MAX_KEY_ID = 64
+RANDOM_NONCE_LIMIT = 1 << 32
+"""NIST SP 800-38D: at most 2^32 encryptions under one key with random 96-bit nonces (whole fleet)."""
+DEFAULT_WARN_AFTER_WRITES = 1 << 28
+"""Warn when one process has sealed this many states with one key: 1/16 of the cap, as the count is per process."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,11 +68,17 @@ class SealingKey:
 
 
 class StateSealer:
-    """Seals with the first key of a keyring, opens with any of them."""
+    """Seals with the first key of a keyring, opens with any of them; counts its seals per key.
 
-    def __init__(self, keys: list[SealingKey]) -> None:
+    After ``warn_after_writes`` seals with one key (in this process) it logs
+    one warning asking for a rotation (module docstring: the 2^32 cap).
+    """
+
+    def __init__(self, keys: list[SealingKey], *, warn_after_writes: int = DEFAULT_WARN_AFTER_WRITES) -> None:
         if not keys:
             raise ConfigurationError("the sealing keyring is empty: it needs at least one key")
+        if not isinstance(warn_after_writes, int) or not 0 < warn_after_writes <= RANDOM_NONCE_LIMIT:
+            raise ConfigurationError(f"warn_after_writes must be an integer from 1 to 2^32, not {warn_after_writes!r}")
         ids = [key.key_id for key in keys]
         if len(set(ids)) != len(ids):
             raise ConfigurationError(f"the sealing keyring names a key id twice: {ids}")
@@ -63,13 +86,32 @@ class StateSealer:
         self._seal_with = AESGCM(keys[0].key)
         self._header = MAGIC + bytes([FORMAT, len(keys[0].key_id.encode())]) + keys[0].key_id.encode()
         self._open_with = {key.key_id.encode(): AESGCM(key.key) for key in keys}
+        self.warn_after_writes = warn_after_writes
+        self._writes: dict[str, int] = {}
+        self._count_lock = threading.Lock()  # nodes' stores may share one sealer across threads
 
     def __repr__(self) -> str:
         return f"StateSealer(seals with {self.sealing_key_id!r}, opens {len(self._open_with)} key(s))"
 
+    def writes(self, key_id: str) -> int:
+        """How many states this sealer has sealed with ``key_id`` since it was made (this process only)."""
+        with self._count_lock:
+            return self._writes.get(key_id, 0)
+
     def seal(self, group_id: bytes, state: bytes) -> bytes:
         nonce = os.urandom(NONCE_LENGTH)
-        return self._header + nonce + self._seal_with.encrypt(nonce, state, self._header + group_id)
+        sealed = self._header + nonce + self._seal_with.encrypt(nonce, state, self._header + group_id)
+        self._count_write()
+        return sealed
+
+    def _count_write(self) -> None:
+        with self._count_lock:
+            count = self._writes.get(self.sealing_key_id, 0) + 1
+            self._writes[self.sealing_key_id] = count
+        if count == self.warn_after_writes:  # exactly once per key and sealer
+            log.warning("sealing key %r has sealed %d states in this process; with random nonces one key may "
+                        "seal at most 2^32 across the whole fleet (NIST SP 800-38D): rotate it now "
+                        "(docs/fleet.md, 'Rotating the sealing key')", self.sealing_key_id, count)
 
     def key_id_of(self, sealed: bytes) -> str:
         """The id of the key that sealed ``sealed`` (to find states that still need a reseal)."""
@@ -106,7 +148,8 @@ def new_key_line(key_id: str) -> str:
     return f"{key_id} {secrets.token_hex(KEY_LENGTH)}"
 
 
-def load_keyring(path: str | os.PathLike[str]) -> StateSealer:
+def load_keyring(path: str | os.PathLike[str], *, warn_after_writes: int = DEFAULT_WARN_AFTER_WRITES
+                 ) -> StateSealer:
     """The sealer of a keyring file; ConfigurationError saying what is wrong with it."""
     file = Path(path)
     try:
@@ -131,4 +174,4 @@ def load_keyring(path: str | os.PathLike[str]) -> StateSealer:
             raise ConfigurationError(f"{file} line {number}: {exc}") from None
         except ValueError:
             raise ConfigurationError(f"{file} line {number}: expected '<key id> <64 hex digits>'") from None
-    return StateSealer(keys)
+    return StateSealer(keys, warn_after_writes=warn_after_writes)

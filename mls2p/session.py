@@ -31,7 +31,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from mlscore.errors import EpochError, StateError, ValidationError
+from mlscore.errors import CredentialError, EpochError, StateError, ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage
 from mlscore.group import ApplicationMessage, CommitMessage, Group
 from mlscore.key_package import KeyPackageBundle, create_key_package
@@ -40,9 +40,9 @@ from mlscore.messages import Add, Welcome
 from . import negotiation, persistence, safe_aad
 from .actions import KeysChanged, ResumptionIgnored, SendMessage, SessionAction
 from .config import ProfileConfig, Role
-from .errors import ReplayedMessage, UnexpectedMessage
+from .errors import ReplayedMessage, RevokedPeer, UnexpectedMessage
 from .persistence import PendingCommit, StoredSession
-from .transitions import Action, Event, State, Transition, lookup
+from .transitions import AUTHORIZED_EVENTS, Action, Event, State, Transition, lookup
 from .wire import EpochKeyUpdate, ProfileMessage, ProfileMessageType, TwoPartyMessageType
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,13 @@ class _Progress:
     pending: PendingCommit | None = None
     last_applied_commit: bytes | None = field(default=None, repr=False)
     key_packages: tuple[KeyPackageBundle, ...] = field(default=(), repr=False)
-    request_received: bool = False  # a ResumptionRequest arrived on the current connection
+    heard: bool = False  # a message from the peer arrived on the current connection
+
+    def group_objects(self) -> list[Group]:
+        return [g for g in (self.group, self.pending.group if self.pending else None) if g is not None]
 
     def groups(self) -> set[int]:
-        return {id(g) for g in (self.group, self.pending.group if self.pending else None) if g is not None}
+        return {id(g) for g in self.group_objects()}
 
 
 _Outcome = tuple[_Progress, list[SessionAction]]
@@ -195,13 +198,16 @@ class TwoPartySession:
         message = data if isinstance(data, ProfileMessage) else ProfileMessage.from_bytes(data)
         return self._run(Event.received(message.msg_type), message.body, now)
 
-    def update(self) -> list[SessionAction]:
-        """Send a ConnectionUpdate (a commit with a fresh UpdatePath); only when synced."""
-        return self._run(Event.UPDATE)
+    def update(self, *, now: int | None = None) -> list[SessionAction]:
+        """Send a ConnectionUpdate (a commit with a fresh UpdatePath); only when synced.
 
-    def resume(self) -> list[SessionAction]:
-        """Start phase 3 on a new connection: we become the current initiator."""
-        return self._run(Event.RESUME)
+        ``now`` (seconds since the Unix epoch) is the time the peer's credential is re-checked at.
+        """
+        return self._run(Event.UPDATE, now=now)
+
+    def resume(self, *, now: int | None = None) -> list[SessionAction]:
+        """Start phase 3 on a new connection: we become the current initiator (the peer is re-checked first)."""
+        return self._run(Event.RESUME, now=now)
 
     def connection_lost(self) -> None:
         """The transport broke: forget per-connection state, keep the group (phase 1 state is dropped)."""
@@ -221,9 +227,47 @@ class TwoPartySession:
         if transition is None:
             error = UnexpectedMessage if event.remote else StateError
             raise error(f"{event.value} is not allowed in state {current.state.value}")
+        if event is Event.RESUMPTION_REQUEST and current.heard:
+            # Only a connection's first message: mid-connection, its answer would go nowhere useful
+            # (in QUIC-MLS to a packet space whose keys are gone) and leave the session waiting.
+            raise ReplayedMessage("a ResumptionRequest is valid only as the first message of a connection")
         new, actions = self._ACTIONS[transition.action](self, current, body, now)
+        if event.remote:
+            new = replace(new, heard=True)
+        if event in AUTHORIZED_EVENTS and new.group is not None:
+            self._authorize_or_discard(current, new, now)
         self._swap(transition, new)
         return actions
+
+    def authorize_peer(self, now: int | None) -> None:
+        """Raise :class:`~mls2p.trust.RevokedPeer` unless the trust configuration in force accepts the peer.
+
+        The session asks this at every event that reaches or keeps an epoch; a
+        transport asks it again when the trust configuration is replaced.
+        """
+        for group in (self._progress.group, self._progress.pending.group if self._progress.pending else None):
+            if group is not None:
+                self._authorize(group, now)
+
+    def _authorize(self, group: Group, now: int | None) -> None:
+        for index, leaf in group.members():
+            if index == group.own_leaf:
+                continue
+            try:
+                self.config.peer_authentication.validate(leaf.credential, leaf.signature_key, group.suite.id, now)
+            except CredentialError as exc:
+                raise RevokedPeer(f"the peer is no longer trusted: {exc}") from None
+
+    def _authorize_or_discard(self, current: _Progress, new: _Progress, now: int | None) -> None:
+        try:
+            for group in new.group_objects():
+                self._authorize(group, now)
+        except RevokedPeer:
+            kept = current.groups()
+            for group in new.group_objects():
+                if id(group) not in kept:
+                    group.destroy()
+            raise
 
     def _swap(self, transition: Transition, new: _Progress) -> None:
         assert new.state is transition.next_state, (transition, new.state)
@@ -300,14 +344,12 @@ class TwoPartySession:
 
     def _answer_resumption(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         assert p.group is not None
-        if p.request_received:
-            raise ReplayedMessage("a second ResumptionRequest on the same connection")
         allowed = {TwoPartyMessageType.RESUMPTION_REQUEST, TwoPartyMessageType.CONNECTION_UPDATE,
                    TwoPartyMessageType.RESUMPTION_RESPONSE}
         message = self._checked_commit(body, allowed)
         epoch = safe_aad.message_epoch(message)
         digest = safe_aad.commit_hash(body)
-        base = replace(p, request_received=True, current_role=Role.RESPONDER)
+        base = replace(p, current_role=Role.RESPONDER)
         if (p.state is State.AWAITING_EPOCH_KEY_UPDATE and digest == p.last_applied_commit
                 and epoch + 1 == p.group.epoch and p.pending is not None
                 and p.pending.msg_type is TwoPartyMessageType.RESUMPTION_RESPONSE):
@@ -337,10 +379,8 @@ class TwoPartySession:
         # Both requests crossed, so the peer is processing ours: exactly one side may process,
         # and it is the initial responder (docs/profile.md, "Crossed resumption requests").
         assert p.group is not None
-        if p.request_received:
-            raise ReplayedMessage("a second ResumptionRequest on the same connection")
         log.info("crossed resumption: we are the initial initiator, ignoring the peer's request")
-        return replace(p, request_received=True), [ResumptionIgnored(p.group.epoch)]
+        return p, [ResumptionIgnored(p.group.epoch)]
 
     def _finish_resumption(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         assert p.pending is not None
@@ -354,17 +394,16 @@ class TwoPartySession:
         return self._commit(p, TwoPartyMessageType.CONNECTION_UPDATE)
 
     def _send_resumption_commit(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
-        return self._commit(replace(p, current_role=Role.INITIATOR, request_received=False),
+        return self._commit(replace(p, current_role=Role.INITIATOR, heard=False),
                             TwoPartyMessageType.RESUMPTION_REQUEST)
 
     def _resend_pending(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         assert p.pending is not None
-        return (replace(p, state=State.AWAITING_RESUMPTION_RESPONSE, current_role=Role.INITIATOR,
-                        request_received=False),
+        return (replace(p, state=State.AWAITING_RESUMPTION_RESPONSE, current_role=Role.INITIATOR, heard=False),
                 [_send(ProfileMessageType.RESUMPTION_REQUEST, p.pending.message)])
 
     def _reset_connection(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
-        return replace(p, request_received=False), []
+        return replace(p, heard=False), []
 
     def _forget(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         return _Progress(State.CLOSED, p.current_role), []

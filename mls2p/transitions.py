@@ -131,6 +131,11 @@ TABLE: Mapping[tuple[State, Event, Role | None], Transition] = {
     (S.CLOSED, E.CLOSE, None): Transition(A.NOTHING, S.CLOSED),
 }
 
+AUTHORIZED_EVENTS = frozenset(event for event in Event if event not in (E.CONNECTION_LOST, E.CLOSE))
+"""Events after which the session asks the trust configuration in force whether it still accepts the peer
+(mls2p.trust): every handshake, resumption, commit and confirmation, so a revoked peer cannot reach or keep
+an epoch.  A ResumptionRequest is, besides, valid only as a connection's first message."""
+
 DECIDING_ROLE: Mapping[tuple[State, Event], str] = {
     (S.AWAITING_EPOCH_KEY_UPDATE, E.CONNECTION_UPDATE): "current",
     (S.AWAITING_RESUMPTION_RESPONSE, E.RESUMPTION_REQUEST): "initial",

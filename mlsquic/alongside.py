@@ -38,13 +38,13 @@ from collections import deque
 from aioquic import tls
 from aioquic.quic.events import HandshakeCompleted, QuicEvent, StreamDataReceived, StreamReset
 
-from mls2p.errors import AlertDescription, StateError, as_project_error
+from mls2p.errors import AlertDescription, StateError, UnexpectedMessage
 from mls2p.session import KeysChanged, SendMessage, SessionAction
 from mls2p.wire import MessageBuffer
 
 from .config import MLS_ALPN_SUFFIX
 from .epochs import EpochKeyedConnection
-from .errors import CRYPTO_ERROR, error_code_for, reason_for
+from .errors import CRYPTO_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +165,12 @@ class AlongsideQuicConnection(EpochKeyedConnection):
                 self.flip_to(action.epoch, action.reason, now=self.is_client or self.one_rtt.epoch != 0)
 
     def _mls_receive(self, data: bytes) -> None:
-        try:
+        def receive() -> list[SessionAction]:
             for frame in self._mls_buffer.feed_frames(data):
                 self.act(self.endpoint.receive(frame, self._now))
-        except Exception as caught:  # ours or a library's: the connection closes with one reason
-            exc = as_project_error(caught)
-            log.warning("MLS alongside failed: %s: %s", type(exc).__name__, exc)
-            self.close(error_code=error_code_for(exc), reason_phrase=reason_for(exc, "MLS: "))
+            return []
+
+        self.run_endpoint(receive)
 
     # -- aioquic's events ----------------------------------------------------------------------
 
@@ -192,6 +191,10 @@ class AlongsideQuicConnection(EpochKeyedConnection):
                 if not self._mls_started:
                     self._start_mls()  # the server may see the first profile bytes before HandshakeCompleted
                 self._mls_receive(event.data)
+                continue
+            if isinstance(event, StreamReset) and event.stream_id == MLS_STREAM and self._mls_on:
+                # The profile's own stream: never the application's business, and MLS cannot go on without it.
+                self._close_for(UnexpectedMessage("the peer reset stream 0, which carries the MLS profile"))
                 continue
             if isinstance(event, _APPLICATION_STREAM_EVENTS) and not self._gate_open:
                 self._held_events.append(event)  # bounded by QUIC flow control; dropped if MLS fails

@@ -17,18 +17,20 @@ secrets are derived.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import cast
 
 from aioquic import tls
 from aioquic.quic.events import QuicEvent
 
 from mls2p.bootstrap import ProfileEndpoint
-from mls2p.errors import AlertDescription
+from mls2p.errors import AlertDescription, MLSError, as_project_error
 from mls2p.session import SessionAction, TwoPartySession
+from mls2p.trust import watch_trust
 
 from ._aioquic_compat import HookedQuicConnection, MlsCryptoPair
 from .config import MlsQuicConfiguration
-from .errors import CRYPTO_ERROR
+from .errors import CRYPTO_ERROR, error_code_for, reason_for
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class EpochKeyedConnection(HookedQuicConnection):
     """A QuicConnection whose 1-RTT keys follow the epochs of a two-party MLS session."""
 
     endpoint: ProfileEndpoint
+    wakeup: Callable[[], None] | None = None
+    """Sends what the connection queued outside aioquic's handlers (serve/connect set the protocol's transmit)."""
     _now: float = 0.0
     _deadline: float | None = None
 
@@ -55,6 +59,7 @@ class EpochKeyedConnection(HookedQuicConnection):
         config = self.mls_configuration
         self.endpoint = ProfileEndpoint(config.mls_profile, is_client=self.is_client, store=config.store,
                                         resume_group_id=config.resume_group_id)
+        watch_trust(config.mls_profile.authentication_service, self)
         self.replace_crypto_pair(tls.Epoch.ONE_RTT,
                                  MlsCryptoPair(self.crypto_pair(tls.Epoch.ONE_RTT), self.next_epoch_secrets))
 
@@ -131,8 +136,32 @@ class EpochKeyedConnection(HookedQuicConnection):
     def get_timer(self) -> float | None:
         timer = super().get_timer()
         if self._deadline is not None and not self.mls_complete() and (timer is None or self._deadline < timer):
-            return self._deadline
-        return timer
+            timer = self._deadline
+        held = self.endpoint.next_timer(self._now) if hasattr(self, "endpoint") else None
+        return held if held is not None and (timer is None or held < timer) else timer
+
+    def run_endpoint(self, step: Callable[[], list[SessionAction]]) -> None:
+        """Run an endpoint step outside aioquic's handlers; a failure closes the connection with its alert."""
+        try:
+            self.act(step())
+        except Exception as caught:  # ours or a library's: the connection closes with one reason
+            self._close_for(as_project_error(caught))
+
+    def _close_for(self, exc: MLSError) -> None:
+        log.warning("MLS failed: %s: %s", type(exc).__name__, exc)
+        self.close(error_code=error_code_for(exc), reason_phrase=reason_for(exc, "MLS: "))
+
+    def trust_changed(self) -> None:
+        """The trust configuration was replaced (mls2p.trust.TrustPolicy.replace): close if the peer is out."""
+        if not self.mls_complete():
+            return  # the handshake checks the peer against the configuration in force when it gets there
+        try:
+            self.endpoint.check_peer()
+        except MLSError as exc:
+            log.warning("trust configuration replaced: closing the connection of a peer no longer trusted")
+            self._close_for(exc)
+            if self.wakeup is not None:
+                self.wakeup()
 
     def handle_timer(self, now: float) -> None:
         self._tick(now)
@@ -141,6 +170,8 @@ class EpochKeyedConnection(HookedQuicConnection):
             log.warning("QUIC: the peer did not complete the MLS handshake in time")
             self.close(error_code=CRYPTO_ERROR + AlertDescription.HANDSHAKE_FAILURE,
                        reason_phrase="MLS: the peer did not complete the MLS handshake in time")
+        if hasattr(self, "endpoint"):
+            self.run_endpoint(lambda: self.endpoint.poll(now))
         own = super().get_timer()
         if own is not None and now >= own:  # aioquic's handler assumes its own timer is the one that fired
             super().handle_timer(now)

@@ -74,6 +74,7 @@ async def connect(host: str, port: int, *, configuration: MlsQuicConfiguration,
         raise
     transport, protocol = await loop.create_datagram_endpoint(
         lambda: create_protocol(connection, stream_handler=stream_handler), sock=sock)
+    cast(EpochKeyedConnection, connection).wakeup = protocol.transmit
     try:
         protocol.connect(addr, transmit=wait_connected)
         if wait_connected:
@@ -139,6 +140,7 @@ class MlsQuicServer(asyncio.DatagramProtocol):
         connection = cast(EpochKeyedConnection, self._connection_class(
             configuration=self._configuration, original_destination_connection_id=header.destination_cid))
         protocol = self._create_protocol(connection, stream_handler=self._stream_handler)
+        connection.wakeup = protocol.transmit
         protocol.connection_made(self._transport)
         watch_connection_ids(protocol, issued=partial(self._issued, protocol=protocol),
                              retired=partial(self._retired, protocol=protocol),

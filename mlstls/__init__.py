@@ -2,12 +2,13 @@
 
 The TLS 1.3 record layer keyed from the MLS exporter, PCS rekeying with the
 two-party profile's ConnectionUpdate/EpochKeyUpdate, and resumption of a
-dropped connection.  See docs/tls.md.
+dropped connection.  A stream cut without close_notify raises
+:class:`TruncatedStream` instead of ending cleanly.  See docs/tls.md.
 """
 
 from .config import MlsTlsConfiguration, TlsSettings
 from .connection import MlsTlsConnection
-from .errors import HandshakeError
+from .errors import HandshakeError, TruncatedStream
 from .streams import MlsTlsWriter, open_connection, start_server
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "MlsTlsConnection",
     "MlsTlsWriter",
     "TlsSettings",
+    "TruncatedStream",
     "open_connection",
     "start_server",
 ]

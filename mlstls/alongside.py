@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+from collections.abc import Callable
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -125,6 +126,8 @@ class AlongsideConnection:
         else:
             self._tls.set_accept_state()
         self.inner: MlsTlsConnection | None = None
+        self.wakeup: Callable[[], None] | None = None
+        """Passed to the inner connection: sends what it queued outside receive_data (a trust reload)."""
         self.tls_cipher: str | None = None
         self._events: list[Event] = []
         self._closed = self._closing = False
@@ -142,7 +145,14 @@ class AlongsideConnection:
 
     @property
     def established(self) -> bool:
-        return self.inner is not None and self.inner.established
+        """Keys exist and neither layer has closed, as :attr:`MlsTlsConnection.established`.
+
+        The stream layer reads "established when the peer's bytes stopped" as a
+        truncation (:class:`~mlstls.errors.TruncatedStream`), so a connection
+        this wrapper failed or closed must not count, even while its inner
+        connection still holds keys.
+        """
+        return not self._closed and self.inner is not None and self.inner.established
 
     @property
     def epoch(self) -> int | None:
@@ -208,6 +218,14 @@ class AlongsideConnection:
         self._closed = self._closing = True
 
     def connection_lost(self) -> None:
+        """TCP is gone.  EOF is reported as in place of TLS: the only clean end is the inner close_notify.
+
+        A TLS close_notify (``SSL.ZeroReturnError`` while TLS still carries the
+        peer's records) is not one: a peer closing cleanly sends the inner
+        close_notify first, so a stream with keys that ends without it is cut
+        (:class:`~mlstls.streams.MlsTlsProtocol` checks :attr:`established`
+        before calling this, and raises :class:`~mlstls.errors.TruncatedStream`).
+        """
         if self.inner is not None:
             self.inner.connection_lost()
         self._closed = True
@@ -289,6 +307,7 @@ class AlongsideConnection:
         binding = self._tls.export_keying_material(BINDING_LABEL, 32, None)
         self.tls_cipher = self._tls.get_cipher_name()
         self.inner = MlsTlsConnection(self.configuration, tls_binding=binding)
+        self.inner.wakeup = self.wakeup
         log.info("TLS 1.3 established (%s); starting MLS inside", self.tls_cipher)
         if self.is_client:
             self.inner.connect(self._now)

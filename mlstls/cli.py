@@ -15,8 +15,10 @@ A fleet of servers behind a load balancer shares its sessions in Redis (docs/fle
 Both ends authenticate each other by key: each pins the peer's identity to the
 fingerprint the peer's "fingerprint" command printed (--allow, or a --trust-file
 of "<identity> <fingerprint>" lines).  --trust-on-first-use pins whatever key a
-peer first presents (kept in the state folder) and refuses a changed one;
---insecure-accept-any-peer authenticates nobody.  One of the four is required.
+peer first confirms with (kept in the state folder) and refuses a changed one,
+for names no pin names; --insecure-accept-any-peer authenticates nobody.  One of
+them is required.  SIGHUP re-reads the trust options (and --config): a peer no
+longer trusted is disconnected at once.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import signal
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 from mls2p.command import run_command
@@ -39,9 +43,10 @@ from mls2p.policy import RekeyPolicy
 from mls2p.redis_store import URL_SCHEMES, RedisSessionStore
 from mls2p.sealing import load_keyring, new_key_line
 from mls2p.store import FileSessionStore, MemorySessionStore, SessionStore, open_store
-from mls2p.trust import TrustOnFirstUse, load_trust_store, parse_pin
-from mlscore.credentials import AnyOf, AuthenticationService, Credential, PinnedKeys
+from mls2p.trust import TrustOnFirstUse, TrustPolicy, merge_pins, parse_pin, read_pins
+from mlscore.credentials import Credential
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
+from mlscore.errors import MLSError
 
 from .config import MlsTlsConfiguration
 from .errors import TunnelError
@@ -51,6 +56,8 @@ log = logging.getLogger(__name__)
 
 KEY_FILE = "signature.key"
 TOFU_FILE = "trusted-peers"
+PURGE_INTERVAL = 3600.0
+"""Seconds between sweeps of expired sessions from a folder store."""
 
 
 def _address(text: str, *, listening: bool = False) -> tuple[str, int]:
@@ -68,30 +75,33 @@ def _signature_key(args: argparse.Namespace) -> bytes:
     return private
 
 
-def _trust(args: argparse.Namespace) -> tuple[AuthenticationService | None, bool]:
-    """The peer authentication the options ask for, and whether it is the insecure no-authentication."""
-    services: list[AuthenticationService] = []
-    if args.allow:
-        pins: dict[bytes, set[str]] = {}
-        for text in args.allow:
-            name, print_ = parse_pin(text)
-            pins.setdefault(name, set()).add(print_)
-        services.append(PinnedKeys(pins))
+def _trust(args: argparse.Namespace, *, reloading: bool = False) -> tuple[TrustPolicy | None, bool]:
+    """The one trust decision the options ask for (None: the insecure no-authentication), and whether insecure.
+
+    --allow and --trust-file pins are one union; --trust-on-first-use decides only names no pin names
+    (mls2p.trust, docs/security.md "How trust options combine").  A reload may leave nobody trusted (every
+    peer revoked); a start may not.
+    """
+    pins: dict[bytes, set[str]] = {}
+    for text in args.allow or ():
+        name, print_ = parse_pin(text)
+        pins.setdefault(name, set()).add(print_)
     if args.trust_file:
-        services.append(load_trust_store(args.trust_file))
+        pins = merge_pins(pins, read_pins(args.trust_file))
+    first_use = None
     if args.trust_on_first_use:
         if not args.state_dir:
             raise ConfigurationError("--trust-on-first-use keeps its pins in --state-dir: give one")
-        services.append(TrustOnFirstUse(Path(args.state_dir).expanduser() / TOFU_FILE))
+        first_use = TrustOnFirstUse(Path(args.state_dir).expanduser() / TOFU_FILE)
     if args.insecure_accept_any_peer:
-        if services:
+        if pins or first_use is not None:
             raise ConfigurationError("--insecure-accept-any-peer cannot be combined with pins")
         return None, True
-    if not services:
+    if not pins and first_use is None and not (reloading and args.trust_file):
         raise ConfigurationError("no peer is trusted: give --allow NAME=FINGERPRINT (the peer prints its "
                                  "fingerprint with 'mls-tunnel fingerprint --state-dir DIR'), --trust-file "
                                  "FILE or --trust-on-first-use")
-    return (services[0] if len(services) == 1 else AnyOf(*services)), False
+    return TrustPolicy(pins=pins, first_use=first_use), False
 
 
 def _store(args: argparse.Namespace) -> SessionStore:
@@ -117,8 +127,25 @@ def _profile(args: argparse.Namespace) -> tuple[ProfileConfig, SessionStore]:
     return profile, store
 
 
-async def _run(args: argparse.Namespace) -> int:
+def _reload_trust(policy: TrustPolicy, read_args: Callable[[], argparse.Namespace]) -> None:
+    """SIGHUP: read the trust options again and put them in force; a mistake keeps the old ones."""
+    try:
+        fresh, insecure = _trust(read_args(), reloading=True)
+    except ConfigurationError as exc:
+        log.error("reload refused, the trust configuration in force is unchanged: %s", exc)
+        return
+    if fresh is None or insecure:
+        log.error("reload refused: --insecure-accept-any-peer cannot be switched on by a reload")
+        return
+    checked = policy.replace(fresh)
+    log.warning("trust configuration reloaded (%r); %d connection(s) re-checked", fresh, checked)
+
+
+async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namespace] | None = None) -> int:
     profile, store = _profile(args)
+    if isinstance(profile.authentication_service, TrustPolicy) and read_args is not None:
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, _reload_trust, profile.authentication_service, read_args)
     listen = _address(args.listen, listening=True)
     print(f"mls-tunnel {args.mode}: identity {args.identity}, key {fingerprint(profile.signature_priv, args.suite)}",
           flush=True)
@@ -135,8 +162,14 @@ async def _run(args: argparse.Namespace) -> int:
         timeout = None if args.retry_forever else args.connect_timeout
         port = await endpoint.start(*listen, connect_timeout=timeout)
         print(f"mls-tunnel client on {listen[0]}:{port} -> {args.connect}", flush=True)
+    purged_at = -PURGE_INTERVAL
     try:
         while True:
+            if isinstance(store, FileSessionStore) and time.monotonic() - purged_at >= PURGE_INTERVAL:
+                purged_at = time.monotonic()  # abandoned sessions (a client that never came back) expire
+                with contextlib.suppress(MLSError):
+                    if removed := store.purge_expired(time.time()):
+                        log.info("removed %d session(s) idle for longer than the store's limit", removed)
             stopped = endpoint.stopped if isinstance(endpoint, TunnelClient) else asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopped.wait(), args.status_interval)
@@ -252,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             for problem in store.reseal_skipped:
                 print(f"mls-tunnel: skipped {problem}", file=sys.stderr)
             return 1 if store.reseal_skipped else 0
-        return run_command(functools.partial(_run, args), prog="mls-tunnel", verbose=verbose)
+        read_args = functools.partial(_with_config_file, parser, argv)
+        return run_command(functools.partial(_run, args, read_args), prog="mls-tunnel", verbose=verbose)
 
     return run_command(command, prog="mls-tunnel", verbose=verbose)
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from mls2p.bootstrap import ProfileEndpoint
 from mls2p.errors import AlertDescription, InternalError, StateError, alert_for, as_project_error
 from mls2p.session import KeysChanged, SendMessage, SessionAction, TwoPartySession
+from mls2p.trust import watch_trust
 from mls2p.wire import MessageBuffer
 from mlscore.errors import MLSError
 
@@ -82,6 +83,9 @@ class ConnectionTerminated:
     alert: AlertDescription
     reason: str
     by_peer: bool
+    authenticated: bool = True
+    """False when the peer's alert came in plaintext (before keys were confirmed): anyone on the path could
+    have sent it, so it may end this connection attempt and nothing more (never a stored session)."""
 
 
 Event = HandshakeCompleted | DataReceived | EpochChanged | ConnectionTerminated
@@ -111,6 +115,9 @@ class MlsTlsConnection:
         self.bytes_received = 0
         self.last_rekey: float | None = None
         self._now: float = 0.0
+        self.wakeup: Callable[[], None] | None = None
+        """Sends what the connection queued outside ``receive_data`` (the asyncio protocol sets its flush)."""
+        watch_trust(configuration.profile.authentication_service, self)
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
@@ -209,9 +216,27 @@ class MlsTlsConnection:
         return self._events.popleft() if self._events else None
 
     def poll(self, now: float) -> None:
-        """Let the time-based rekey policy act (call it from a timer)."""
+        """Let the time-based rekey policy act, and a peer commit held by its budget go (call from a timer)."""
         self._now = now
+        if self._send is not None and not self.closed:
+            self._run(lambda: self.endpoint.poll(now))
         self._maybe_rekey()
+
+    def trust_changed(self) -> None:
+        """The trust configuration was replaced (mls2p.trust.TrustPolicy.replace): close if the peer is out.
+
+        Only a confirmed connection is checked here; one still in its handshake meets the new
+        configuration when its session reaches the next epoch.
+        """
+        if self.closed or not self.endpoint.confirmed:
+            return
+        try:
+            self.endpoint.check_peer()
+        except MLSError as exc:
+            log.warning("trust configuration replaced: closing the connection of a peer no longer trusted (%s)", exc)
+            self._fail(exc)
+            if self.wakeup is not None:
+                self.wakeup()
 
     # -- records ---------------------------------------------------------------------
 
@@ -239,7 +264,7 @@ class MlsTlsConnection:
             for frame in self._frames.feed_frames(bytes(payload)):
                 self._frame(frame)
         elif content_type == ContentType.ALERT:
-            self._peer_alert(bytes(payload))
+            self._peer_alert(bytes(payload), authenticated=kind == ContentType.APPLICATION_DATA)
         else:
             raise UnexpectedMessage(f"unexpected record content type {content_type}")
 
@@ -335,7 +360,7 @@ class MlsTlsConnection:
         else:
             self._queue_plaintext(ContentType.ALERT, payload)
 
-    def _peer_alert(self, payload: bytes) -> None:
+    def _peer_alert(self, payload: bytes, *, authenticated: bool) -> None:
         if len(payload) != 2:
             raise RecordError("malformed alert")
         try:
@@ -343,7 +368,9 @@ class MlsTlsConnection:
         except ValueError:
             description = AlertDescription.INTERNAL_ERROR
         reason = "peer closed" if description == AlertDescription.CLOSE_NOTIFY else f"peer sent {description.name}"
-        self._terminate(description, reason, by_peer=True)
+        if not authenticated:
+            reason += " (unauthenticated: in plaintext)"
+        self._terminate(description, reason, by_peer=True, authenticated=authenticated)
 
     def _fail(self, error: MLSError) -> None:
         description = alert_for(error)
@@ -355,7 +382,8 @@ class MlsTlsConnection:
             self._alert(description)
         self._terminate(description, f"{type(error).__name__}: {error}", by_peer=False)
 
-    def _terminate(self, description: AlertDescription, reason: str, *, by_peer: bool) -> None:
+    def _terminate(self, description: AlertDescription, reason: str, *, by_peer: bool,
+                   authenticated: bool = True) -> None:
         self.closed = True
         self._send = self._recv = self._pending_recv = None
-        self._events.append(ConnectionTerminated(description, reason, by_peer))
+        self._events.append(ConnectionTerminated(description, reason, by_peer, authenticated))

@@ -36,10 +36,31 @@ class HandshakeError(MLSError):
     """A connection ended before its handshake completed; the message says why (the alert sent or received)."""
 
     def __init__(self, reason: str, *, alert: AlertDescription = AlertDescription.HANDSHAKE_FAILURE,
-                 by_peer: bool = False) -> None:
+                 by_peer: bool = False, authenticated: bool = True) -> None:
         super().__init__(reason)
         self.alert = alert
         self.by_peer = by_peer
+        self.authenticated = authenticated
+        """False for a peer's plaintext alert: anyone on the path could have sent it."""
+
+
+class TruncatedStream(RemoteError, ConnectionResetError):
+    """The peer's byte stream ended (TCP FIN or reset) after keys existed but before its close_notify.
+
+    TLS 1.3 (RFC 8446 section 6.1) makes a clean end explicit so that a FIN an
+    attacker injects, or a peer that crashed mid-message, cannot pass for "all
+    data sent": the reader raises this instead of returning ``b""``, once every
+    byte that did arrive has been read.
+
+    It is a :class:`~mlscore.errors.RemoteError` (the input from outside is
+    incomplete; it is not this side's doing) and a :class:`ConnectionResetError`,
+    hence a :class:`ConnectionError` and :class:`OSError`: asyncio code that
+    already handles a connection ended by the peer (and a fatal alert, which
+    the reader reports as :class:`ConnectionResetError`) handles this too,
+    while code that must tell a truncation apart catches this class.  Both bases
+    are plain exception classes, so the two hierarchies combine without
+    conflict; ``errno`` is None.
+    """
 
 
 class TunnelError(MLSError):
@@ -54,6 +75,7 @@ __all__ = [
     "RecordError",
     "StateError",
     "TlsError",
+    "TruncatedStream",
     "TunnelError",
     "UnexpectedMessage",
     "alert_for",

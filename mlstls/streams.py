@@ -5,10 +5,18 @@
     await writer.drain()
     data = await reader.read(100)
 
-The reader is a plain :class:`asyncio.StreamReader`; the writer has the
-:class:`asyncio.StreamWriter` methods plus :meth:`MlsTlsWriter.rekey` and
-:attr:`MlsTlsWriter.epoch`.  All I/O and timing live here; the protocol
+The reader is an :class:`asyncio.StreamReader` (an :class:`MlsTlsStreamReader`);
+the writer has the :class:`asyncio.StreamWriter` methods plus
+:meth:`MlsTlsWriter.rekey`, :attr:`MlsTlsWriter.epoch` and
+:attr:`MlsTlsWriter.truncated`.  All I/O and timing live here; the protocol
 logic is the sans-I/O :class:`~mlstls.connection.MlsTlsConnection`.
+
+Truncation: once keys exist, the stream ends cleanly only with the peer's
+close_notify.  If the peer's bytes stop without one (a FIN or a reset: a
+crash, or an attacker cutting the connection), the reader delivers every
+byte that arrived and then raises :class:`~mlstls.errors.TruncatedStream`
+instead of returning ``b""``; ``writer.truncated`` (also
+``writer.get_extra_info("truncated")``) tells the same afterwards.
 """
 
 from __future__ import annotations
@@ -30,12 +38,61 @@ from .connection import (
     HandshakeCompleted,
     MlsTlsConnection,
 )
-from .errors import ConfigurationError, HandshakeError
+from .errors import ConfigurationError, HandshakeError, TruncatedStream
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.25
 """How often the time-based rekey policy is checked."""
+
+
+class MlsTlsStreamReader(asyncio.StreamReader):
+    """An :class:`asyncio.StreamReader` that can end in a truncation: data first, then the error.
+
+    A plain reader's :meth:`~asyncio.StreamReader.set_exception` makes the next
+    read raise even while received bytes are still buffered; a truncated stream
+    must still hand over everything that arrived intact (it was authenticated)
+    and raise only where the clean end would have been, where ``read`` would
+    return ``b""`` and ``readexactly``/``readuntil`` would raise
+    :class:`asyncio.IncompleteReadError`.  ``readline``, ``read(-1)`` and
+    ``async for`` go through these methods.
+    """
+
+    _truncation: TruncatedStream | None = None
+
+    def feed_truncation(self, error: TruncatedStream) -> None:
+        """End the stream with ``error``: raised, via :meth:`set_exception`, once the buffer is drained."""
+        self._truncation = error
+        self.feed_eof()
+        if self.at_eof():
+            self.set_exception(error)
+
+    def _truncated(self) -> TruncatedStream:
+        assert self._truncation is not None
+        self.set_exception(self._truncation)  # every later read raises it too, and exception() reports it
+        return self._truncation
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await super().read(n)
+        if not data and n != 0 and self._truncation is not None:
+            raise self._truncated()
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        try:
+            return await super().readexactly(n)
+        except asyncio.IncompleteReadError as exc:
+            if self._truncation is None:
+                raise
+            raise self._truncated() from exc  # exc.partial holds the bytes that did arrive
+
+    async def readuntil(self, separator: Any = b"\n") -> bytes:  # Any: what the base takes varies by version
+        try:
+            return await super().readuntil(separator)
+        except asyncio.IncompleteReadError as exc:
+            if self._truncation is None:
+                raise
+            raise self._truncated() from exc
 
 
 class MlsTlsProtocol(asyncio.Protocol):
@@ -45,7 +102,7 @@ class MlsTlsProtocol(asyncio.Protocol):
                  on_epoch: Callable[[int], None] | None = None) -> None:
         self.connection: MlsTlsConnection | AlongsideConnection = (
             AlongsideConnection(configuration) if configuration.tls is not None else MlsTlsConnection(configuration))
-        self.reader = asyncio.StreamReader(limit=1 << 24)
+        self.reader = MlsTlsStreamReader(limit=1 << 24)
         self.transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -55,6 +112,9 @@ class MlsTlsProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._on_epoch = on_epoch
         self.terminated: ConnectionTerminated | None = None
+        self.truncated = False
+        """The peer's bytes ended (FIN or reset) after keys existed and before its close_notify."""
+        self.connection.wakeup = self._flush  # a trust reload may close the connection outside data_received
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -69,10 +129,12 @@ class MlsTlsProtocol(asyncio.Protocol):
         self._flush()
 
     def eof_received(self) -> bool | None:
-        self.reader.feed_eof()
+        self._peer_ended(None)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self._peer_ended(exc)  # a reset or a failed send; None is our own close or abort, or follows a FIN
         self.connection.connection_lost()
         self._process_events()
         if not self.handshake.done():
@@ -84,6 +146,24 @@ class MlsTlsProtocol(asyncio.Protocol):
             self._drain_waiter.set_exception(ConnectionResetError("connection lost"))
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def _peer_ended(self, exc: Exception | None) -> None:
+        """The peer's bytes stopped: a clean end only after its close_notify (or before any keys).
+
+        An open connection with keys (no close_notify either way, no failure)
+        means the stream was cut: the reader raises :class:`TruncatedStream`
+        after the data that arrived, so a cut cannot pass for a complete stream.
+        """
+        if self.truncated:
+            return
+        if self.connection.established and not self.connection.closed:
+            self.truncated = True
+            how = f"{type(exc).__name__}: {exc}" if exc is not None else "TCP FIN"
+            error = TruncatedStream(f"the stream ended without the peer's close_notify ({how}): data may be missing")
+            error.__cause__ = exc
+            self.reader.feed_truncation(error)
+        else:
+            self.reader.feed_eof()
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -131,7 +211,8 @@ class MlsTlsProtocol(asyncio.Protocol):
                 self.terminated = event
                 if not self.handshake.done():
                     self.handshake.set_exception(HandshakeError(event.reason, alert=event.alert,
-                                                                by_peer=event.by_peer))
+                                                                by_peer=event.by_peer,
+                                                                authenticated=event.authenticated))
                 if event.alert != 0:
                     self.reader.set_exception(ConnectionResetError(event.reason))
                 else:
@@ -192,7 +273,20 @@ class MlsTlsWriter:
     async def wait_closed(self) -> None:
         await self._protocol.closed
 
+    @property
+    def truncated(self) -> bool:
+        """True once the peer's bytes ended after keys existed without its close_notify (a cut stream).
+
+        The reader has then raised, or will raise after the buffered data,
+        :class:`~mlstls.errors.TruncatedStream`; False while open and after a
+        clean close (either side's close_notify) or a fatal alert.
+        """
+        return self._protocol.truncated
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The transport's extra info, plus ``mls_epoch``, ``mls_session`` and ``truncated``."""
+        if name == "truncated":
+            return self.truncated
         if name == "mls_epoch":
             return self.epoch
         if name == "mls_session":

@@ -48,6 +48,15 @@ class TlsPair:
         self.server = _connection(MlsTlsConfiguration(self.server_profile, False, self.server_store, tls=server_tls))
         self.received = {"client": bytearray(), "server": bytearray()}
         self.events: dict[str, list[Event]] = {"client": [], "server": []}
+        self.now = 0.0
+        """The simulated monotonic clock both connections are driven with."""
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on and let both connections' timers act (rekey policy, held peer commits)."""
+        self.now += seconds
+        self.client.poll(self.now)
+        self.server.poll(self.now)
+        self.pump()
 
     def reconnect(self, *, client_resumes: bool = True) -> None:
         group_id = self.client.session.group_id if self.client.session else None
@@ -65,7 +74,7 @@ class TlsPair:
             for src, dst in ((self.client, self.server), (self.server, self.client)):
                 data = src.data_to_send()
                 if data:
-                    dst.receive_data(data)
+                    dst.receive_data(data, self.now)
                     moved = True
             for name, conn in (("client", self.client), ("server", self.server)):
                 while (event := conn.next_event()) is not None:

@@ -41,14 +41,13 @@ MAX_UNACKED = 32 * 1024 * 1024
 """Pause reading local sockets while this much is unacknowledged on the link."""
 
 
-TUNNEL_ALERTS = frozenset({AlertDescription.BAD_CERTIFICATE, AlertDescription.DECRYPT_ERROR})
-"""Alerts that mean "your identity was refused": retrying cannot help without a change of configuration."""
-
 TEMPORARY_ALERTS = frozenset({AlertDescription.INTERNAL_ERROR, AlertDescription.CLOSE_NOTIFY})
-"""Ends of a resumption that say nothing against the session: the server could not resume it for a reason
-of its own (its session store was unreachable, another of its nodes continued the session at that moment),
-or the connection was lost (the node died).  The session is kept and resumed on the next attempt.  Any
-other refusal means the server cannot resume it at all, and the client starts afresh."""
+"""Ends of a resumption that say nothing against the session (the server's store was unreachable, another of
+its nodes continued the session at that moment, the connection was lost): retried for ``resume_give_up``."""
+
+TUNNEL_ALERTS = frozenset({AlertDescription.BAD_CERTIFICATE, AlertDescription.CERTIFICATE_REVOKED,
+                           AlertDescription.DECRYPT_ERROR})
+"""Alerts that mean "your identity was refused": retrying cannot help without a change of configuration."""
 
 
 @dataclass
@@ -275,21 +274,26 @@ class TunnelClient:
     Reconnects with exponential backoff (``retry_delay`` doubling to
     ``max_retry_delay``, with jitter).  A refused identity stops the client
     (:attr:`refused` is set) unless ``retry_refused``.  A server that keeps
-    failing our resumption for reasons of its own (internal_error: its store
-    is down) is retried for ``resume_give_up`` seconds; then the client runs a
-    fresh authenticated handshake, so a lasting server-side fault cannot lock
-    it out.
+    failing our resumption for reasons of its own (internal_error: its store is
+    down) is retried for ``resume_give_up`` seconds, one that refuses it
+    ``resume_refusals`` times in a row; then the client runs a fresh
+    authenticated handshake, so a lasting server-side fault cannot lock it out.
+    A failed resumption never deletes the stored session: whatever ended it (a
+    plaintext alert anyone on the path can forge, a store that is down) is not
+    authenticated, and the session is forgotten only after a new one is
+    confirmed.
     """
 
     def __init__(self, configuration: MlsTlsConfiguration, remote: tuple[str, int], *,
                  retry_delay: float = 0.25, max_retry_delay: float = 2.0, retry_refused: bool = False,
-                 resume_give_up: float = 60.0) -> None:
+                 resume_give_up: float = 60.0, resume_refusals: int = 2) -> None:
         self.configuration = configuration
         self.remote = remote
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self.retry_refused = retry_refused
         self.resume_give_up = resume_give_up
+        self.resume_refusals = resume_refusals
         self.link = TunnelLink(is_client=True)
         self.group_id: bytes | None = configuration.resume_group_id
         self.local: asyncio.Server | None = None
@@ -323,7 +327,8 @@ class TunnelClient:
 
     async def _keep_linked(self) -> None:
         failures = 0
-        temporary_since: float | None = None  # when the server began failing our resumptions "temporarily"
+        resume_failed_since: float | None = None  # when our resumptions began failing
+        refusals = 0  # resumptions refused in a row (not counting a server's own temporary failures)
         while not self._stopping:
             resuming = self.group_id is not None
             config = dataclasses.replace(self.configuration, resume_group_id=self.group_id)
@@ -334,25 +339,31 @@ class TunnelClient:
                 failures += 1
                 self.link.stats.failed_connects += 1
                 self.link.stats.last_error = str(exc)
-                if exc.alert in TUNNEL_ALERTS and not self.retry_refused:
+                if exc.alert in TUNNEL_ALERTS and not self.retry_refused and (not resuming or not exc.by_peer):
+                    # We refused the server (our own, authenticated decision), or the server refused a
+                    # fresh handshake: retrying cannot help without a change of configuration.
                     who = "the server refused us" if exc.by_peer else "we refused the server"
                     self.refused = f"{who}: {exc}"
                     self.state = "refused"
                     self.stopped.set()
                     return
-                now = asyncio.get_running_loop().time()
-                if resuming and exc.alert in TEMPORARY_ALERTS and exc.by_peer and (
-                        temporary_since is None or now - temporary_since < self.resume_give_up):
-                    temporary_since = now if temporary_since is None else temporary_since
-                    log.warning("the server could not resume our session just now (%s); retrying with backoff",
-                                exc)
-                elif resuming:
-                    temporary_since = None
-                    log.warning("cannot resume the stored session (%s); running a fresh authenticated handshake",
-                                exc)
-                    self._forget_session(self.group_id)
-                    self.group_id = None
-                    continue
+                if resuming:
+                    now = asyncio.get_running_loop().time()
+                    resume_failed_since = now if resume_failed_since is None else resume_failed_since
+                    refusals += exc.alert not in TEMPORARY_ALERTS
+                    unreadable = not exc.by_peer and exc.alert == AlertDescription.HANDSHAKE_FAILURE
+                    if unreadable or refusals >= self.resume_refusals or (
+                            now - resume_failed_since >= self.resume_give_up):
+                        # Our stored state cannot be used, or the server keeps refusing it: run a fresh
+                        # authenticated handshake.  The stored session is forgotten only once the new one
+                        # is confirmed (_settle), never on this failure: a refusal in plaintext is not
+                        # authenticated, and one forged alert must not cost the session.
+                        resume_failed_since, refusals = None, 0
+                        log.warning("cannot resume the stored session (%s); running a fresh authenticated "
+                                    "handshake", exc)
+                        self.group_id = None
+                        continue
+                    log.warning("resumption failed (%s); keeping the stored session, retrying with backoff", exc)
             except (OSError, MLSError, TimeoutError) as exc:
                 failures += 1
                 self.link.stats.failed_connects += 1
@@ -362,8 +373,8 @@ class TunnelClient:
                     (log.warning if was_up else log.info)(
                         "cannot reach the tunnel server at %s:%d: %s; retrying with backoff", *self.remote, exc)
             else:
-                failures = 0
-                temporary_since = None
+                failures = refusals = 0
+                resume_failed_since = None
                 session = writer.connection.session
                 assert session is not None
                 self._settle(session.group_id, resumed=resuming)

@@ -78,3 +78,16 @@ def test_untrusted_server_certificate_is_refused(certificate, tmp_path) -> None:
 def test_alongside_refuses_resumption_in_its_configuration(certificate) -> None:
     with pytest.raises(ConfigurationError, match="QUIC-MLS mode"):
         client_config(certificate, resume_group_id=b"x" * 16)
+
+
+def test_a_reset_of_the_profile_stream_closes_and_never_reaches_the_application(certificate) -> None:
+    """Security round 3: RESET_STREAM on stream 0 reached the application as StreamReset(0)."""
+    from aioquic.quic.events import StreamReset
+
+    pair = QuicPair(client_config(certificate), server_config(certificate))
+    pair.run(pair.established)
+    pair.client.connection.reset_stream(0, 0x42)
+    pair.run(lambda: pair.server is not None and pair.server.terminated is not None)
+    assert pair.server is not None and pair.server.terminated is not None
+    assert "reset stream 0" in pair.server.terminated.reason_phrase or pair.client.terminated is not None
+    assert not any(isinstance(e, StreamReset) and e.stream_id == 0 for e in pair.server.events)

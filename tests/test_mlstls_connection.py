@@ -44,6 +44,7 @@ def test_hundreds_of_rekeys_alternating_sides() -> None:
         pair.client.send_data(b"c%d," % i)
         pair.server.send_data(b"s%d," % i)
         pair.pump()
+        pair.advance(1.0)  # within the peer-commit budget (RekeyPolicy.peer_commit_interval)
     assert pair.client.epoch == pair.server.epoch == 201
     assert pair.received["server"] == b"".join(b"c%d," % i for i in range(200))
 

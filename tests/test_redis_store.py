@@ -411,3 +411,57 @@ def test_reseal_skips_an_entry_it_cannot_open_and_goes_on(store, tmp_path) -> No
     assert rotated.reseal() == 1
     assert len(rotated.reseal_skipped) == 1 and rotated.reseal_skipped[0].startswith("02:")
     assert rotated.load(b"\x01") == b"good"
+
+
+# -- expiry: a TTL on every write, set inside the fenced script -------------------------------------
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def test_every_save_gives_the_session_the_idle_ttl_in_the_same_round_trip(store) -> None:
+    from mls2p.store import DEFAULT_MAX_IDLE_SECONDS
+
+    gid, key = b"\x0a", store.key(b"\x0a")
+    limit = int(DEFAULT_MAX_IDLE_SECONDS * 1000)
+    start = store.round_trips
+    store.save(gid, b"first", replaces=None)
+    assert store.round_trips - start == 1
+    assert limit // 2 < store.client.pttl(key) <= limit and store.client.ttl(key) > 29 * 24 * 3600
+    store.client.pexpire(key, 5000)  # as if the session had been idle for almost the whole limit
+    store.save(gid, b"second", replaces=b"first")  # a rekey or resumption: the TTL starts again
+    assert limit // 2 < store.client.pttl(key) <= limit
+    store.client.pexpire(key, 5000)
+    with pytest.raises(StaleStateError):
+        store.save(gid, b"other", replaces=b"first")  # a refused write changes no TTL
+    assert store.client.pttl(key) <= 5000
+    assert store.load(gid) == b"second" and store.client.pttl(key) <= 5000  # reading is not writing
+
+
+def test_a_configured_idle_limit_and_none(store) -> None:
+    from mls2p.redis_store import RedisSessionStore
+
+    short = RedisSessionStore(store.client, SEALER, prefix=store.prefix, max_idle_seconds=2 * 24 * 3600)
+    short.save(b"\x0b", b"x", replaces=None)
+    assert DAY_MS < store.client.pttl(store.key(b"\x0b")) <= 2 * DAY_MS
+    forever = RedisSessionStore(store.client, SEALER, prefix=store.prefix, max_idle_seconds=None)
+    forever.save(b"\x0b", b"y", replaces=b"x")
+    assert store.client.ttl(store.key(b"\x0b")) == -1  # PERSIST: a limit switched off is off for old keys too
+    with pytest.raises(ConfigurationError, match="max_idle_seconds"):
+        RedisSessionStore(store.client, SEALER, max_idle_seconds=0)
+
+
+def test_reseal_keeps_each_sessions_remaining_ttl(store) -> None:
+    store.save(b"\x0c", b"abandoned", replaces=None)
+    store.client.pexpire(store.key(b"\x0c"), 60_000)
+    rotated = node(store, StateSealer([SealingKey("k2", bytes(32)), SealingKey("k1", bytes(range(32)))]))
+    assert rotated.reseal() == 1
+    assert 0 < store.client.pttl(store.key(b"\x0c")) <= 60_000  # a rotation does not revive it
+    assert rotated.sealer.writes("k2") == 1 and rotated.load(b"\x0c") == b"abandoned"
+
+
+def test_open_store_passes_the_idle_limit_on(tmp_path, redis_server) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(new_key_line("k") + "\n")
+    keys.chmod(0o600)
+    assert open_store(redis_server.url, keyring=keys, max_idle_seconds=60).max_idle_seconds == 60
+    assert open_store(redis_server.url, keyring=keys, max_idle_seconds=None).max_idle_seconds is None

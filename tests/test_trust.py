@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mls2p import ConfigurationError, ProfileConfig, TwoPartySession
 from mls2p.identity import fingerprint, load_or_create_key
 from mls2p.testing import sent
-from mls2p.trust import TrustOnFirstUse, load_trust_store, parse_pin
+from mls2p.trust import (
+    TrustOnFirstUse,
+    TrustPolicy,
+    decode_identity,
+    encode_identity,
+    load_trust_store,
+    merge_pins,
+    parse_pin,
+    read_pins,
+)
 from mlscore.credentials import Credential, PinnedKeys, key_fingerprint
 from mlscore.crypto import get_suite
 from mlscore.errors import CredentialError
@@ -88,7 +100,9 @@ def test_trust_on_first_use_pins_and_then_refuses_a_changed_key(tmp_path) -> Non
     _, second = keypair()
     path = tmp_path / "state" / "trusted-peers"
     tofu = TrustOnFirstUse(path)
-    tofu.validate(Credential.basic(b"client"), first, 1)  # pinned now
+    tofu.validate(Credential.basic(b"client"), first, 1)  # accepted tentatively, nothing recorded
+    assert not path.exists()
+    tofu.confirmed(Credential.basic(b"client"), first)  # the connection was confirmed: pinned now
     tofu.validate(Credential.basic(b"client"), first, 1)
     reloaded = TrustOnFirstUse(path)  # survives a restart
     with pytest.raises(CredentialError) as refused:
@@ -106,3 +120,78 @@ def test_identity_key_file_is_private_and_stable(tmp_path) -> None:
     path.chmod(0o644)
     with pytest.raises(ConfigurationError, match="chmod 600"):
         load_or_create_key(path, 1)
+
+
+# -- security round 3: one decision, first use recorded only after confirmation ---------------------
+
+def test_a_pinned_name_is_decided_by_its_pin_never_by_first_use(tmp_path) -> None:
+    _, pinned = keypair()
+    _, impostor = keypair()
+    policy = TrustPolicy(pins={b"client": {key_fingerprint(pinned)}},
+                         first_use=TrustOnFirstUse(tmp_path / "tofu"))
+    policy.validate(Credential.basic(b"client"), pinned, 1)
+    with pytest.raises(CredentialError, match="presented key"):
+        policy.validate(Credential.basic(b"client"), impostor, 1)
+    policy.confirmed(Credential.basic(b"client"), impostor)  # a pinned name is never recorded
+    assert not (tmp_path / "tofu").exists()
+    policy.validate(Credential.basic(b"newcomer"), impostor, 1)  # unpinned names: first use decides
+    policy.confirmed(Credential.basic(b"newcomer"), impostor)
+    assert read_pins(tmp_path / "tofu") == {b"newcomer": {key_fingerprint(impostor)}}
+
+
+def test_pins_from_several_sources_are_one_union() -> None:
+    _, one = keypair()
+    _, two = keypair()
+    policy = TrustPolicy(pins=merge_pins({b"peer": {key_fingerprint(one)}}, {b"peer": {key_fingerprint(two)}}))
+    policy.validate(Credential.basic(b"peer"), one, 1)
+    policy.validate(Credential.basic(b"peer"), two, 1)
+
+
+def test_first_use_is_bounded_in_entries_and_identity_length(tmp_path) -> None:
+    _, key = keypair()
+    tofu = TrustOnFirstUse(tmp_path / "tofu", max_entries=2)
+    for name in (b"a", b"b"):
+        tofu.validate(Credential.basic(name), key, 1)
+        tofu.confirmed(Credential.basic(name), key)
+    with pytest.raises(CredentialError, match="holds 2 identities"):
+        tofu.validate(Credential.basic(b"c"), key, 1)
+    with pytest.raises(CredentialError, match="1 to 255 bytes"):
+        TrustOnFirstUse(tmp_path / "other").validate(Credential.basic(b"x" * 256), key, 1)
+    lines = (tmp_path / "tofu").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("#")  # a header, then one appended line per pin
+
+
+def test_two_unconfirmed_first_uses_of_one_name_pin_only_the_first_confirmed(tmp_path) -> None:
+    _, first = keypair()
+    _, second = keypair()
+    tofu = TrustOnFirstUse(tmp_path / "tofu")
+    tofu.validate(Credential.basic(b"x"), first, 1)
+    tofu.validate(Credential.basic(b"x"), second, 1)  # both tentative
+    tofu.confirmed(Credential.basic(b"x"), second)
+    with pytest.raises(CredentialError, match="pinned to another key"):
+        tofu.confirmed(Credential.basic(b"x"), first)
+    assert read_pins(tmp_path / "tofu") == {b"x": {key_fingerprint(second)}}
+
+
+def test_an_identity_with_hash_and_spaces_round_trips_through_the_trust_file(tmp_path) -> None:
+    _, key = keypair()
+    identity = b"we#ird name%\n\xff"
+    tofu = TrustOnFirstUse(tmp_path / "tofu")
+    tofu.validate(Credential.basic(identity), key, 1)
+    tofu.confirmed(Credential.basic(identity), key)
+    restarted = TrustOnFirstUse(tmp_path / "tofu")  # the file still parses after a restart
+    assert restarted.pins == {identity: {key_fingerprint(key)}}
+    load_trust_store(tmp_path / "tofu").validate(Credential.basic(identity), key, 1)
+
+
+@given(st.binary(max_size=300))
+def test_identity_encoding_round_trips_any_bytes(identity: bytes) -> None:
+    word = encode_identity(identity)
+    assert decode_identity(word) == identity
+    assert word.isascii() and " " not in word and "#" not in word and "\n" not in word
+
+
+@given(st.text(max_size=40))
+def test_identity_decoding_never_fails_unexpectedly(text: str) -> None:
+    with contextlib.suppress(ConfigurationError):
+        decode_identity(text)

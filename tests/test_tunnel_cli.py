@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mlstls.testing import TunnelProcesses
+
 TIMEOUT = 60
 COMMAND = [sys.executable, "-m", "mlstls.cli"]
 
@@ -193,3 +195,44 @@ def test_store_options_and_commands(tmp_path) -> None:
                        "works on a Redis --store")
     finally:
         redis.stop()
+
+
+async def test_sighup_reloads_trust_and_disconnects_a_revoked_peer_at_once(tmp_path) -> None:
+    """Revocation without a restart (security round 3, finding 5): SIGHUP re-reads --trust-file; the revoked
+    client's link is closed at once, its resumption and a fresh handshake are refused, and it stops."""
+    procs = TunnelProcesses(tmp_path)
+    await procs.start_target()
+    assert procs.target is not None
+    peers = tmp_path / "server-peers"
+    peers.write_text(f"client {procs.client_key}\n")
+    procs.server = await procs._spawn("server", "--listen", f"127.0.0.1:{procs.server_port}", "--target",
+                                      f"127.0.0.1:{procs.target.sockets[0].getsockname()[1]}", "--state-dir",
+                                      str(procs.server_dir), "--identity", "server", "--trust-file", str(peers))
+    await procs.start_client()
+    try:
+        await asyncio.wait_for(procs.echo_through(), 60)
+        peers.write_text("client sha256:nonsense\n")  # a mistake: the reload is refused, nothing changes
+        procs.server.send_signal(signal.SIGHUP)
+        await _log_says(procs.log, "reload refused")
+        await asyncio.wait_for(procs.echo_through(), 60)
+        peers.write_text("# the client is revoked\n")
+        procs.server.send_signal(signal.SIGHUP)
+        await _log_says(procs.log, "no longer trusted")
+        assert procs.client is not None
+        assert await asyncio.wait_for(procs.client.wait(), 60) == 1  # refused: it stops instead of retrying
+        assert procs.server.returncode is None  # the server lives on
+        assert "server refused us" in procs.log.read_text()
+    finally:
+        for process in (procs.client, procs.server):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+        procs.target.close()
+
+
+async def _log_says(log: Path, text: str) -> None:
+    for _ in range(600):
+        if text in log.read_text(errors="replace"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the log:\n{log.read_text(errors='replace')[-3000:]}")

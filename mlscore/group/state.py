@@ -135,7 +135,23 @@ class Group:
 
     STATE_FORMAT = 1
     MAX_RESTORED_GENERATION = 1 << 16
-    """Highest sending generation a stored state may hold: restoring steps the ratchet that many times."""
+    """Ceiling on a stored sending generation whatever the config: restoring steps the ratchet that many times."""
+
+    @classmethod
+    def max_restored_generation(cls, config: GroupConfig) -> int:
+        """The highest sending generation :meth:`from_state` accepts: ``config.maximum_forward_distance``.
+
+        Format 1 stores only the generation, so restoring replays the ratchet
+        from generation 0 (one derivation per step).  A restored epoch's tree is
+        rebuilt from its root, so a peer that restored the same epoch expects
+        our generation 0 again and accepts at most ``maximum_forward_distance``
+        ahead: a larger stored value is tampered or unusable, and refusing it
+        bounds the replay.  (The two-party profile sends a handful of
+        PrivateMessages per epoch; a core user who keeps an epoch for more
+        messages and persists it raises ``maximum_forward_distance``, up to
+        :attr:`MAX_RESTORED_GENERATION`.)
+        """
+        return max(0, min(config.maximum_forward_distance, cls.MAX_RESTORED_GENERATION))
 
     def to_state(self) -> bytes:
         """Everything needed to continue this epoch later, secrets included: store it safely."""
@@ -174,9 +190,11 @@ class Group:
         psks = dict(r.vector(lambda r2: (r2.u64(), r2.opaque()), config.resumption_psk_history))
         generations = (r.u32(), r.u32())
         r.finish()
-        if max(generations) > cls.MAX_RESTORED_GENERATION:
-            # A tampered file must not make restoring step a ratchet 2^32 times.
-            raise DecodeError(f"stored sending generation {max(generations)} is beyond {cls.MAX_RESTORED_GENERATION}")
+        limit = cls.max_restored_generation(config)
+        if max(generations) > limit:
+            # Checked before any derivation: a tampered file must not make restoring step a ratchet 2^32 times.
+            raise DecodeError(f"stored sending generation {max(generations)} is beyond {limit}, the most a "
+                              "secret tree accepts ahead (maximum_forward_distance)")
         group = cls(suite=suite, context=context, tree=tree, own_leaf=own_leaf, signature_priv=signature_priv,
                     path_state=PathState(own_leaf, keys), secrets=secrets, interim_transcript_hash=interim,
                     config=config, resumption_psks=psks)

@@ -88,3 +88,26 @@ def _protocol(connection, stream_handler=None):
     from aioquic.asyncio import QuicConnectionProtocol
 
     return QuicConnectionProtocol(connection, stream_handler=stream_handler)
+
+
+def test_a_peer_cannot_force_commits_faster_than_its_budget() -> None:
+    """Security round 3, finding 7: 400 ConnectionUpdates in a row cost the server at most the burst, then one
+    per interval; the excess waits (counted) and goes when the budget allows."""
+    from mls2p.policy import RekeyPolicy
+    from mlstls.testing import TlsPair
+
+    policy = RekeyPolicy(peer_commit_interval=0.1, peer_commit_burst=8)
+    pair = TlsPair(rekey=policy)
+    pair.client.connect()
+    pair.pump()
+    for _ in range(400):  # as fast as the server answers, at one instant
+        pair.client.rekey()
+        pair.pump()
+    assert pair.server.epoch == 1 + 8  # the burst, and no more
+    assert pair.server.endpoint.peer_budget.deferred >= 1
+    pair.advance(0.5)  # five intervals: the held commit goes, and four more can follow
+    for _ in range(10):
+        pair.client.rekey()
+        pair.pump()
+    assert 1 + 8 + 1 <= pair.server.epoch <= 1 + 8 + 5
+    assert pair.client.epoch == pair.server.epoch and not pair.server.closed
