@@ -34,7 +34,7 @@ from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
 from .config import ProfileConfig
 from .errors import PeerRateExceeded, StateError, StoreError, UnexpectedMessage
 from .policy import PeerCommitBudget, RekeyMeter
-from .session import KeysChanged, SessionAction, TwoPartySession
+from .session import KeysChanged, SessionAction, TwoPartySession, peer_leaves
 from .store import SessionStore
 from .transitions import State
 from .trust import RecordsConfirmedPeers
@@ -192,9 +192,8 @@ class ProfileEndpoint:
         group = self.session.group if self.session is not None else None
         if not isinstance(service, RecordsConfirmedPeers) or group is None:
             return
-        for index, leaf in group.members():
-            if index != group.own_leaf:
-                service.confirmed(leaf.credential, leaf.signature_key)
+        for leaf in peer_leaves(group):
+            service.confirmed(leaf.credential, leaf.signature_key)
 
     def rekey(self) -> list[SessionAction]:
         """A ConnectionUpdate now if the session is synced (else nothing: one rekey at a time).

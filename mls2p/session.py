@@ -35,6 +35,7 @@ from mlscore.errors import CredentialError, EpochError, StateError, ValidationEr
 from mlscore.framing import MLSMessage, PrivateMessage
 from mlscore.group import ApplicationMessage, CommitMessage, Group
 from mlscore.key_package import KeyPackageBundle, create_key_package
+from mlscore.leaf_node import LeafNode
 from mlscore.messages import Add, Welcome
 
 from . import negotiation, persistence, safe_aad
@@ -245,14 +246,11 @@ class TwoPartySession:
         The session asks this at every event that reaches or keeps an epoch; a
         transport asks it again when the trust configuration is replaced.
         """
-        for group in (self._progress.group, self._progress.pending.group if self._progress.pending else None):
-            if group is not None:
-                self._authorize(group, now)
+        for group in self._progress.group_objects():
+            self._authorize(group, now)
 
     def _authorize(self, group: Group, now: int | None) -> None:
-        for index, leaf in group.members():
-            if index == group.own_leaf:
-                continue
+        for leaf in peer_leaves(group):
             try:
                 self.config.peer_authentication.validate(leaf.credential, leaf.signature_key, group.suite.id, now)
             except CredentialError as exc:
@@ -480,6 +478,11 @@ class TwoPartySession:
 
 
 # -- module helpers ------------------------------------------------------------------------------
+
+def peer_leaves(group: Group) -> list[LeafNode]:
+    """The leaves of ``group`` that are not ours (in the profile: the one peer)."""
+    return [leaf for index, leaf in group.members() if index != group.own_leaf]
+
 
 def _send(msg_type: ProfileMessageType, body: bytes) -> SendMessage:
     return SendMessage(ProfileMessage(msg_type, body).to_bytes(), msg_type)

@@ -165,10 +165,9 @@ class AlongsideQuicConnection(EpochKeyedConnection):
                 self.flip_to(action.epoch, action.reason, now=self.is_client or self.one_rtt.epoch != 0)
 
     def _mls_receive(self, data: bytes) -> None:
-        def receive() -> list[SessionAction]:
+        def receive() -> None:
             for frame in self._mls_buffer.feed_frames(data):
                 self.act(self.endpoint.receive(frame, self._now))
-            return []
 
         self.run_endpoint(receive)
 

@@ -140,10 +140,10 @@ class EpochKeyedConnection(HookedQuicConnection):
         held = self.endpoint.next_timer(self._now) if hasattr(self, "endpoint") else None
         return held if held is not None and (timer is None or held < timer) else timer
 
-    def run_endpoint(self, step: Callable[[], list[SessionAction]]) -> None:
+    def run_endpoint(self, step: Callable[[], object]) -> None:
         """Run an endpoint step outside aioquic's handlers; a failure closes the connection with its alert."""
         try:
-            self.act(step())
+            step()
         except Exception as caught:  # ours or a library's: the connection closes with one reason
             self._close_for(as_project_error(caught))
 
@@ -155,13 +155,9 @@ class EpochKeyedConnection(HookedQuicConnection):
         """The trust configuration was replaced (mls2p.trust.TrustPolicy.replace): close if the peer is out."""
         if not self.mls_complete():
             return  # the handshake checks the peer against the configuration in force when it gets there
-        try:
-            self.endpoint.check_peer()
-        except MLSError as exc:
-            log.warning("trust configuration replaced: closing the connection of a peer no longer trusted")
-            self._close_for(exc)
-            if self.wakeup is not None:
-                self.wakeup()
+        self.run_endpoint(self.endpoint.check_peer)  # RevokedPeer: closed, logged with the peer's name
+        if self.wakeup is not None:
+            self.wakeup()
 
     def handle_timer(self, now: float) -> None:
         self._tick(now)
@@ -171,7 +167,7 @@ class EpochKeyedConnection(HookedQuicConnection):
             self.close(error_code=CRYPTO_ERROR + AlertDescription.HANDSHAKE_FAILURE,
                        reason_phrase="MLS: the peer did not complete the MLS handshake in time")
         if hasattr(self, "endpoint"):
-            self.run_endpoint(lambda: self.endpoint.poll(now))
+            self.run_endpoint(lambda: self.act(self.endpoint.poll(now)))
         own = super().get_timer()
         if own is not None and now >= own:  # aioquic's handler assumes its own timer is the one that fired
             super().handle_timer(now)
