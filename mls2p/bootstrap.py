@@ -32,11 +32,11 @@ from mlscore.errors import ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
 
 from .config import ProfileConfig
-from .errors import PeerRateExceeded, StateError, StoreError, UnexpectedMessage
+from .errors import PeerRateExceeded, PeerSkippedTurn, StateError, StoreError, UnexpectedMessage
 from .policy import PeerCommitBudget, RekeyMeter
-from .session import KeysChanged, SessionAction, TwoPartySession, peer_leaves
+from .session import KeysChanged, SendMessage, SessionAction, TwoPartySession, peer_leaves
 from .store import SessionStore
-from .transitions import State
+from .transitions import State, Turn
 from .trust import RecordsConfirmedPeers
 from .wire import ProfileMessage, ProfileMessageType
 
@@ -60,7 +60,12 @@ class ProfileEndpoint:
         self.peer_budget = PeerCommitBudget(profile.rekey)
         self._writer: StoreWriter | None = None
         self._rekey_waiting = False
-        self._held: ProfileMessage | None = None  # a peer ConnectionUpdate waiting for its budget
+        self._held: ProfileMessage | None = None  # a peer ConnectionUpdate or CommitRequest waiting for its budget
+        self._asked_at: float | None = None  # when our CommitRequest went out (it is the peer's turn)
+        self.commit_requests = 0
+        """CommitRequests sent: the policy was due on the peer's turn."""
+        self.unanswered_requests = 0
+        """CommitRequests the peer left unanswered for ``RekeyPolicy.turn_timeout``."""
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
@@ -110,29 +115,38 @@ class ProfileEndpoint:
     def receive(self, frame: bytes | ProfileMessage, now: float) -> list[SessionAction]:
         """One profile message from the peer; a server's first one starts or resumes the session.
 
-        A ConnectionUpdate that finds the peer's commit budget spent is held
-        (nothing is returned) until :meth:`poll` finds a token; a second one
-        while one is held is refused with PeerRateExceeded.
+        A ConnectionUpdate, or a CommitRequest we would answer with a commit
+        (each costs us a commit's work), that finds the peer's commit budget
+        spent is held (nothing is returned) until :meth:`poll` finds a token;
+        a second one while one is held is refused with PeerRateExceeded.  A
+        request we ignore costs nothing and is not charged.
         """
         message = frame if isinstance(frame, ProfileMessage) else ProfileMessage.from_bytes(frame)
         if self.session is None:
             if self.is_client:
                 raise StateError("the client has not started")
             self.session = self._start_server(message)
-        forced = message.msg_type == ProfileMessageType.CONNECTION_UPDATE
+        forced = self._forces_commit(message)
         if self._held is not None:
             if forced:
-                raise PeerRateExceeded(f"a second ConnectionUpdate while one waits for the peer's commit budget "
-                                       f"({self.profile.rekey.peer_commit_interval} s per commit)")
+                raise PeerRateExceeded(f"a second {message.msg_type.name} while one waits for the peer's commit "
+                                       f"budget ({self.profile.rekey.peer_commit_interval} s per commit)")
             held, self._held = self._held, None  # the held commit came first: it is processed first
             return self._process(held, now) + self._process(message, now)
         if forced and not self.peer_budget.take(now):
             self._held = message
             self.peer_budget.deferred += 1
-            log.info("the peer forces commits faster than one per %s s: its ConnectionUpdate waits",
-                     self.profile.rekey.peer_commit_interval)
+            log.info("the peer forces commits faster than one per %s s: its %s waits",
+                     self.profile.rekey.peer_commit_interval, message.msg_type.name)
             return []
         return self._process(message, now)
+
+    def _forces_commit(self, message: ProfileMessage) -> bool:
+        if message.msg_type == ProfileMessageType.CONNECTION_UPDATE:
+            return True
+        session = self.session
+        return (message.msg_type == ProfileMessageType.COMMIT_REQUEST and session is not None and session.synced
+                and session.turn is Turn.OURS)
 
     def _process(self, message: ProfileMessage, now: float) -> list[SessionAction]:
         assert self.session is not None
@@ -144,15 +158,57 @@ class ProfileEndpoint:
         return actions
 
     def poll(self, now: float) -> list[SessionAction]:
-        """Timers: process a held peer commit once its budget allows (call from the transport's timer)."""
+        """Timers (call from the transport's timer, at :meth:`next_timer`).
+
+        In order: a held peer commit once its budget allows, then a
+        CommitRequest left unanswered for ``turn_timeout`` (per
+        ``on_unanswered``: our own commit, or PeerSkippedTurn), then the time
+        trigger of the rekey policy.
+        """
+        actions: list[SessionAction] = []
         if self._held is not None and self.peer_budget.take(now):
             held, self._held = self._held, None
-            return self._process(held, now)
-        return []
+            actions += self._process(held, now)
+        actions += self._check_request(now)
+        if self.rekey_due(now):
+            actions += self.want_new_keys(now)
+        return actions
 
     def next_timer(self, now: float) -> float | None:
         """When :meth:`poll` has something to do (None: nothing waits)."""
-        return self.peer_budget.ready_at(now) if self._held is not None else None
+        times = []
+        if self._held is not None:
+            times.append(self.peer_budget.ready_at(now))
+        if self._request_waits():
+            assert self._asked_at is not None
+            times.append(self._asked_at + self.profile.rekey.turn_timeout)
+        due_at = self.meter.due_at()
+        if due_at is not None and self._may_rekey():
+            times.append(due_at)
+        return min(times, default=None)
+
+    def _request_waits(self) -> bool:
+        """Whether our CommitRequest still waits for the peer's commit (forgets one that was answered)."""
+        if self._asked_at is not None and (self.session is None or self.session.turn is not Turn.ASKED):
+            self._asked_at = None  # answered: the peer committed (or the connection went)
+        return self._asked_at is not None
+
+    def _check_request(self, now: float) -> list[SessionAction]:
+        if not self._request_waits():
+            return []
+        session = self.session
+        assert session is not None and self._asked_at is not None
+        policy = self.profile.rekey
+        if now - self._asked_at < policy.turn_timeout:
+            return []
+        self._asked_at = None
+        self.unanswered_requests += 1
+        if policy.on_unanswered == "close":
+            raise PeerSkippedTurn(f"the peer did not commit within {policy.turn_timeout} s of our request "
+                                  "(its turn); the rekey policy closes such connections")
+        log.warning("the peer did not commit within %s s of our request (its turn): committing ourselves "
+                    "(%d unanswered on this connection)", policy.turn_timeout, self.unanswered_requests)
+        return session.update(now=self._wall_now())
 
     def check_peer(self) -> None:
         """Ask the trust configuration in force whether it still accepts the peer (RevokedPeer if not).
@@ -196,7 +252,8 @@ class ProfileEndpoint:
             service.confirmed(leaf.credential, leaf.signature_key)
 
     def rekey(self) -> list[SessionAction]:
-        """A ConnectionUpdate now if the session is synced (else nothing: one rekey at a time).
+        """Our own ConnectionUpdate now, whoever's turn it is, if the session is synced (else nothing: one
+        rekey at a time).  The application's explicit rekey; the policy goes through :meth:`want_new_keys`.
 
         Before the connection is confirmed the rekey waits, and happens at confirmation.
         """
@@ -209,9 +266,27 @@ class ProfileEndpoint:
             return []  # one commit at a time: a held peer commit goes first
         return self.session.update(now=self._wall_now())
 
+    def want_new_keys(self, now: float) -> list[SessionAction]:
+        """The rekey policy (or a key-usage limit) wants new keys: our commit on our turn, a CommitRequest on
+        the peer's.  Nothing before confirmation, while a commit is in flight, while a held peer commit waits,
+        or while our request waits for its answer."""
+        if not self._may_rekey():
+            return []
+        assert self.session is not None
+        actions = self.session.rekey(now=self._wall_now())
+        if any(isinstance(a, SendMessage) and a.msg_type == ProfileMessageType.COMMIT_REQUEST for a in actions):
+            self._asked_at = now
+            self.commit_requests += 1
+        return actions
+
+    def _may_rekey(self) -> bool:
+        session = self.session
+        return (session is not None and self.confirmed and session.synced and session.turn is not Turn.ASKED
+                and self._held is None)
+
     def rekey_due(self, now: float) -> bool:
-        """Whether the rekey policy asks for a ConnectionUpdate now (a query: changes nothing)."""
-        return self.session is not None and self.confirmed and self.session.synced and self.meter.due(now)
+        """Whether the rekey policy wants new keys now and nothing it started is still waiting (a query)."""
+        return self._may_rekey() and self.meter.due(now)
 
     def record_sent(self, count: int) -> None:
         """Count application bytes sent under the current keys, for the byte-count policy."""

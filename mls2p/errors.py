@@ -41,6 +41,11 @@ class PeerRateExceeded(RemoteError):
     """The peer forces commits faster than the configured minimum interval (a CPU and disk amplifier)."""
 
 
+class PeerSkippedTurn(RemoteError):
+    """The peer did not commit within ``RekeyPolicy.turn_timeout`` of our CommitRequest, and the policy
+    says to close (``on_unanswered="close"``): its state would otherwise stay unhealed."""
+
+
 class StoreError(LocalError):
     """The session store could not read or write."""
 
@@ -77,12 +82,14 @@ class AlertDescription(IntEnum):
     ILLEGAL_PARAMETER = 47
     DECODE_ERROR = 50
     DECRYPT_ERROR = 51
+    INSUFFICIENT_SECURITY = 71
     INTERNAL_ERROR = 80
     NO_APPLICATION_PROTOCOL = 120
 
 
 _ALERTS: tuple[tuple[type[MLSError], AlertDescription], ...] = (
     (RevokedPeer, AlertDescription.CERTIFICATE_REVOKED),
+    (PeerSkippedTurn, AlertDescription.INSUFFICIENT_SECURITY),
     (CredentialError, AlertDescription.BAD_CERTIFICATE),
     (InvalidSignatureError, AlertDescription.DECRYPT_ERROR),
     (CryptoError, AlertDescription.BAD_RECORD_MAC),
@@ -113,6 +120,7 @@ __all__ = [
     "LocalError",
     "MLSError",
     "PeerRateExceeded",
+    "PeerSkippedTurn",
     "RemoteError",
     "ReplayedMessage",
     "RevokedPeer",

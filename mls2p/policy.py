@@ -2,25 +2,38 @@
 
 The session never reads a clock.  A transport owns one :class:`RekeyMeter` per
 connection, reports the bytes it sends and the time, and asks :meth:`RekeyMeter.due`
-(a pure query) whether the policy wants a ConnectionUpdate now.  Every new
-epoch, whoever committed it, restarts the meter: the policy bounds how long
-and how much one set of keys protects.
+(a pure query) whether the policy wants new keys now.  Every new epoch, whoever
+committed it, restarts the meter: the policy bounds how long and how much one
+set of keys protects.  Who commits when the policy is due is the turn's
+business (``take_turns``, docs/profile.md "Taking turns"): on the peer's turn
+we ask it to commit, so each side's own commit comes at least every second
+rekey, which is what locks a thief of that side's state out.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 from mlscore.errors import ConfigurationError
 
 
 @dataclass(frozen=True)
 class RekeyPolicy:
-    """Send a ConnectionUpdate after ``max_bytes`` sent or ``max_seconds`` elapsed; ``None`` disables a trigger."""
+    """New keys after ``max_bytes`` sent or ``max_seconds`` elapsed; ``None`` disables a trigger."""
 
     max_bytes: int | None = None
     max_seconds: float | None = None
+    take_turns: bool = True
+    """Ping-pong: when the policy is due on the peer's turn (it did not make the last commit), ask the peer
+    to commit instead of committing again ourselves.  False commits whenever due (the draft's bare MAY),
+    which lets one side commit every time and leaves a thief of the other side's state reading on."""
+    turn_timeout: float = 30.0
+    """Seconds a CommitRequest may go unanswered before ``on_unanswered`` applies."""
+    on_unanswered: Literal["commit", "close"] = "commit"
+    """What an unanswered CommitRequest leads to: our own commit (logged and counted), or closing the
+    connection with insufficient_security (a peer that never commits leaves a thief of its state in)."""
     peer_commit_interval: float = 0.1
     """Sustained minimum seconds between commits the *peer* forces on us (its ConnectionUpdates); 0 disables."""
     peer_commit_burst: int = 64
@@ -34,6 +47,11 @@ class RekeyPolicy:
         if not (self.peer_commit_interval >= 0 and math.isfinite(self.peer_commit_interval)):
             raise ConfigurationError("RekeyPolicy.peer_commit_interval must be >= 0 and finite, "
                                      f"not {self.peer_commit_interval!r}")
+        if not (self.turn_timeout > 0 and math.isfinite(self.turn_timeout)):
+            raise ConfigurationError(f"RekeyPolicy.turn_timeout must be > 0 and finite, not {self.turn_timeout!r}")
+        if self.on_unanswered not in ("commit", "close"):
+            raise ConfigurationError(f"RekeyPolicy.on_unanswered must be 'commit' or 'close', "
+                                     f"not {self.on_unanswered!r}")
         if not isinstance(self.peer_commit_burst, int) or self.peer_commit_burst < 1:
             raise ConfigurationError(f"RekeyPolicy.peer_commit_burst must be a positive integer, "
                                      f"not {self.peer_commit_burst!r}")
@@ -61,7 +79,14 @@ class RekeyMeter:
         policy = self.policy
         if policy.max_bytes is not None and self.bytes_sent >= policy.max_bytes:
             return True
-        return policy.max_seconds is not None and self.since is not None and now - self.since >= policy.max_seconds
+        due_at = self.due_at()
+        return due_at is not None and now >= due_at
+
+    def due_at(self) -> float | None:
+        """When the time trigger fires (None: no time trigger, or keys not installed yet)."""
+        if self.policy.max_seconds is None or self.since is None:
+            return None
+        return self.since + self.policy.max_seconds
 
 
 @dataclass

@@ -43,8 +43,8 @@ from .actions import KeysChanged, ResumptionIgnored, SendMessage, SessionAction
 from .config import ProfileConfig, Role
 from .errors import ReplayedMessage, RevokedPeer, UnexpectedMessage
 from .persistence import PendingCommit, StoredSession
-from .transitions import AUTHORIZED_EVENTS, Action, Event, State, Transition, lookup
-from .wire import EpochKeyUpdate, ProfileMessage, ProfileMessageType, TwoPartyMessageType
+from .transitions import Action, Event, State, Transition, Turn, authorizes, lookup
+from .wire import CommitRequest, EpochKeyUpdate, ProfileMessage, ProfileMessageType, TwoPartyMessageType
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class _Progress:
     last_applied_commit: bytes | None = field(default=None, repr=False)
     key_packages: tuple[KeyPackageBundle, ...] = field(default=(), repr=False)
     heard: bool = False  # a message from the peer arrived on the current connection
+    our_turn: bool = True  # the last confirmed commit was the peer's (docs/profile.md, "Taking turns")
+    asked: bool = False  # we sent a CommitRequest on this connection and the peer has not committed since
 
     def group_objects(self) -> list[Group]:
         return [g for g in (self.group, self.pending.group if self.pending else None) if g is not None]
@@ -166,6 +168,14 @@ class TwoPartySession:
     def synced(self) -> bool:
         return self.state is State.SYNCED
 
+    @property
+    def turn(self) -> Turn:
+        """Whose commit is next; always ours when the rekey policy does not take turns."""
+        p = self._progress
+        if p.our_turn or not self.config.rekey.take_turns:
+            return Turn.OURS
+        return Turn.ASKED if p.asked else Turn.PEERS
+
     def next_epoch_group(self, epoch: int) -> Group | None:
         """The group whose keys epoch ``epoch`` uses: the current one, or our pending commit's."""
         if self.group is not None and self.group.epoch == epoch:
@@ -200,11 +210,21 @@ class TwoPartySession:
         return self._run(Event.received(message.msg_type), message.body, now)
 
     def update(self, *, now: int | None = None) -> list[SessionAction]:
-        """Send a ConnectionUpdate (a commit with a fresh UpdatePath); only when synced.
+        """Send a ConnectionUpdate (a commit with a fresh UpdatePath) now, whoever's turn it is; only when synced.
 
+        Our own commit is what locks out a thief of our state, so an application that fears one calls this.
         ``now`` (seconds since the Unix epoch) is the time the peer's credential is re-checked at.
         """
         return self._run(Event.UPDATE, now=now)
+
+    def rekey(self, *, now: int | None = None) -> list[SessionAction]:
+        """The rekey policy wants new keys: commit on our turn, else ask the peer to (one CommitRequest).
+
+        Nothing while a commit is in flight or a request waits.  Taking turns
+        is what makes each side commit at least every second rekey
+        (docs/profile.md, "Taking turns").
+        """
+        return self._run(Event.REKEY, now=now)
 
     def resume(self, *, now: int | None = None) -> list[SessionAction]:
         """Start phase 3 on a new connection: we become the current initiator (the peer is re-checked first)."""
@@ -224,7 +244,7 @@ class TwoPartySession:
     def _run(self, event: Event, body: bytes = b"", now: int | None = None) -> list[SessionAction]:
         current = self._progress
         transition = lookup(current.state, event, current_role=current.current_role,
-                            initial_role=self.initial_role)
+                            initial_role=self.initial_role, turn=self.turn)
         if transition is None:
             error = UnexpectedMessage if event.remote else StateError
             raise error(f"{event.value} is not allowed in state {current.state.value}")
@@ -235,7 +255,7 @@ class TwoPartySession:
         new, actions = self._ACTIONS[transition.action](self, current, body, now)
         if event.remote:
             new = replace(new, heard=True)
-        if event in AUTHORIZED_EVENTS and new.group is not None:
+        if authorizes(event, transition.action) and new.group is not None:
             self._authorize_or_discard(current, new, now)
         self._swap(transition, new)
         return actions
@@ -294,7 +314,8 @@ class TwoPartySession:
         founding.destroy()
         assert result.welcome is not None
         group = result.group
-        return (replace(p, state=State.SYNCED, group=group),
+        # The Add commit was ours: the initiator's turn comes first.
+        return (replace(p, state=State.SYNCED, group=group, our_turn=False),
                 [_send(ProfileMessageType.SERVER_HELLO, result.welcome.to_bytes()),
                  KeysChanged(group.epoch, "key establishment")])
 
@@ -310,7 +331,7 @@ class TwoPartySession:
         if group.own_leaf_node.encryption_key != bundle.key_package.leaf_node.encryption_key:
             raise ValidationError("our leaf in the group is not the KeyPackage we sent")
         safe_aad.require_component(group.context.extensions, self.config.component_id, "the GroupContext")
-        return (replace(p, state=State.SYNCED, group=group, key_packages=()),
+        return (replace(p, state=State.SYNCED, group=group, key_packages=(), our_turn=True),
                 [KeysChanged(group.epoch, "key establishment")])
 
     def _apply_and_confirm(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
@@ -337,7 +358,7 @@ class TwoPartySession:
         update = EpochKeyUpdate.from_bytes(processed.data)
         if update.epoch != pending.epoch:
             raise EpochError(f"EpochKeyUpdate names epoch {update.epoch}, expected {pending.epoch}")
-        return (replace(p, state=State.SYNCED, group=pending, pending=None),
+        return (replace(p, state=State.SYNCED, group=pending, pending=None, our_turn=False, asked=False),
                 [KeysChanged(pending.epoch, "peer confirmed our commit")])
 
     def _answer_resumption(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
@@ -391,8 +412,28 @@ class TwoPartySession:
     def _send_commit(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         return self._commit(p, TwoPartyMessageType.CONNECTION_UPDATE)
 
+    def _request_commit(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        assert p.group is not None
+        log.debug("rekey due on the peer's turn: asking it to commit in epoch %d", p.group.epoch)
+        return replace(p, asked=True), [_send(ProfileMessageType.COMMIT_REQUEST,
+                                              CommitRequest(p.group.epoch).to_bytes())]
+
+    def _answer_commit_request(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        assert p.group is not None
+        request = CommitRequest.from_bytes(body)
+        if request.epoch != p.group.epoch:
+            # Requests travel in order with the commits (one stream), so an honest peer's names our epoch.
+            raise EpochError(f"CommitRequest for epoch {request.epoch}, we are at {p.group.epoch}")
+        return self._commit(p, TwoPartyMessageType.CONNECTION_UPDATE)
+
+    def _ignore_commit_request(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
+        CommitRequest.from_bytes(body)  # well-formed, or the connection fails with decode_error
+        log.debug("ignoring a CommitRequest in state %s: %s", p.state.value,
+                  "our commit is on its way" if p.pending else "the turn is the peer's")
+        return p, []
+
     def _send_resumption_commit(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
-        return self._commit(replace(p, current_role=Role.INITIATOR, heard=False),
+        return self._commit(replace(p, current_role=Role.INITIATOR, heard=False, asked=False),
                             TwoPartyMessageType.RESUMPTION_REQUEST)
 
     def _resend_pending(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
@@ -401,7 +442,7 @@ class TwoPartySession:
                 [_send(ProfileMessageType.RESUMPTION_REQUEST, p.pending.message)])
 
     def _reset_connection(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
-        return replace(p, heard=False), []
+        return replace(p, heard=False, asked=False), []
 
     def _forget(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         return _Progress(State.CLOSED, p.current_role), []
@@ -420,6 +461,9 @@ class TwoPartySession:
         Action.IGNORE_RESUMPTION: _ignore_resumption,
         Action.FINISH_RESUMPTION: _finish_resumption,
         Action.SEND_COMMIT: _send_commit,
+        Action.REQUEST_COMMIT: _request_commit,
+        Action.ANSWER_COMMIT_REQUEST: _answer_commit_request,
+        Action.IGNORE_COMMIT_REQUEST: _ignore_commit_request,
         Action.SEND_RESUMPTION_COMMIT: _send_resumption_commit,
         Action.RESEND_PENDING: _resend_pending,
         Action.RESET_CONNECTION: _reset_connection,
@@ -447,7 +491,8 @@ class TwoPartySession:
         """Reply with EpochKeyUpdate in the new epoch, then switch (the replier switches after sending)."""
         aad = self._safe_aad(TwoPartyMessageType.EPOCH_KEY_UPDATE)
         ack = new_group.protect(EpochKeyUpdate(new_group.epoch).to_bytes(), authenticated_data=aad)
-        return (replace(p, state=State.SYNCED, group=new_group, pending=None),
+        # The peer's commit is the last confirmed one: the next is ours (after a resumption, too).
+        return (replace(p, state=State.SYNCED, group=new_group, pending=None, our_turn=True, asked=False),
                 [_send(ProfileMessageType.EPOCH_KEY_UPDATE, ack.to_bytes()), KeysChanged(new_group.epoch, reason)])
 
     def _apply_peer_commit(self, group: Group, message: MLSMessage, encoded: bytes,

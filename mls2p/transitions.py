@@ -6,11 +6,13 @@ that is not in the table is an error (:class:`~mls2p.errors.UnexpectedMessage`
 for a peer's message, :class:`~mlscore.errors.StateError` for a local call),
 and the session is left exactly as it was.
 
-Two rows depend on a role as well as the state, which is the third element of
-their key.  :data:`DECIDING_ROLE` says which role: concurrent ConnectionUpdates
-are settled by the *current* roles (the current initiator's commit wins),
-crossed ResumptionRequests by the *initial* roles (docs/profile.md, "Crossed
-resumption requests").  Every other row has ``None`` there.
+Some rows depend on more than the state, which is the third element of their
+key.  :data:`DECIDING` says what: concurrent ConnectionUpdates are settled by
+the *current* roles (the current initiator's commit wins), crossed
+ResumptionRequests by the *initial* roles (docs/profile.md, "Crossed
+resumption requests"), and what a due rekey or the peer's CommitRequest does by
+whose *turn* it is (docs/profile.md, "Taking turns": after a confirmed commit
+the next one belongs to the other party).  Every other row has ``None`` there.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ class State(Enum):
     CLOSED = "closed"
 
 
+class Turn(Enum):
+    """Whose commit is next: ping-pong means the last committer waits for the other party's commit."""
+
+    OURS = "ours"
+    PEERS = "the peer's"
+    ASKED = "the peer's, and we asked for it"
+
+
 class Event(Enum):
     # the peer's six messages
     CLIENT_HELLO = "ClientHello received"
@@ -40,8 +50,10 @@ class Event(Enum):
     EPOCH_KEY_UPDATE = "EpochKeyUpdate received"
     RESUMPTION_REQUEST = "ResumptionRequest received"
     RESUMPTION_RESPONSE = "ResumptionResponse received"
+    COMMIT_REQUEST = "CommitRequest received"  # our extension (docs/profile.md, "Taking turns")
     # what the application or the transport asks for
     UPDATE = "update()"
+    REKEY = "rekey()"
     RESUME = "resume()"
     CONNECTION_LOST = "connection_lost()"
     CLOSE = "close()"
@@ -62,6 +74,7 @@ _MESSAGE_EVENTS = {
     ProfileMessageType.EPOCH_KEY_UPDATE: Event.EPOCH_KEY_UPDATE,
     ProfileMessageType.RESUMPTION_REQUEST: Event.RESUMPTION_REQUEST,
     ProfileMessageType.RESUMPTION_RESPONSE: Event.RESUMPTION_RESPONSE,
+    ProfileMessageType.COMMIT_REQUEST: Event.COMMIT_REQUEST,
 }
 
 
@@ -78,6 +91,9 @@ class Action(Enum):
     IGNORE_RESUMPTION = "ignore the crossed request (tie-break)"
     FINISH_RESUMPTION = "apply our pending commit and the peer's response, answer with EpochKeyUpdate"
     SEND_COMMIT = "send a ConnectionUpdate"
+    REQUEST_COMMIT = "ask the peer to commit: the turn is its own"
+    ANSWER_COMMIT_REQUEST = "check the request names our epoch, send a ConnectionUpdate"
+    IGNORE_COMMIT_REQUEST = "ignore the request: the turn is not ours, or our commit is on its way"
     SEND_RESUMPTION_COMMIT = "send a fresh commit in a ResumptionRequest"
     RESEND_PENDING = "send the pending commit again in a ResumptionRequest"
     RESET_CONNECTION = "forget per-connection state, keep the group"
@@ -96,7 +112,9 @@ E = Event
 A = Action
 RESUMABLE = (S.SYNCED, S.AWAITING_EPOCH_KEY_UPDATE, S.AWAITING_RESUMPTION_RESPONSE)
 
-TABLE: Mapping[tuple[State, Event, Role | None], Transition] = {
+Guard = Role | Turn | None
+
+TABLE: Mapping[tuple[State, Event, Guard], Transition] = {
     # phase 1: key establishment (section 5)
     (S.AWAITING_CLIENT_HELLO, E.CLIENT_HELLO, None): Transition(A.CREATE_GROUP, S.SYNCED),
     (S.AWAITING_SERVER_HELLO, E.SERVER_HELLO, None): Transition(A.JOIN_GROUP, S.SYNCED),
@@ -108,6 +126,16 @@ TABLE: Mapping[tuple[State, Event, Role | None], Transition] = {
     (S.AWAITING_EPOCH_KEY_UPDATE, E.CONNECTION_UPDATE, Role.RESPONDER):
         Transition(A.DROP_PENDING_APPLY_AND_CONFIRM, S.SYNCED),
     (S.AWAITING_EPOCH_KEY_UPDATE, E.EPOCH_KEY_UPDATE, None): Transition(A.ADOPT_PENDING, S.SYNCED),
+    # taking turns (our extension): the policy's rekey() commits on our turn and asks the peer on its turn
+    (S.SYNCED, E.REKEY, Turn.OURS): Transition(A.SEND_COMMIT, S.AWAITING_EPOCH_KEY_UPDATE),
+    (S.SYNCED, E.REKEY, Turn.PEERS): Transition(A.REQUEST_COMMIT, S.SYNCED),
+    (S.SYNCED, E.REKEY, Turn.ASKED): Transition(A.NOTHING, S.SYNCED),
+    (S.AWAITING_EPOCH_KEY_UPDATE, E.REKEY, None): Transition(A.NOTHING, S.AWAITING_EPOCH_KEY_UPDATE),
+    (S.SYNCED, E.COMMIT_REQUEST, Turn.OURS): Transition(A.ANSWER_COMMIT_REQUEST, S.AWAITING_EPOCH_KEY_UPDATE),
+    (S.SYNCED, E.COMMIT_REQUEST, Turn.PEERS): Transition(A.IGNORE_COMMIT_REQUEST, S.SYNCED),
+    (S.SYNCED, E.COMMIT_REQUEST, Turn.ASKED): Transition(A.IGNORE_COMMIT_REQUEST, S.SYNCED),
+    (S.AWAITING_EPOCH_KEY_UPDATE, E.COMMIT_REQUEST, None):
+        Transition(A.IGNORE_COMMIT_REQUEST, S.AWAITING_EPOCH_KEY_UPDATE),
     # phase 3: resumption (section 7)
     (S.SYNCED, E.RESUME, None): Transition(A.SEND_RESUMPTION_COMMIT, S.AWAITING_RESUMPTION_RESPONSE),
     (S.AWAITING_EPOCH_KEY_UPDATE, E.RESUME, None): Transition(A.RESEND_PENDING, S.AWAITING_RESUMPTION_RESPONSE),
@@ -131,20 +159,32 @@ TABLE: Mapping[tuple[State, Event, Role | None], Transition] = {
     (S.CLOSED, E.CLOSE, None): Transition(A.NOTHING, S.CLOSED),
 }
 
-AUTHORIZED_EVENTS = frozenset(event for event in Event if event not in (E.CONNECTION_LOST, E.CLOSE))
+AUTHORIZED_EVENTS = frozenset(event for event in Event
+                              if event not in (E.CONNECTION_LOST, E.CLOSE, E.REKEY, E.COMMIT_REQUEST))
 """Events after which the session asks the trust configuration in force whether it still accepts the peer
 (mls2p.trust): every handshake, resumption, commit and confirmation, so a revoked peer cannot reach or keep
-an epoch.  A ResumptionRequest is, besides, valid only as a connection's first message."""
+an epoch.  A ResumptionRequest is, besides, valid only as a connection's first message.  A due rekey and a
+CommitRequest are checked only when they lead to a commit (:func:`authorizes`): a request that is ignored
+costs no credential validation, so a flood of them cannot make us verify certificate chains."""
 
-DECIDING_ROLE: Mapping[tuple[State, Event], str] = {
+_COMMITTING = frozenset({A.SEND_COMMIT, A.ANSWER_COMMIT_REQUEST})
+
+DECIDING: Mapping[tuple[State, Event], str] = {
     (S.AWAITING_EPOCH_KEY_UPDATE, E.CONNECTION_UPDATE): "current",
     (S.AWAITING_RESUMPTION_RESPONSE, E.RESUMPTION_REQUEST): "initial",
+    (S.SYNCED, E.REKEY): "turn",
+    (S.SYNCED, E.COMMIT_REQUEST): "turn",
 }
 
 
-def lookup(state: State, event: Event, *, current_role: Role, initial_role: Role) -> Transition | None:
+def authorizes(event: Event, action: Action) -> bool:
+    """Whether the session re-checks the peer's credential after running ``action`` for ``event``."""
+    return event in AUTHORIZED_EVENTS or action in _COMMITTING
+
+
+def lookup(state: State, event: Event, *, current_role: Role, initial_role: Role,
+           turn: Turn = Turn.OURS) -> Transition | None:
     """The row for ``event`` in ``state``, or None when the profile does not allow it."""
-    deciding = DECIDING_ROLE.get((state, event))
-    if deciding is None:
-        return TABLE.get((state, event, None))
-    return TABLE.get((state, event, current_role if deciding == "current" else initial_role))
+    deciding = DECIDING.get((state, event))
+    guard: Guard = {None: None, "current": current_role, "initial": initial_role, "turn": turn}[deciding]
+    return TABLE.get((state, event, guard))

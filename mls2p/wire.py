@@ -7,7 +7,9 @@ apart.  We frame each one as a tagged TLS-encoded union (docs/profile.md)::
 
     enum {
         client_hello(1), server_hello(2), connection_update(3),
-        epoch_key_update(4), resumption_request(5), resumption_response(6), (255)
+        epoch_key_update(4), resumption_request(5), resumption_response(6),
+        commit_request(32),      /* our extension: "please commit, it is your turn" */
+        (255)
     } ProfileMessageType;
 
     struct {
@@ -17,7 +19,12 @@ apart.  We frame each one as a tagged TLS-encoded union (docs/profile.md)::
 
 Every body is one MLSMessage: a KeyPackage, a Welcome, a Commit, or (for
 EpochKeyUpdate) an MLS application message whose ``application_data`` is
-``struct { uint64 epoch; }``.  The length prefix makes the framing
+``struct { uint64 epoch; }``.  The one exception is our extension
+``commit_request`` (docs/profile.md, "Taking turns"): its body is
+``struct { uint64 epoch; }`` itself, sent under the transport's keys of that
+epoch, like TLS 1.3's KeyUpdate with ``update_requested``.  Types 32-63 are
+reserved for such extensions of the framing (the draft defines none; mlstls
+and mlsquic use 24-25 and 64-65 for frames of their own).  The length prefix makes the framing
 self-delimiting, so a byte stream (TLS records, QUIC CRYPTO frames) can be
 split with :class:`MessageBuffer` without understanding the body.
 
@@ -47,6 +54,7 @@ class ProfileMessageType(IntEnum):
     EPOCH_KEY_UPDATE = 4
     RESUMPTION_REQUEST = 5
     RESUMPTION_RESPONSE = 6
+    COMMIT_REQUEST = 32  # our extension (docs/profile.md, "Taking turns"), not in the draft
 
 
 class TwoPartyMessageType(IntEnum):
@@ -73,7 +81,9 @@ class ProfileMessage(Struct):
 
 
 @dataclass(frozen=True)
-class EpochKeyUpdate(Struct):
+class _EpochNumber(Struct):
+    """``struct { uint64 epoch; }``."""
+
     epoch: int
 
     def encode(self, w: Writer) -> None:
@@ -82,6 +92,14 @@ class EpochKeyUpdate(Struct):
     @classmethod
     def decode(cls, r: Reader) -> Self:
         return cls(r.u64())
+
+
+class EpochKeyUpdate(_EpochNumber):
+    """The application data of an EpochKeyUpdate: the epoch it confirms."""
+
+
+class CommitRequest(_EpochNumber):
+    """Ask the peer to commit (its turn), naming the epoch we are in, so a request cannot outlive it."""
 
 
 class MessageBuffer:

@@ -97,7 +97,8 @@ class EpochKeyedConnection(HookedQuicConnection):
         return self.one_rtt.epoch
 
     def rekey(self) -> bool:
-        """Start a PCS rekey now (a ConnectionUpdate); False before keys exist or while one is in flight."""
+        """Start a PCS rekey now: our own ConnectionUpdate, whoever's turn it is (the rekey policy takes
+        turns instead, docs/profile.md); False before keys exist or while one is in flight."""
         if self.one_rtt.epoch is None:
             return False
         actions = self.endpoint.rekey()
@@ -179,7 +180,7 @@ class EpochKeyedConnection(HookedQuicConnection):
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int] | tuple[str, int, int, int]]]:
         self._tick(now)
         if self.one_rtt.epoch is not None and self.endpoint.rekey_due(now):
-            self.rekey()
+            self.run_endpoint(lambda: self.act(self.endpoint.want_new_keys(now)))
         datagrams = super().datagrams_to_send(now)
         self.endpoint.record_sent(sum(len(data) for data, _ in datagrams))
         return datagrams

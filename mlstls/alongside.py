@@ -198,10 +198,10 @@ class AlongsideConnection:
             self._tcp.clear()
             self.inner.receive_data(rest, now)
 
-    def send_data(self, data: bytes) -> None:
+    def send_data(self, data: bytes, now: float | None = None) -> None:
         if self.inner is None:
             raise StateError("the handshake has not completed")
-        self.inner.send_data(data)
+        self.inner.send_data(data, now)
 
     def rekey(self) -> None:
         if self.inner is not None:

@@ -158,8 +158,13 @@ class MlsTlsConnection:
         except Exception as exc:  # never raises: anything, ours or a library's, closes with an alert
             self._fail(as_project_error(exc))
 
-    def send_data(self, data: bytes) -> None:
-        """Application bytes; rekeys by policy and before the key-usage limit."""
+    def send_data(self, data: bytes, now: float | None = None) -> None:
+        """Application bytes; rekeys by policy and before the key-usage limit.
+
+        ``now`` (the transport's clock) lets a side that only sends rekey on time too.
+        """
+        if now is not None:
+            self._now = now
         if self.closed:
             raise StateError("the connection is closed")
         if self._send is None:
@@ -173,7 +178,7 @@ class MlsTlsConnection:
         self._maybe_rekey()
 
     def rekey(self) -> None:
-        """Start a PCS rekey now (a ConnectionUpdate), if the session is synced."""
+        """Start a PCS rekey now: our own ConnectionUpdate, whoever's turn it is, if the session is synced."""
         if self._send is not None and not self.closed:
             self._run(self.endpoint.rekey)
 
@@ -215,8 +220,13 @@ class MlsTlsConnection:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    def get_timer(self) -> float | None:
+        """When :meth:`poll` next has work (a due rekey, an unanswered CommitRequest, a held peer commit)."""
+        return None if self.closed else self.endpoint.next_timer(self._now)
+
     def poll(self, now: float) -> None:
-        """Let the time-based rekey policy act, and a peer commit held by its budget go (call from a timer)."""
+        """Timers: the time-based rekey policy, an unanswered CommitRequest, a peer commit held by its
+        budget (call at :meth:`get_timer`, or periodically)."""
         self._now = now
         if self._send is not None and not self.closed:
             self._run(lambda: self.endpoint.poll(now))
@@ -349,7 +359,7 @@ class MlsTlsConnection:
         if self._send is None or self.closed:
             return
         if self.endpoint.rekey_due(self._now) or self._send.remaining < REKEY_MARGIN:
-            self._run(self.endpoint.rekey)
+            self._run(lambda: self.endpoint.want_new_keys(self._now))
 
     # -- alerts and failure --------------------------------------------------------------
 

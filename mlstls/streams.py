@@ -175,7 +175,7 @@ class MlsTlsProtocol(asyncio.Protocol):
 
     # internals
     def write(self, data: bytes) -> None:
-        self.connection.send_data(data)
+        self.connection.send_data(data, self._loop.time())
         self._flush()
 
     async def drain(self) -> None:

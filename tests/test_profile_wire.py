@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mls2p.wire import EpochKeyUpdate, MessageBuffer, ProfileMessage, ProfileMessageType
+from mls2p.wire import CommitRequest, EpochKeyUpdate, MessageBuffer, ProfileMessage, ProfileMessageType
 from mlscore.errors import DecodeError, MLSError
 
 
 def test_round_trip_all_types() -> None:
     for msg_type in ProfileMessageType:
-        message = ProfileMessage(msg_type, bytes(range(msg_type * 30)))
+        message = ProfileMessage(msg_type, bytes(i % 256 for i in range(msg_type * 30)))
         assert ProfileMessage.from_bytes(message.to_bytes()) == message
 
 
@@ -25,6 +25,8 @@ def test_unknown_type_and_trailing_bytes_rejected() -> None:
         ProfileMessage.from_bytes(b"\x01\x00\x00")
     with pytest.raises(DecodeError):
         EpochKeyUpdate.from_bytes(b"\x00" * 7)
+    with pytest.raises(DecodeError):
+        CommitRequest.from_bytes(b"\x00" * 9)
 
 
 @given(st.lists(st.binary(max_size=300), min_size=1, max_size=5), st.integers(min_value=1, max_value=50))

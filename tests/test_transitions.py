@@ -15,8 +15,8 @@ import pytest
 
 from mls2p import Role, State, TwoPartySession, UnexpectedMessage
 from mls2p.testing import Pair, config, sent
-from mls2p.transitions import DECIDING_ROLE, TABLE, Event, lookup
-from mls2p.wire import ProfileMessage, ProfileMessageType
+from mls2p.transitions import DECIDING, TABLE, Event, Guard, Turn, lookup
+from mls2p.wire import CommitRequest, ProfileMessage, ProfileMessageType
 from mlscore.errors import StateError
 
 Scenario = Callable[[], tuple[TwoPartySession, Callable[[], object]]]
@@ -48,6 +48,38 @@ def _synced(event: Event) -> tuple[TwoPartySession, Callable[[], object]]:
     pair.restart()
     request = sent(pair.alice.resume())
     return pair.bob, lambda: pair.bob.receive(request[0])
+
+
+def _forged_request(session: TwoPartySession) -> bytes:
+    """A well-formed CommitRequest for the session's epoch (an honest peer sends none on its own turn)."""
+    assert session.epoch is not None
+    return ProfileMessage(ProfileMessageType.COMMIT_REQUEST, CommitRequest(session.epoch).to_bytes()).to_bytes()
+
+
+def _turns(event: Event, turn: Turn | None) -> tuple[TwoPartySession, Callable[[], object]]:
+    """Rows of the turn-taking extension: after the handshake it is alice's (the initiator's) turn."""
+    pair = Pair()
+    if event is Event.REKEY:
+        if turn is Turn.OURS:
+            return pair.alice, pair.alice.rekey
+        if turn is Turn.PEERS:
+            return pair.bob, pair.bob.rekey
+        if turn is Turn.ASKED:
+            sent(pair.bob.rekey())
+            return pair.bob, pair.bob.rekey
+        sent(pair.alice.update())
+        return pair.alice, pair.alice.rekey
+    if turn is Turn.OURS:
+        request = sent(pair.bob.rekey())
+        return pair.alice, lambda: pair.alice.receive(request[0])
+    if turn is Turn.PEERS:
+        return pair.bob, lambda: pair.bob.receive(_forged_request(pair.bob))
+    if turn is Turn.ASKED:
+        sent(pair.bob.rekey())
+        return pair.bob, lambda: pair.bob.receive(_forged_request(pair.bob))
+    request = sent(pair.bob.rekey())
+    sent(pair.alice.update())  # our own commit crossed the request: it answers it
+    return pair.alice, lambda: pair.alice.receive(request[0])
 
 
 def _crossed_updates(role: Role) -> tuple[TwoPartySession, Callable[[], object]]:
@@ -107,13 +139,16 @@ def _in_state(state: State) -> TwoPartySession:
 def _local(state: State, event: Event) -> tuple[TwoPartySession, Callable[[], object]]:
     session = _in_state(state)
     run = {Event.CONNECTION_LOST: session.connection_lost, Event.CLOSE: session.close,
-           Event.UPDATE: session.update, Event.RESUME: session.resume}[event]
+           Event.UPDATE: session.update, Event.RESUME: session.resume, Event.REKEY: session.rekey}[event]
     return session, run
 
 
-def scenario(state: State, event: Event, role: Role | None) -> tuple[TwoPartySession, Callable[[], object]]:
+def scenario(state: State, event: Event, role: Guard) -> tuple[TwoPartySession, Callable[[], object]]:
     if event in (Event.CONNECTION_LOST, Event.CLOSE):
         return _local(state, event)
+    if event in (Event.REKEY, Event.COMMIT_REQUEST):
+        assert role is None or isinstance(role, Turn)
+        return _turns(event, role)
     if state is State.AWAITING_CLIENT_HELLO:
         return _phase1_responder()
     if state is State.AWAITING_SERVER_HELLO:
@@ -121,26 +156,28 @@ def scenario(state: State, event: Event, role: Role | None) -> tuple[TwoPartySes
     if state is State.SYNCED:
         return _synced(event)
     if state is State.AWAITING_EPOCH_KEY_UPDATE and event is Event.CONNECTION_UPDATE:
-        assert role is not None
+        assert isinstance(role, Role)
         return _crossed_updates(role)
     if state is State.AWAITING_EPOCH_KEY_UPDATE:
         return _awaiting_eku(event)
+    assert not isinstance(role, Turn)
     return _awaiting_rr(event, role)
 
 
-def _row_id(key: tuple[State, Event, Role | None]) -> str:
-    state, event, role = key
-    return f"{state.name}-{event.name}" + (f"-{role.name}" if role else "")
+def _row_id(key: tuple[State, Event, Guard]) -> str:
+    state, event, guard = key
+    return f"{state.name}-{event.name}" + (f"-{guard.name}" if guard else "")
 
 
 @pytest.mark.parametrize("key", sorted(TABLE, key=_row_id), ids=_row_id)
-def test_every_row(key: tuple[State, Event, Role | None]) -> None:
-    state, event, role = key
-    session, run = scenario(state, event, role)
+def test_every_row(key: tuple[State, Event, Guard]) -> None:
+    state, event, guard = key
+    session, run = scenario(state, event, guard)
     assert session.state is state
-    if role is not None:
-        deciding = DECIDING_ROLE[(state, event)]
-        assert (session.current_role if deciding == "current" else session.initial_role) is role
+    if guard is not None:
+        deciding = DECIDING[(state, event)]
+        assert {"current": session.current_role, "initial": session.initial_role,
+                "turn": session.turn}[deciding] is guard
     run()
     assert session.state is TABLE[key].next_state
 
@@ -151,7 +188,8 @@ def _body_of(event: Event) -> bytes:
 
 
 MISSING = [(state, event) for state in State for event in Event
-           if all(lookup(state, event, current_role=c, initial_role=i) is None for c in Role for i in Role)]
+           if all(lookup(state, event, current_role=c, initial_role=i, turn=t) is None
+                  for c in Role for i in Role for t in Turn)]
 
 
 @pytest.mark.parametrize(("state", "event"), MISSING, ids=[f"{s.name}-{e.name}" for s, e in MISSING])
@@ -163,7 +201,7 @@ def test_pairs_not_in_the_table_are_refused_and_change_nothing(state: State, eve
             session.receive(_body_of(event))
     else:
         with pytest.raises(StateError, match=f"not allowed in state {state.value}"):
-            {Event.UPDATE: session.update, Event.RESUME: session.resume}[event]()
+            {Event.UPDATE: session.update, Event.RESUME: session.resume, Event.REKEY: session.rekey}[event]()
     assert (session.state, session.current_role, session.epoch, session.pending, session.to_state()) == before
 
 
