@@ -117,9 +117,12 @@ class ProfileConfig:
         return self.authentication_service if self.authentication_service is not None else AcceptAnyPeer()
 
     def group_config(self, now: int | None) -> GroupConfig:
+        # resumption_psk_history=0: profile commits never carry PSK proposals (the draft's
+        # ConnectionUpdate has an empty proposals vector), so a resumption PSK could never be
+        # used; keeping none keeps them out of memory and out of every stored session file.
         return GroupConfig(authentication_service=self.peer_authentication,
                            handshake_wire_format=self.handshake_wire_format, now=now,
-                           max_leaves=TWO_PARTY_MAX_LEAVES)
+                           max_leaves=TWO_PARTY_MAX_LEAVES, resumption_psk_history=0)
 
 
 def suite_preference(value: int | list[int] | tuple[int, ...] | None, default: int = 1) -> tuple[int, ...]:

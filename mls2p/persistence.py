@@ -8,18 +8,25 @@ type.  Format 1, the only one so far::
     uint8  state;            /* 3 synced, 4 awaiting EpochKeyUpdate, 5 awaiting ResumptionResponse */
     uint8  initial_role;     /* 1 initiator, 2 responder */
     uint8  current_role;
-    opaque group<V>;         /* Group.to_state() */
+    opaque group<V>;         /* Group.to_state(): group state format 2 (format 1 is still read) */
     optional<opaque last_applied_commit<V>>;
     optional<struct { opaque message<V>; uint8 safe_aad_type; opaque group<V>; }> pending;
+
+A group state holds what resuming its epoch needs and no more (see
+:meth:`Group.to_state <mlscore.group.Group.to_state>`): the secret tree as it
+is held, never its root, no welcome_secret and, for the profile, no
+resumption PSK (``ProfileConfig.group_config`` keeps none).
 
 The codes are written out below and never derived from an enum's order
 (release 0.1 derived them from ``enumerate(State, start=1)``; the values here
 are exactly those, so its files load).  Only resumable states are stored; any
 other code, an unknown format or trailing bytes raise
-:class:`~mls2p.errors.StoredStateError` naming the problem.  So does a stored
-sending generation beyond what a secret tree accepts ahead
+:class:`~mls2p.errors.StoredStateError` naming the problem.  So does a group
+state its reader refuses: an inconsistent secret tree (format 2, which loads
+without deriving anything whatever its generations), or a format-1 sending
+generation beyond what a secret tree accepts ahead
 (:meth:`Group.max_restored_generation <mlscore.group.Group.max_restored_generation>`):
-a group holds only its generations, restoring replays the ratchet, and a
+format 1 held only our generations, restoring replays the ratchet, and a
 tampered value must not buy 2^32 derivations; it is refused before any.
 """
 

@@ -9,6 +9,7 @@ import pytest
 from mls2p import State, StoredStateError, TwoPartySession
 from mls2p.persistence import FORMAT, ROLE_CODES, STATE_CODES
 from mls2p.testing import Pair, config, pump, sent
+from mlscore.codec import Reader
 
 V1 = Path(__file__).parent / "data" / "profile-state-v1"
 
@@ -56,6 +57,34 @@ def test_round_trip_in_every_stored_state() -> None:
             assert state is not None
             again = TwoPartySession.from_state(state, session.config)
             assert again.to_state() == state and again.state is session.state
+
+
+def stored_groups(state: bytes) -> list[bytes]:
+    """The Group.to_state() values inside a stored session: the current group and any pending one."""
+    r = Reader(state)
+    r.fixed(5)  # format, state, initial role, current role
+    group = r.opaque()
+    r.optional(Reader.opaque)
+    pending = r.optional(lambda r2: (r2.opaque(), r2.u8(), r2.opaque()))
+    r.finish()
+    return [group] + ([pending[2]] if pending else [])
+
+
+@pytest.mark.parametrize("name", ["alice-synced-epoch1.bin", "alice-awaiting-eku-epoch1.bin"])
+def test_release_0_1_files_are_saved_again_with_group_state_format_2(name: str) -> None:
+    old = (V1 / name).read_bytes()
+    session = load(name, b"alice")
+    state = session.to_state()
+    assert state is not None
+    assert [g[:2] for g in stored_groups(old)] == [b"\x00\x01"] * len(stored_groups(old))
+    assert [g[:2] for g in stored_groups(state)] == [b"\x00\x02"] * len(stored_groups(old))
+    for group in (session.group, session.pending.group if session.pending else None):
+        if group is None:
+            continue
+        secrets = group._secrets  # format 1 held these; format 2 holds none of them
+        for secret in (secrets.encryption_secret, secrets.resumption_psk, secrets.welcome_secret):
+            assert secret in old and secret not in state
+    assert TwoPartySession.from_state(state, session.config).to_state() == state
 
 
 @pytest.mark.parametrize(("mutate", "message"), [

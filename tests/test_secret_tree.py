@@ -1,4 +1,6 @@
-"""Secret tree: vectors, out-of-order delivery, replay and distance limits, no key burnt by a forgery."""
+"""Secret tree: vectors, out-of-order delivery, replay and distance limits, no key burnt by a forgery.
+
+Its stored form is tested in tests/test_stored_state_minimal.py."""
 
 from __future__ import annotations
 
@@ -128,6 +130,32 @@ def test_interleaved_lookups_never_bring_a_key_back() -> None:
         with pytest.raises(ReplayError):
             receiver.receive_key(1, APP, generation)
     assert receive(receiver, 6)  # still kept
+
+
+def test_a_first_lookup_changes_nothing_until_its_key_is_consumed() -> None:
+    sender, receiver = trees()
+    sent = send(sender, 3) + send(sender, 1, ratchet=HS)
+    before = receiver.to_state()
+    later, handshake = receiver.receive_key(1, APP, 2), receiver.receive_key(1, HS, 0)
+    receiver.receive_key(1, APP, 500)  # a forgery's lookup, never consumed
+    assert receiver.to_state() == before and receiver._ratchets == {}  # not even the leaf's expansion
+    assert receive(receiver, 0) == sent[0][1:]  # creates the leaf's ratchets; `later` was planned before
+    receiver.consume(later)
+    receiver.consume(handshake)  # planned against the handshake ratchet exactly as it was then created
+    assert (later.key, handshake.key) == (sent[2][1], sent[3][1])
+    for ratchet, generation in ((APP, 2), (HS, 0)):
+        with pytest.raises(ReplayError):
+            receiver.receive_key(1, ratchet, generation)
+    assert receive(receiver, 1) == sent[1][1:]
+
+
+def test_expand_consumes_the_path_from_the_root_once() -> None:
+    tree = SecretTree(SUITE, SECRET, 4)
+    tree.expand(1)
+    assert tree._nodes.keys() == {0, 5} and {leaf for leaf, _ in tree._ratchets} == {1}
+    state = tree.to_state()
+    tree.expand(1)
+    assert tree.to_state() == state and SECRET not in state
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,46 +1,69 @@
-"""Store hygiene: bounded restores of tampered states, expiry of abandoned sessions, private folders,
-and a sealing key's write count.  Time is injected and work is counted; nothing here measures speed."""
+"""Store hygiene: restoring tampered states (free in group format 2, bounded in format 1), expiry of
+abandoned sessions, private folders, and a sealing key's write count.  Time is injected and work is
+counted; nothing here measures speed."""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mls2p import StoredStateError, TwoPartySession
+from mls2p.config import ProfileConfig
 from mls2p.errors import ConfigurationError, StaleStateError
 from mls2p.identity import load_or_create_key
 from mls2p.sealing import DEFAULT_WARN_AFTER_WRITES, SealingKey, StateSealer, load_keyring, new_key_line
 from mls2p.store import DEFAULT_MAX_IDLE_SECONDS, FileSessionStore, open_store
-from mls2p.testing import Pair, two_party
+from mls2p.testing import Pair, config, two_party
 from mlscore.codec import Reader, Writer
 from mlscore.crypto import CipherSuite
 from mlscore.errors import DecodeError
 from mlscore.group import Group, GroupConfig
+from mlscore.schedule.secret_tree import MAX_GENERATION, RatchetType
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-# -- 1. restoring a tampered sending generation is refused before any derivation ----------------------
+# -- 1. a stored generation costs nothing to restore (format 2); format 1's is refused beyond a limit ---
+
+DATA = Path(__file__).resolve().parent / "data"
+V1_SESSIONS = {"synced": ("alice-synced-epoch1.bin", b"alice"),  # release 0.1: group state format 1
+               "pending commit": ("alice-awaiting-eku-epoch1.bin", b"alice")}
+V1_GROUP = DATA / "group-state-v1" / "alice-epoch2.bin"
+
 
 def with_generation(group_state: bytes, generation: int) -> bytes:
-    """A Group.to_state() whose two stored sending generations (its last 8 bytes) are ``generation``."""
+    """A format-1 Group.to_state() whose two stored sending generations (its last 8 bytes) are ``generation``."""
+    assert group_state[:2] == b"\x00\x01"
     return group_state[:-8] + generation.to_bytes(4, "big") * 2
 
 
-def tampered(stored: bytes, generation: int) -> bytes:
-    """A stored session (persistence format 1) with every group's sending generations set to ``generation``."""
+def at_generation(group_state: bytes, generation: int) -> bytes:
+    """A format-2 Group.to_state() whose secret tree holds every ratchet of every leaf at ``generation``."""
+    assert group_state[:2] == b"\x00\x02"
+    group = Group.from_state(group_state)
+    head = group_state[:-len(group._secret_tree.to_state())]
+    ratchets = [(leaf, kind) for leaf in range(group.tree.n_leaves) for kind in RatchetType]
+    w = Writer().opaque(b"")  # no node secret left
+    w.vector(ratchets, lambda w2, item: w2.u32(item[0]).u8(item[1]).opaque(bytes(group.suite.hash_len))
+             .u64(generation).opaque(b""))
+    return head + w.getvalue()
+
+
+def tampered(stored: bytes, edit: Callable[[bytes, int], bytes], generation: int) -> bytes:
+    """A stored session (persistence format 1) with every group's state edited by ``edit(state, generation)``."""
     r = Reader(stored)
     head = r.fixed(5)  # format, state, initial role, current role
     group = r.opaque()
     last_applied = r.optional(Reader.opaque)
     pending = r.optional(lambda r2: (r2.opaque(), r2.u8(), r2.opaque()))
     r.finish()
-    w = Writer().raw(head).opaque(with_generation(group, generation)).optional(last_applied, Writer.opaque)
-    w.optional(pending, lambda w2, p: w2.opaque(p[0]).u8(p[1]).opaque(with_generation(p[2], generation)))
+    w = Writer().raw(head).opaque(edit(group, generation)).optional(last_applied, Writer.opaque)
+    w.optional(pending, lambda w2, p: w2.opaque(p[0]).u8(p[1]).opaque(edit(p[2], generation)))
     return w.getvalue()
 
 
@@ -60,6 +83,7 @@ def derivations(monkeypatch) -> list[int]:
 
 @pytest.fixture(params=["synced", "pending commit"])
 def stored(request) -> tuple[bytes, TwoPartySession]:
+    """A live session's stored state (group state format 2), with one group or two."""
     pair = Pair()
     if request.param == "pending commit":
         pair.alice.update()  # ConnectionUpdate sent, its epoch kept pending: two groups in the state
@@ -69,44 +93,65 @@ def stored(request) -> tuple[bytes, TwoPartySession]:
     return state, pair.alice
 
 
+@pytest.fixture(params=sorted(V1_SESSIONS))
+def stored_v1(request) -> tuple[bytes, ProfileConfig, int]:
+    """A release 0.1 session file (group state format 1), its config and how many groups it holds."""
+    name, who = V1_SESSIONS[request.param]
+    # The fixtures' keys were made by an earlier process: nothing here pinned them.
+    return (DATA / "profile-state-v1" / name).read_bytes(), config(who, insecure_accept_any_peer=True), \
+        1 if request.param == "synced" else 2
+
+
 LIMIT = Group.max_restored_generation(GroupConfig())
 
 
-def test_the_restore_limit_is_the_secret_trees_maximum_forward_distance() -> None:
+def test_the_format_1_restore_limit_is_the_secret_trees_maximum_forward_distance() -> None:
     assert LIMIT == GroupConfig().maximum_forward_distance == 1000
     assert Group.max_restored_generation(GroupConfig(maximum_forward_distance=10**9)) == Group.MAX_RESTORED_GENERATION
 
 
-@pytest.mark.parametrize("generation", [LIMIT + 1, 1 << 16, 0xFFFFFFFF])
-def test_a_stored_generation_beyond_the_limit_is_refused_before_any_derivation(
+@pytest.mark.parametrize("generation", [LIMIT + 1, 1 << 16, MAX_GENERATION, MAX_GENERATION + 1])
+def test_a_format_2_generation_of_any_size_restores_without_any_derivation(
         stored, derivations: list[int], generation: int) -> None:
     state, alice = stored
+    restored = TwoPartySession.from_state(tampered(state, at_generation, generation), alice.config)
+    assert restored.state is alice.state and derivations == []
+    group = restored.group
+    assert group is not None and group._secret_tree.generation(group.own_leaf, RatchetType.APPLICATION) == generation
+
+
+@pytest.mark.parametrize("generation", [LIMIT + 1, 1 << 16, MAX_GENERATION])
+def test_a_format_1_generation_beyond_the_limit_is_refused_before_any_derivation(
+        stored_v1, derivations: list[int], generation: int) -> None:
+    state, profile, _ = stored_v1
     with pytest.raises(StoredStateError, match=f"generation {generation} is beyond {LIMIT}"):
-        TwoPartySession.from_state(tampered(state, generation), alice.config)
+        TwoPartySession.from_state(tampered(state, with_generation, generation), profile)
     assert derivations == []
 
 
-def test_restoring_the_highest_accepted_generation_costs_at_most_two_steps_per_generation(
-        stored, derivations: list[int]) -> None:
-    state, alice = stored
-    groups = 1 if alice.pending is None else 2
-    restored = TwoPartySession.from_state(tampered(state, LIMIT), alice.config)
-    assert restored.state is alice.state
-    # Two sending ratchets per group, each stepped LIMIT times; the untampered state costs nothing.
+def test_restoring_the_highest_accepted_format_1_generation_costs_two_steps_per_generation(
+        stored_v1, derivations: list[int]) -> None:
+    state, profile, groups = stored_v1
+    TwoPartySession.from_state(tampered(state, with_generation, LIMIT), profile)
+    # Two sending ratchets per group, each stepped LIMIT times; the untampered files cost at most one step.
     assert len(derivations) == groups * 2 * LIMIT
     derivations.clear()
-    TwoPartySession.from_state(state, alice.config)
-    assert len(derivations) <= groups * 2 * 2
+    TwoPartySession.from_state(state, profile)
+    assert len(derivations) <= 1
 
 
-def test_a_core_user_who_sends_more_per_epoch_raises_the_forward_distance(derivations: list[int]) -> None:
-    alice, _ = two_party()
-    state = with_generation(alice.to_state(), 1500)
+def test_a_core_user_who_sends_more_per_epoch_needs_no_larger_limit_with_format_2(derivations: list[int]) -> None:
+    old = with_generation(V1_GROUP.read_bytes(), 1500)
     with pytest.raises(DecodeError, match="beyond 1000"):
-        Group.from_state(state)
+        Group.from_state(old)
     assert derivations == []
-    restored = Group.from_state(state, GroupConfig(maximum_forward_distance=2000))
-    assert restored.epoch == alice.epoch and len(derivations) == 2 * 1500
+    restored = Group.from_state(old, GroupConfig(maximum_forward_distance=2000))
+    assert restored.epoch == 2 and len(derivations) == 2 * 1500
+    derivations.clear()
+    alice, _ = two_party()
+    again = Group.from_state(at_generation(alice.to_state(), 1500))  # the default config
+    assert again.epoch == alice.epoch and derivations == []
+    assert again._secret_tree.generation(again.own_leaf, RatchetType.HANDSHAKE) == 1500
 
 
 # -- 2. abandoned sessions expire (file store; the Redis TTL is in test_redis_store.py) ---------------

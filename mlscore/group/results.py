@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 PskLookup = Callable[[PreSharedKeyID], bytes | None]
 
+DEFAULT_RESUMPTION_PSK_HISTORY = 8
+"""Resumption PSKs kept for core users: the current epoch and 7 before it."""
+
 
 @dataclass(frozen=True)
 class GroupConfig:
@@ -28,13 +31,18 @@ class GroupConfig:
     reads a clock, so a caller that wants them passes the time in (here, or
     per message to :meth:`Group.process`).  ``max_leaves`` bounds the trees a
     group accepts (checked before any hashing); None leaves them unbounded.
+    ``resumption_psk_history`` is how many epochs' resumption PSKs (the
+    current one included) the group keeps, in memory and in its stored state,
+    for PSK proposals that name them; 0 keeps none, for users whose commits
+    never carry PSK proposals.  ``out_of_order_tolerance`` and
+    ``maximum_forward_distance`` configure each epoch's secret tree.
     """
 
     authentication_service: AuthenticationService | None = None
     external_psks: PskLookup | None = None
     handshake_wire_format: WireFormat = WireFormat.PUBLIC_MESSAGE
     padding: int = 0
-    resumption_psk_history: int = 8
+    resumption_psk_history: int = DEFAULT_RESUMPTION_PSK_HISTORY
     now: int | None = None
     out_of_order_tolerance: int = 16
     maximum_forward_distance: int = 1000

@@ -44,8 +44,24 @@ from ..schedule.secret_tree import RatchetType, SecretTree
 from ..tree.ratchet_tree import RatchetTree, decode_ratchet_tree, encode_ratchet_tree
 from ..tree.treekem import PathState
 from .commit import create_commit, process_commit
-from .results import ApplicationMessage, CommitResult, GroupConfig, ProcessedMessage, ProposalMessage
+from .results import (
+    DEFAULT_RESUMPTION_PSK_HISTORY,
+    ApplicationMessage,
+    CommitResult,
+    GroupConfig,
+    ProcessedMessage,
+    ProposalMessage,
+)
 from .welcome import join
+
+_FORMAT_1 = 1
+"""The group state format of releases before format 2: still read, never written."""
+
+
+def _tree_limits(config: GroupConfig) -> dict[str, int]:
+    """The secret tree's out-of-order limits, as the group is configured."""
+    return {"out_of_order_tolerance": config.out_of_order_tolerance,
+            "maximum_forward_distance": config.maximum_forward_distance}
 
 
 class Group:
@@ -54,7 +70,10 @@ class Group:
     def __init__(self, *, suite: CipherSuite, context: GroupContext, tree: RatchetTree, own_leaf: int,
                  signature_priv: SignatureKey, path_state: PathState, secrets: EpochSecrets,
                  interim_transcript_hash: bytes, config: GroupConfig,
-                 resumption_psks: dict[int, bytes] | None = None) -> None:
+                 resumption_psks: dict[int, bytes] | None = None, secret_tree: SecretTree | None = None) -> None:
+        """A new epoch when ``secret_tree`` is None: its tree starts at ``secrets.encryption_secret``
+        and its resumption PSK joins ``resumption_psks``.  A restored epoch otherwise: the tree and
+        the PSKs are taken as stored, and the secrets the file leaves out are not needed."""
         self.suite = suite
         self.context = context
         self.tree = tree
@@ -64,15 +83,17 @@ class Group:
         self._secrets = secrets
         self.interim_transcript_hash = interim_transcript_hash
         self.config = config
-        self._secret_tree = SecretTree(suite, secrets.encryption_secret, tree.n_leaves)
+        psks = dict(resumption_psks or {})
+        if secret_tree is None:
+            secret_tree = SecretTree(suite, secrets.encryption_secret, tree.n_leaves, **_tree_limits(config))
+            psks[context.epoch] = secrets.resumption_psk
+        self._secret_tree = secret_tree
         self._proposals: dict[bytes, CoveredProposal] = {}
-        self._resumption_psks = dict(resumption_psks or {})
-        self._resumption_psks[context.epoch] = secrets.resumption_psk
-        while len(self._resumption_psks) > config.resumption_psk_history:
-            del self._resumption_psks[min(self._resumption_psks)]
+        kept = sorted(psks)[-config.resumption_psk_history:] if config.resumption_psk_history > 0 else []
+        self._resumption_psks = {epoch: psks[epoch] for epoch in kept}
         self._destroyed = False
         self._exporter_tree: ExporterTree | None = None
-        self._stored_epoch: bytes | None = None  # to_state() without the sending generations
+        self._stored_epoch: bytes | None = None  # to_state() without the secret tree, which changes within an epoch
 
     def __repr__(self) -> str:
         return (f"Group(group_id={self.context.group_id.hex()}, epoch={self.epoch}, "
@@ -133,72 +154,127 @@ class Group:
 
     # -- persistence ---------------------------------------------------------
 
-    STATE_FORMAT = 1
+    STATE_FORMAT = 2
+    """The format :meth:`to_state` writes; :meth:`from_state` also reads format 1."""
     MAX_RESTORED_GENERATION = 1 << 16
-    """Ceiling on a stored sending generation whatever the config: restoring steps the ratchet that many times."""
+    """Ceiling on a format-1 stored sending generation whatever the config: restoring steps the ratchet that
+    many times."""
 
     @classmethod
     def max_restored_generation(cls, config: GroupConfig) -> int:
-        """The highest sending generation :meth:`from_state` accepts: ``config.maximum_forward_distance``.
+        """The highest sending generation :meth:`from_state` accepts in a format-1 state.
 
-        Format 1 stores only the generation, so restoring replays the ratchet
-        from generation 0 (one derivation per step).  A restored epoch's tree is
-        rebuilt from its root, so a peer that restored the same epoch expects
-        our generation 0 again and accepts at most ``maximum_forward_distance``
-        ahead: a larger stored value is tampered or unusable, and refusing it
-        bounds the replay.  (The two-party profile sends a handful of
-        PrivateMessages per epoch; a core user who keeps an epoch for more
-        messages and persists it raises ``maximum_forward_distance``, up to
-        :attr:`MAX_RESTORED_GENERATION`.)
+        Format 1 stored only our sending generations, so restoring one replays
+        the ratchet from generation 0 (one derivation per step), and the
+        restored tree's other ratchets restart at generation 0 too: a peer
+        accepts at most ``maximum_forward_distance`` ahead, so a larger stored
+        value is tampered or unusable, and refusing it bounds the replay (at
+        most :attr:`MAX_RESTORED_GENERATION`).  Format 2 stores the ratchets
+        themselves and derives nothing on load, whatever their generations.
         """
         return max(0, min(config.maximum_forward_distance, cls.MAX_RESTORED_GENERATION))
 
     def to_state(self) -> bytes:
-        """Everything needed to continue this epoch later, secrets included: store it safely."""
+        """What continuing this epoch later needs, and no more: secrets included, so store it safely.
+
+        Format 2::
+
+            uint16 format = 2;
+            uint16 cipher_suite;
+            GroupContext context;
+            opaque ratchet_tree<V>;                 /* encoded as in the ratchet_tree extension */
+            uint32 own_leaf;
+            opaque signature_priv<V>;
+            struct { uint32 node; opaque hpke_priv<V>; } path_keys<V>;
+            opaque sender_data_secret<V>, exporter_secret<V>, external_secret<V>, confirmation_key<V>,
+                   membership_key<V>, epoch_authenticator<V>, init_secret<V>, application_export_secret<V>;
+            opaque interim_transcript_hash<V>;
+            struct { uint64 epoch; opaque psk<V>; } resumption_psks<V>;  /* ascending, at most the history */
+            SecretTreeState secret_tree;            /* SecretTree.encode: unconsumed nodes and ratchets */
+
+        Not stored (:attr:`EpochSecrets.NOT_STORED`): the encryption_secret
+        (the secret tree's root: it would derive again every key already used
+        in this epoch; our own leaf's ratchets are created before saving, so
+        the tree holds no root either), the welcome_secret (only a committer
+        needs one, at commit time, and derives it then) and the epoch's
+        resumption_psk outside the ``resumption_psks`` map, which holds the
+        newest ``config.resumption_psk_history`` epochs (none in the two-party
+        profile, whose commits carry no PSK proposals).
+        """
         self._check_alive()
         if self._stored_epoch is None:
-            # Only the sending generations change within an epoch; the rest is encoded once (and
+            # Only the secret tree changes within an epoch; the rest is encoded once (and
             # dropped with the epoch's secrets by destroy()).
             w = Writer().u16(self.STATE_FORMAT).u16(self.suite.id)
             w.struct(self.context)
             w.opaque(encode_ratchet_tree(self.tree.nodes_for_export())).u32(self.own_leaf)
             w.opaque(self._signer.raw)
             w.vector(sorted(self._path_state.keys.items()), lambda w2, kv: w2.u32(kv[0]).opaque(kv[1]))
-            self._secrets.encode(w)
+            self._secrets.encode_stored(w)
             w.opaque(self.interim_transcript_hash)
             w.vector(sorted(self._resumption_psks.items()), lambda w2, kv: w2.u64(kv[0]).opaque(kv[1]))
             self._stored_epoch = w.getvalue()
-        generations = (self._secret_tree.generation(self.own_leaf, ratchet)
-                       for ratchet in (RatchetType.HANDSHAKE, RatchetType.APPLICATION))
-        return self._stored_epoch + b"".join(g.to_bytes(4, "big") for g in generations)
+        # Our leaf's ratchets are created first, as our first message would (and format 1 did, reading our
+        # sending generations): the root, the encryption_secret, is consumed before anything is stored.
+        self._secret_tree.expand(self.own_leaf)
+        w = Writer().raw(self._stored_epoch)
+        self._secret_tree.encode(w)
+        return w.getvalue()
 
     @classmethod
     def from_state(cls, data: bytes, config: GroupConfig | None = None) -> Group:
-        """Rebuild a Group from :meth:`to_state`; our sending ratchets continue where they were."""
+        """Rebuild a Group from :meth:`to_state` (format 2), or from format 1 of earlier releases.
+
+        Format 2 restores the secret tree as it was held, deriving nothing:
+        every ratchet, ours and the peers', continues where it was, so a
+        message accepted before the save is refused after it.
+
+        Format 1 (read, never written) is format 2 with two differences: all
+        eleven :class:`EpochSecrets` fields in declaration order (sender_data,
+        encryption, exporter, external, confirmation_key, membership_key,
+        resumption_psk, epoch_authenticator, init, welcome,
+        application_export) in place of the eight stored ones, and ``uint32
+        handshake_generation; uint32 application_generation;`` (our sending
+        ratchets) in place of the secret tree.  Its tree restarts at the stored
+        encryption_secret, our ratchets are stepped forward (bounded by
+        :meth:`max_restored_generation`, checked first) and the peers' restart
+        at generation 0, as they always did with format 1, until the next epoch.
+
+        Either way at most ``max(config.resumption_psk_history, 8)`` stored
+        resumption PSKs are read, and the newest ``resumption_psk_history`` kept.
+        """
         r = Reader(data)
-        if r.u16() != cls.STATE_FORMAT:
-            raise DecodeError("unknown group state format")
+        version = r.u16()
+        if version not in (_FORMAT_1, cls.STATE_FORMAT):
+            raise DecodeError(f"unknown group state format {version}")
         config = config or GroupConfig()
         suite = get_suite(r.u16())
         context = GroupContext.decode(r)
         tree = RatchetTree.from_nodes(suite, decode_ratchet_tree(r.opaque(), config.max_leaves))
         own_leaf = r.u32()
+        if own_leaf >= tree.n_leaves or tree.leaf(own_leaf) is None:
+            raise DecodeError(f"stored own leaf {own_leaf} is not a member of the stored tree")
         signature_priv = r.opaque()
         keys = dict(r.vector(lambda r2: (r2.u32(), r2.opaque()), tree.n_leaves * 2))
-        secrets = EpochSecrets.decode(r)
+        secrets = EpochSecrets.decode(r) if version == _FORMAT_1 else EpochSecrets.decode_stored(r)
         interim = r.opaque()
-        psks = dict(r.vector(lambda r2: (r2.u64(), r2.opaque()), config.resumption_psk_history))
-        generations = (r.u32(), r.u32())
+        psk_bound = max(config.resumption_psk_history, DEFAULT_RESUMPTION_PSK_HISTORY)
+        psks = dict(r.vector(lambda r2: (r2.u64(), r2.opaque()), psk_bound))
+        secret_tree, sending = None, {}
+        if version == _FORMAT_1:
+            sending = {RatchetType.HANDSHAKE: r.u32(), RatchetType.APPLICATION: r.u32()}
+            limit = cls.max_restored_generation(config)
+            if max(sending.values()) > limit:
+                # Checked before any derivation: a tampered file must not make restoring step a ratchet 2^32 times.
+                raise DecodeError(f"stored sending generation {max(sending.values())} is beyond {limit}, the most "
+                                  "a secret tree accepts ahead (maximum_forward_distance)")
+        else:
+            secret_tree = SecretTree.decode(r, suite, tree.n_leaves, **_tree_limits(config))
         r.finish()
-        limit = cls.max_restored_generation(config)
-        if max(generations) > limit:
-            # Checked before any derivation: a tampered file must not make restoring step a ratchet 2^32 times.
-            raise DecodeError(f"stored sending generation {max(generations)} is beyond {limit}, the most a "
-                              "secret tree accepts ahead (maximum_forward_distance)")
         group = cls(suite=suite, context=context, tree=tree, own_leaf=own_leaf, signature_priv=signature_priv,
                     path_state=PathState(own_leaf, keys), secrets=secrets, interim_transcript_hash=interim,
-                    config=config, resumption_psks=psks)
-        for ratchet, generation in zip((RatchetType.HANDSHAKE, RatchetType.APPLICATION), generations, strict=True):
+                    config=config, resumption_psks=psks, secret_tree=secret_tree)
+        for ratchet, generation in sending.items():  # format 1 only: format 2 derives nothing
             group._secret_tree.skip_to(own_leaf, ratchet, generation)
         return group
 

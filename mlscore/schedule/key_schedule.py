@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field, fields
-from typing import Self
+from typing import ClassVar, Self
 
 from ..codec import Reader, Struct, Writer
 from ..crypto import CipherSuite
@@ -41,11 +41,18 @@ class GroupContext(Struct):
 class EpochSecrets:
     """The secrets derived from one epoch_secret (section 8, table 4), plus the next init_secret.
 
-    ``welcome_secret`` is kept so the committer can encrypt the Welcome;
+    ``welcome_secret`` is what keys a Welcome's GroupInfo (the committer
+    builds the Welcome from the joiner_secret at commit time);
     ``application_export_secret`` roots the safe exporter of
-    draft-ietf-mls-extensions.  ``encode``/``decode`` are for the group's
-    own persistence, not a wire format.
+    draft-ietf-mls-extensions.  ``encode``/``decode`` (every field) and
+    ``encode_stored``/``decode_stored`` (without :attr:`NOT_STORED`) are for
+    the group's own persistence, not a wire format.
     """
+
+    NOT_STORED: ClassVar[tuple[str, ...]] = ("encryption_secret", "resumption_psk", "welcome_secret")
+    """Left out of a stored group: a restored group holds its secret tree and its resumption PSKs
+    separately, and needs no welcome_secret; each of them would give a reader of the file more than
+    resuming needs (every key of the epoch, a PSK, the GroupInfo key)."""
 
     sender_data_secret: bytes = field(repr=False)
     encryption_secret: bytes = field(repr=False)
@@ -66,6 +73,19 @@ class EpochSecrets:
     @classmethod
     def decode(cls, r: Reader) -> EpochSecrets:
         return cls(*(r.opaque() for _ in fields(cls)))
+
+    def encode_stored(self, w: Writer) -> None:
+        for name in _STORED:
+            w.opaque(getattr(self, name))
+
+    @classmethod
+    def decode_stored(cls, r: Reader) -> EpochSecrets:
+        """:meth:`encode_stored`'s fields; those not stored are empty."""
+        stored = {name: r.opaque() for name in _STORED}
+        return cls(**stored, **dict.fromkeys(cls.NOT_STORED, b""))
+
+
+_STORED = tuple(item.name for item in fields(EpochSecrets) if item.name not in EpochSecrets.NOT_STORED)
 
 
 _LABELS = (
