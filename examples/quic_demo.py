@@ -116,7 +116,10 @@ class DemoClient(QuicConnectionProtocol):
         if isinstance(event, HandshakeCompleted):
             self.connected.set()
         elif isinstance(event, ConnectionTerminated):
-            self.closed_because = event.reason_phrase or f"error {event.error_code:#x}"
+            # Our own refusal in full; the peer's as it chose to tell us (a stranger hears only the code).
+            failure = getattr(quic_of(self), "mls_failure", None)
+            self.closed_because = (f"{type(failure).__name__}: {failure}" if failure is not None
+                                   else event.reason_phrase or f"error {event.error_code:#x}")
             self.done.set()
             self.connected.set()
         elif isinstance(event, EpochChanged):

@@ -53,6 +53,10 @@ Touch points:
 9. ``QuicConnection._peer_cid.cid`` and ``._packet_number``: what an on-path
    observer learns of the next 1-RTT packet; only the PCS experiment's thief
    reads them (:func:`wire_position`).
+10. ``QuicConnection._loss.get_probe_timeout()``: the PTO, for how long the
+    previous Key Phase's keys are kept (RFC 9001 section 6.5, :func:`probe_timeout`).
+    ``CryptoPair._update_key`` and ``CryptoContext.decrypt_packet`` of aioquic
+    itself serve an alongside peer that does not run MLS (``MlsCryptoPair.plain``).
 """
 
 from __future__ import annotations
@@ -139,6 +143,8 @@ class MlsCryptoContext(CryptoContext):
 
     def decrypt_packet(self, packet: bytes, encrypted_offset: int,
                        expected_packet_number: int) -> tuple[bytes, bytes, int, bool]:
+        if self.pair.plain:
+            return super().decrypt_packet(packet, encrypted_offset, expected_packet_number)
         if self.aead is None:
             raise KeyUnavailableError("Decryption key is not available")
         if self.hp is None:  # setup() installs the AEAD and the header protection together
@@ -149,9 +155,9 @@ class MlsCryptoContext(CryptoContext):
         body = packet[len(plain_header):]
         if first_byte & 0x80 or ((first_byte & 4) >> 2) == self.key_phase:
             payload = self.aead.decrypt(body, plain_header, packet_number)
-            self.pair.previous_aead = None  # the peer uses the current phase: old keys can go
+            self.pair.peer_in_current_phase()
             return plain_header, payload, packet_number, False
-        previous = self.pair.previous_aead
+        previous = self.pair.previous_receive()
         if previous is not None:
             # We flipped first; the peer's packets still use the old phase until it sees ours.
             with contextlib.suppress(AeadError):
@@ -167,10 +173,15 @@ class MlsCryptoPair(CryptoPair):
     """1-RTT keys that move to the next MLS epoch at each Key Phase flip (touch point 5).
 
     Flips are sequential (epoch N to N+1).  ``next_secrets(epoch)`` returns
-    (receive, send) secrets for an epoch, or None while it is unknown.
+    (receive, send) secrets for an epoch, or None while it is unknown.  The
+    previous phase's receive keys open late packets for ``retention()`` seconds
+    (``clock()``) after the peer's first packet in the new phase, as RFC 9001
+    section 6.5 asks (three PTO), and are then dropped.  ``plain`` (an alongside
+    connection whose peer does not run MLS) makes flips RFC 9001's own "quic ku".
     """
 
-    def __init__(self, original: CryptoPair, next_secrets: NextSecrets) -> None:
+    def __init__(self, original: CryptoPair, next_secrets: NextSecrets, *, clock: Callable[[], float],
+                 retention: Callable[[], float]) -> None:
         super().__init__()
         recv = MlsCryptoContext(setup_cb=original.recv._setup_cb, teardown_cb=original.recv._teardown_cb)
         recv.pair = self
@@ -178,7 +189,12 @@ class MlsCryptoPair(CryptoPair):
         self.send = CryptoContext(setup_cb=original.send._setup_cb, teardown_cb=original.send._teardown_cb)
         self.epoch: int | None = None
         self.next_secrets = next_secrets
-        self.previous_aead: Any = None  # old receive keys, kept after a local flip until the peer flips
+        self.previous_aead: Any = None  # the previous phase's receive keys, for late packets
+        self.previous_until: float | None = None  # when they go (None: not before the peer flips too)
+        self.plain = False
+        self.packets_sealed = 0  # under the current phase's keys (RFC 9001 section 6.6 usage limits)
+        self.clock = clock
+        self.retention = retention
         self._next_receive: tuple[int, CryptoContext] | None = None  # built once per epoch, not per packet
 
     @property
@@ -205,14 +221,46 @@ class MlsCryptoPair(CryptoPair):
             self._next_receive = (self.epoch, crypto)
         return crypto
 
+    def encrypt_packet(self, plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes:
+        sealed = super().encrypt_packet(plain_header, plain_payload, packet_number)
+        self.packets_sealed += 1  # after the flip a pending update makes, so it counts the new phase
+        return sealed
+
+    def peer_in_current_phase(self) -> None:
+        """A packet of the current phase arrived: the previous phase's keys have ``retention()`` left."""
+        if self.previous_aead is not None and self.previous_until is None:
+            self.previous_until = self.clock() + self.retention()
+
+    def previous_receive(self) -> Any:
+        """The previous phase's receive AEAD while it may still open late packets, else None (and dropped)."""
+        self.expire(self.clock())
+        return self.previous_aead
+
+    def expire(self, now: float) -> None:
+        """Drop the previous phase's keys once their time is up (the connection calls this on every tick)."""
+        if self.previous_until is not None and now >= self.previous_until:
+            self.previous_aead = self.previous_until = None
+
     def _update_key(self, trigger: str) -> None:
-        self.previous_aead = self.recv.aead if trigger == "local_update" else None
+        self.packets_sealed = 0
+        if self.plain:
+            super()._update_key(trigger)
+            return
+        self.previous_aead = self.recv.aead
+        # A local flip keeps the old keys until the peer flips too (its packets still use them); a remote
+        # flip means the peer is in the new phase already: late packets of the old one get three PTO.
+        self.previous_until = None if trigger == "local_update" else self.clock() + self.retention()
         apply_key_phase(self.recv, self.next_context(receive=True), trigger=trigger)
         apply_key_phase(self.send, self.next_context(receive=False), trigger=trigger)
         assert self.epoch is not None
         self.epoch += 1
         self._next_receive = None
         self._update_key_requested = False
+
+
+def probe_timeout(connection: QuicConnection) -> float:
+    """The connection's current PTO in seconds (touch point 10: ``QuicConnection._loss.get_probe_timeout()``)."""
+    return float(connection._loss.get_probe_timeout())
 
 
 def watch_connection_ids(protocol: QuicConnectionProtocol, *, issued: Callable[[bytes], None],

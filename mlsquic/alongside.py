@@ -23,7 +23,15 @@ No application byte crosses before MLS is confirmed: the application's writes
 are held (their streams exist, so stream ids advance as usual) and the peer's
 stream data is held too, until the client has the first MLS epoch or the
 server has seen the client's first packet under it; a refused peer's held data
-is dropped with the connection.  A peer that has not completed MLS within
+is dropped with the connection.  A legitimate peer sends no application data
+before that point (its own writes wait for its first MLS epoch), so what a peer
+may park here is bounded by :data:`MAX_HELD_BEFORE_MLS`, far below the
+connection's initial flow-control credit, which therefore never grows while
+data is held (aioquic raises credit when half of it is used, read or not).
+
+The profile's messages are processed when their datagram arrives, not when the
+application next polls events: a driver that sends before it polls still moves
+to the first MLS epoch in time.  A peer that has not completed MLS within
 ``mls_handshake_timeout`` seconds of the TLS handshake is closed.  Stream 0 is
 the profile's: the application gets 4, 8, ... and may not write to 0.
 """
@@ -44,13 +52,15 @@ from mls2p.wire import MessageBuffer
 
 from .config import MLS_ALPN_SUFFIX
 from .epochs import EpochKeyedConnection
-from .errors import CRYPTO_ERROR
+from .errors import CRYPTO_ERROR, TRANSPORT_CLOSE
 
 log = logging.getLogger(__name__)
 
 MLS_STREAM = 0
 """The client's first bidirectional stream carries the profile; applications get 4, 8, ..."""
 _APPLICATION_STREAM_EVENTS = (StreamDataReceived, StreamReset)
+MAX_HELD_BEFORE_MLS = 64 * 1024
+"""Application bytes held for a peer that has not completed MLS; more closes the connection."""
 
 
 class AlongsideQuicConnection(EpochKeyedConnection):
@@ -67,6 +77,7 @@ class AlongsideQuicConnection(EpochKeyedConnection):
         self._gate_open = False  # application bytes may flow
         self._held_writes: list[tuple[int, bytes, bool]] = []
         self._held_events: list[QuicEvent] = []
+        self._held_bytes = 0
         self._released: deque[QuicEvent] = deque()
         if self.is_client:
             super().send_stream_data(MLS_STREAM, b"", False)  # reserve stream 0: applications start at 4
@@ -91,10 +102,11 @@ class AlongsideQuicConnection(EpochKeyedConnection):
     def _mls_negotiated(self, alpn: str | None) -> bool:
         self._mls_on = bool(alpn and alpn.endswith(MLS_ALPN_SUFFIX))
         if not self._mls_on and not self.mls_configuration.allow_plain_peers:
-            self.close(error_code=CRYPTO_ERROR + AlertDescription.NO_APPLICATION_PROTOCOL,
+            self.close(error_code=CRYPTO_ERROR + AlertDescription.NO_APPLICATION_PROTOCOL, frame_type=TRANSPORT_CLOSE,
                        reason_phrase=f"peer does not run MLS alongside TLS (ALPN {alpn!r})")
         elif not self._mls_on:
             log.warning("peer negotiated plain %r: no MLS rekeying on this connection", alpn)
+            self.one_rtt.plain = True  # its key updates are RFC 9001's own, and are answered
             self._open_gate()
         return self._mls_on
 
@@ -120,6 +132,7 @@ class AlongsideQuicConnection(EpochKeyedConnection):
         self._held_writes.clear()
         self._released.extend(self._held_events)
         self._held_events.clear()
+        self._held_bytes = 0
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         """The application's writes: never on stream 0 (MLS), held until MLS is confirmed."""
@@ -173,29 +186,52 @@ class AlongsideQuicConnection(EpochKeyedConnection):
 
     # -- aioquic's events ----------------------------------------------------------------------
 
+    def after_receive(self) -> None:
+        if hasattr(self, "endpoint"):  # after_initialize ran (a datagram aioquic dropped may come first)
+            self._drain()
+
     def next_event(self) -> QuicEvent | None:
-        while True:
-            if not self._gate_open and self._mls_on and self._mls_ready():
-                self._open_gate()
-            if self._released:
-                return self._released.popleft()
-            event = super().next_event()
-            if event is None:
-                return None
-            if isinstance(event, HandshakeCompleted) and not self._mls_started:
-                if self._mls_negotiated(event.alpn_protocol):
-                    self._start_mls()
-                return event
-            if isinstance(event, StreamDataReceived) and event.stream_id == MLS_STREAM and self._mls_on:
-                if not self._mls_started:
-                    self._start_mls()  # the server may see the first profile bytes before HandshakeCompleted
-                self._mls_receive(event.data)
-                continue
-            if isinstance(event, StreamReset) and event.stream_id == MLS_STREAM and self._mls_on:
-                # The profile's own stream: never the application's business, and MLS cannot go on without it.
-                self._close_for(UnexpectedMessage("the peer reset stream 0, which carries the MLS profile"))
-                continue
-            if isinstance(event, _APPLICATION_STREAM_EVENTS) and not self._gate_open:
-                self._held_events.append(event)  # bounded by QUIC flow control; dropped if MLS fails
-                continue
-            return event
+        if not hasattr(self, "endpoint"):
+            return super().next_event()
+        self._drain()
+        self._maybe_open_gate()
+        return self._released.popleft() if self._released else None
+
+    def _maybe_open_gate(self) -> None:
+        if not self._gate_open and self._mls_on and self._mls_ready():
+            self._open_gate()
+
+    def _drain(self) -> None:
+        """Take aioquic's events as they happen: the profile's now, the application's into the queue."""
+        while (event := super().next_event()) is not None:
+            self._sort(event)
+
+    def _sort(self, event: QuicEvent) -> None:
+        if isinstance(event, HandshakeCompleted) and not self._mls_started:
+            if self._mls_negotiated(event.alpn_protocol):
+                self._start_mls()
+            self._released.append(event)
+            return
+        if isinstance(event, StreamDataReceived) and event.stream_id == MLS_STREAM and self._mls_on:
+            if not self._mls_started:
+                self._start_mls()  # the server may see the first profile bytes before HandshakeCompleted
+            self._mls_receive(event.data)
+            return
+        if isinstance(event, StreamReset) and event.stream_id == MLS_STREAM and self._mls_on:
+            # The profile's own stream: never the application's business, and MLS cannot go on without it.
+            self._close_for(UnexpectedMessage("the peer reset stream 0, which carries the MLS profile"))
+            return
+        self._maybe_open_gate()
+        if isinstance(event, _APPLICATION_STREAM_EVENTS) and not self._gate_open:
+            self._hold(event)
+            return
+        self._released.append(event)
+
+    def _hold(self, event: QuicEvent) -> None:
+        self._held_bytes += len(event.data) if isinstance(event, StreamDataReceived) else 0
+        if self._held_bytes > MAX_HELD_BEFORE_MLS:
+            self._held_events.clear()
+            self._close_for(UnexpectedMessage(f"the peer sent more than {MAX_HELD_BEFORE_MLS} bytes of "
+                                              "application data before completing MLS"))
+            return
+        self._held_events.append(event)  # dropped if MLS fails

@@ -28,11 +28,17 @@ from mls2p.errors import AlertDescription, MLSError, as_project_error
 from mls2p.session import SessionAction, TwoPartySession
 from mls2p.trust import watch_trust
 
-from ._aioquic_compat import HookedQuicConnection, MlsCryptoPair
+from ._aioquic_compat import HookedQuicConnection, MlsCryptoPair, probe_timeout
 from .config import MlsQuicConfiguration
-from .errors import CRYPTO_ERROR, error_code_for, reason_for
+from .errors import CRYPTO_ERROR, TRANSPORT_CLOSE, error_code_for, reason_for
 
 log = logging.getLogger(__name__)
+
+OLD_KEYS_PTO = 3
+"""How many PTOs the previous Key Phase's receive keys stay for late packets (RFC 9001 section 6.5)."""
+PACKETS_PER_PHASE = 1 << 22
+"""Packets sealed under one Key Phase before new keys are asked for: half the smallest confidentiality
+limit of RFC 9001 section 6.6 (AES-GCM, 2^23), so the rekey completes well before it whatever the policy."""
 
 
 class EpochChanged(QuicEvent):
@@ -54,14 +60,18 @@ class EpochKeyedConnection(HookedQuicConnection):
     """Sends what the connection queued outside aioquic's handlers (serve/connect set the protocol's transmit)."""
     _now: float = 0.0
     _deadline: float | None = None
+    mls_failure: MLSError | None = None
+    """Why MLS closed this connection, in full, for the local application (a peer not yet authenticated
+    is told only the alert's name)."""
 
     def after_initialize(self) -> None:
         config = self.mls_configuration
         self.endpoint = ProfileEndpoint(config.mls_profile, is_client=self.is_client, store=config.store,
                                         resume_group_id=config.resume_group_id)
         watch_trust(config.mls_profile.authentication_service, self)
-        self.replace_crypto_pair(tls.Epoch.ONE_RTT,
-                                 MlsCryptoPair(self.crypto_pair(tls.Epoch.ONE_RTT), self.next_epoch_secrets))
+        self.replace_crypto_pair(tls.Epoch.ONE_RTT, MlsCryptoPair(
+            self.crypto_pair(tls.Epoch.ONE_RTT), self.next_epoch_secrets, clock=lambda: self._now,
+            retention=lambda: OLD_KEYS_PTO * probe_timeout(self)))
 
     # -- mode-specific -----------------------------------------------------------------------
 
@@ -127,6 +137,8 @@ class EpochKeyedConnection(HookedQuicConnection):
     def _tick(self, now: float) -> None:
         self._now = now
         started = hasattr(self, "endpoint")  # after_initialize ran (a client's connect() runs it)
+        if started:
+            self.one_rtt.expire(now)
         if started and self._deadline is None and not self.mls_complete():
             self._deadline = now + self.mls_configuration.mls_handshake_timeout
 
@@ -135,11 +147,12 @@ class EpochKeyedConnection(HookedQuicConnection):
         super().connect(addr, now)
 
     def get_timer(self) -> float | None:
-        timer = super().get_timer()
-        if self._deadline is not None and not self.mls_complete() and (timer is None or self._deadline < timer):
-            timer = self._deadline
-        held = self.endpoint.next_timer(self._now) if hasattr(self, "endpoint") else None
-        return held if held is not None and (timer is None or held < timer) else timer
+        timers = [super().get_timer()]
+        if self._deadline is not None and not self.mls_complete():
+            timers.append(self._deadline)
+        if hasattr(self, "endpoint"):
+            timers += [self.endpoint.next_timer(self._now), self.one_rtt.previous_until]
+        return min((t for t in timers if t is not None), default=None)
 
     def run_endpoint(self, step: Callable[[], object]) -> None:
         """Run an endpoint step outside aioquic's handlers; a failure closes the connection with its alert."""
@@ -149,8 +162,12 @@ class EpochKeyedConnection(HookedQuicConnection):
             self._close_for(as_project_error(caught))
 
     def _close_for(self, exc: MLSError) -> None:
-        log.warning("MLS failed: %s: %s", type(exc).__name__, exc)
-        self.close(error_code=error_code_for(exc), reason_phrase=reason_for(exc, "MLS: "))
+        """Close with ``exc``'s alert as a transport error; a peer not yet authenticated learns only the code."""
+        detailed = self.mls_complete()
+        self.mls_failure = self.mls_failure or exc
+        (log.warning if detailed else log.info)("MLS failed: %s: %s", type(exc).__name__, exc)
+        self.close(error_code=error_code_for(exc), frame_type=TRANSPORT_CLOSE,
+                   reason_phrase=reason_for(exc, "MLS: ", detailed=detailed))
 
     def trust_changed(self) -> None:
         """The trust configuration was replaced (mls2p.trust.TrustPolicy.replace): close if the peer is out."""
@@ -165,7 +182,7 @@ class EpochKeyedConnection(HookedQuicConnection):
         if self._deadline is not None and now >= self._deadline and not self.mls_complete():
             self._deadline = None
             log.warning("QUIC: the peer did not complete the MLS handshake in time")
-            self.close(error_code=CRYPTO_ERROR + AlertDescription.HANDSHAKE_FAILURE,
+            self.close(error_code=CRYPTO_ERROR + AlertDescription.HANDSHAKE_FAILURE, frame_type=TRANSPORT_CLOSE,
                        reason_phrase="MLS: the peer did not complete the MLS handshake in time")
         if hasattr(self, "endpoint"):
             self.run_endpoint(lambda: self.act(self.endpoint.poll(now)))
@@ -176,10 +193,15 @@ class EpochKeyedConnection(HookedQuicConnection):
     def receive_datagram(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int], now: float) -> None:
         self._tick(now)
         super().receive_datagram(data, addr, now)
+        self.after_receive()
+
+    def after_receive(self) -> None:
+        """Called after each datagram (alongside mode processes its MLS stream here)."""
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int] | tuple[str, int, int, int]]]:
         self._tick(now)
-        if self.one_rtt.epoch is not None and self.endpoint.rekey_due(now):
+        pair = self.one_rtt
+        if pair.epoch is not None and (self.endpoint.rekey_due(now) or pair.packets_sealed >= PACKETS_PER_PHASE):
             self.run_endpoint(lambda: self.act(self.endpoint.want_new_keys(now)))
         datagrams = super().datagrams_to_send(now)
         self.endpoint.record_sent(sum(len(data) for data, _ in datagrams))

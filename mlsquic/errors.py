@@ -1,18 +1,27 @@
 """Errors of mlsquic; they extend :mod:`mlscore.errors` and :mod:`mls2p.errors`.
 
 A failed QUIC connection is closed with CRYPTO_ERROR (0x100) plus the alert
-:func:`~mls2p.errors.alert_for` picks, the same alert mlstls would send, and
-the reason phrase names the error.
+:func:`~mls2p.errors.alert_for` picks, the same alert mlstls would send, in a
+transport CONNECTION_CLOSE (0x1c: CRYPTO_ERROR is a transport error code, RFC
+9000 section 20.1).  Before the peer is authenticated the reason phrase says no
+more than the code (the alert's name): a prober must not learn whether a name is
+pinned, or to which key; the details go to the local log.  Afterwards it names
+the error.
 """
 
 from __future__ import annotations
 
 from aioquic import tls
+from aioquic.quic.packet import QuicFrameType
 
 from mls2p.errors import AlertDescription, ConfigurationError, MLSError, alert_for
 
 CRYPTO_ERROR = 0x100
 """RFC 9001 section 4.8: a TLS alert ``a`` closes a QUIC connection with error code 0x100 + a."""
+TRANSPORT_CLOSE = QuicFrameType.PADDING
+"""The ``frame_type`` that makes aioquic's ``close()`` send a transport CONNECTION_CLOSE (0x1c; 0: no
+particular frame) instead of an application one, which in Initial and Handshake packets becomes a bare
+APPLICATION_ERROR (0xc) without the code or the reason."""
 
 
 class MlsQuicAlert(tls.Alert):
@@ -27,15 +36,17 @@ MAX_REASON = 200
 """Longest CONNECTION_CLOSE reason phrase we send (it must fit one packet on every aioquic)."""
 
 
-def reason_for(error: MLSError, prefix: str = "") -> str:
-    """``Type: message``, cut to :data:`MAX_REASON` characters."""
+def reason_for(error: MLSError, prefix: str = "", *, detailed: bool = True) -> str:
+    """``Type: message``, cut to :data:`MAX_REASON` characters; only the alert's name unless ``detailed``."""
+    if not detailed:
+        return f"{prefix}{alert_for(error).name.lower()}"
     text = f"{prefix}{type(error).__name__}: {error}"
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
-def alert_from(error: MLSError) -> MlsQuicAlert:
-    """The aioquic alert for one of our errors, with a bounded ``Type: message`` as the reason phrase."""
-    return MlsQuicAlert(alert_for(error), reason_for(error))
+def alert_from(error: MLSError, *, detailed: bool = False) -> MlsQuicAlert:
+    """The aioquic alert for one of our errors; the reason phrase as :func:`reason_for` makes it."""
+    return MlsQuicAlert(alert_for(error), reason_for(error, detailed=detailed))
 
 
 def error_code_for(error: MLSError) -> int:
@@ -43,4 +54,5 @@ def error_code_for(error: MLSError) -> int:
     return CRYPTO_ERROR + int(alert_for(error))
 
 
-__all__ = ["CRYPTO_ERROR", "ConfigurationError", "MlsQuicAlert", "alert_from", "error_code_for", "reason_for"]
+__all__ = ["CRYPTO_ERROR", "TRANSPORT_CLOSE", "ConfigurationError", "MlsQuicAlert", "alert_from", "error_code_for",
+           "reason_for"]

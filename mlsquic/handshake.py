@@ -109,7 +109,11 @@ class MlsHandshakeContext:
             for frame in self._buffers[self.current_epoch].feed_frames(input_data):
                 self._handle_frame(self.current_epoch, frame)
         except Exception as exc:  # ours or a library's: aioquic closes with the alert, never crashes
-            raise alert_from(as_project_error(exc)) from exc
+            error = as_project_error(exc)
+            self._connection.mls_failure = self._connection.mls_failure or error
+            authenticated = self.endpoint.confirmed
+            (log.warning if authenticated else log.info)("MLS failed: %s: %s", type(error).__name__, error)
+            raise alert_from(error, detailed=authenticated) from exc
 
     # -- frames ----------------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ def test_byte_policy_counts_every_batch() -> None:
 def test_impersonator_is_refused_with_a_reason() -> None:
     pair = QuicPair(client_configuration(profile=impersonator(b"client")), server_configuration())
     pair.run(lambda: pair.client.terminated is not None)
-    assert "CredentialError" in pair.client.terminated.reason_phrase
+    assert pair.client.terminated.reason_phrase == "bad_certificate"  # a stranger learns the code, nothing more
     assert pair.client.terminated.error_code == 0x100 + 42  # bad_certificate
 
 
@@ -190,6 +190,6 @@ def test_a_session_the_server_cannot_store_is_never_confirmed_nor_carries_data()
     stream = pair.client.connection.get_next_available_stream_id()
     pair.client.connection.send_stream_data(stream, b"early data", True)
     pair.run(lambda: pair.client.terminated is not None, max_seconds=10)
-    assert "StoreError" in pair.client.terminated.reason_phrase
+    assert pair.client.terminated.error_code == 0x100 + 80  # internal_error: the details stay in the server's log
     assert not pair.server.connection.endpoint.confirmed
     assert stream not in pair.server.streams and stream not in pair.client.streams  # no data, no echo

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from aioquic import tls
 
+from mls2p.errors import AlertDescription
 from mls2p.wire import MessageBuffer
 from mlsquic import MlsQuicConnection
 from mlsquic.handshake import MlsHandshakeContext
@@ -41,11 +43,30 @@ def tampering_client(mutate: Mutation) -> MlsQuicConnection:
     return Connection(configuration=client_configuration())
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def refused_with(mutate: Mutation, reason: str, alert: int) -> None:
-    pair = QuicPair(tampering_client(mutate), server_configuration())
-    pair.run(lambda: pair.client.terminated is not None)
+    """The client is refused with ``alert``; ``reason`` is in the server's log (the client learns only the code)."""
+    records, logger = _Records(), logging.getLogger("mlsquic")
+    logger.addHandler(records)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        pair = QuicPair(tampering_client(mutate), server_configuration())
+        pair.run(lambda: pair.client.terminated is not None)
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
     closed = pair.client.terminated
-    assert reason in closed.reason_phrase and closed.error_code == 0x100 + alert, closed
+    assert closed.error_code == 0x100 + alert and closed.reason_phrase == AlertDescription(alert).name.lower(), closed
+    assert any(reason in message for message in records.messages), records.messages
     assert pair.client.connection.mls_epoch is None  # no 1-RTT keys ever came of it
 
 
