@@ -19,6 +19,11 @@ class SendMessage:
     msg_type: ProfileMessageType
 
 
+OUR_COMMIT_CONFIRMED = "peer confirmed our commit"
+"""The ``reason`` of the KeysChanged (and of the transports' EpochChanged) that adopts our own commit:
+how an observer tells who committed an epoch (the PCS experiment, the turn-taking tests)."""
+
+
 @dataclass(frozen=True)
 class KeysChanged:
     """Switch the transport to keys exported from this epoch."""

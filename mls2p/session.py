@@ -39,7 +39,7 @@ from mlscore.leaf_node import LeafNode
 from mlscore.messages import Add, Welcome
 
 from . import negotiation, persistence, safe_aad
-from .actions import KeysChanged, ResumptionIgnored, SendMessage, SessionAction
+from .actions import OUR_COMMIT_CONFIRMED, KeysChanged, ResumptionIgnored, SendMessage, SessionAction
 from .config import ProfileConfig, Role
 from .errors import ReplayedMessage, RevokedPeer, UnexpectedMessage
 from .persistence import PendingCommit, StoredSession
@@ -359,7 +359,7 @@ class TwoPartySession:
         if update.epoch != pending.epoch:
             raise EpochError(f"EpochKeyUpdate names epoch {update.epoch}, expected {pending.epoch}")
         return (replace(p, state=State.SYNCED, group=pending, pending=None, our_turn=False, asked=False),
-                [KeysChanged(pending.epoch, "peer confirmed our commit")])
+                [KeysChanged(pending.epoch, OUR_COMMIT_CONFIRMED)])
 
     def _answer_resumption(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         assert p.group is not None

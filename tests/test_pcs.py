@@ -7,6 +7,8 @@ import csv
 
 import pytest
 
+from examples.pcs import full_state
+from examples.pcs.full_state import FullStateOutcome, Mode
 from examples.pcs.mechanisms import Outcome
 from examples.pcs.runner import Settings, run_all, run_mlstls, write_report
 
@@ -16,6 +18,12 @@ SETTINGS = Settings(records=50, rekey_every=10, theft_at=15)
 @pytest.fixture(scope="module")
 def outcomes() -> dict[str, Outcome]:
     return {o.mechanism: o for o in asyncio.run(run_all(SETTINGS, quick=True))}
+
+
+@pytest.fixture(scope="module")
+def thieves() -> dict[Mode, FullStateOutcome]:
+    """Every full-state mode on a simulated clock (well under a second, whatever the machine)."""
+    return {o.mode: o for o in full_state.run_modes()}
 
 
 @pytest.mark.parametrize("name", ["tls13-keyupdate", "quic-key-update (aioquic)", "tls13-resumption-psk-ke"])
@@ -61,8 +69,9 @@ def test_costs_and_connections(outcomes: dict[str, Outcome]) -> None:
     assert all(o.cost.cpu_seconds > 0 for o in outcomes.values() if o.cost.wire_bytes)
 
 
-def test_report_table_figures_and_data(outcomes: dict[str, Outcome], tmp_path) -> None:
-    report = write_report(list(outcomes.values()), SETTINGS, tmp_path)
+def test_report_table_figures_and_data(outcomes: dict[str, Outcome], thieves: dict[Mode, FullStateOutcome],
+                                      tmp_path) -> None:
+    report = write_report(list(outcomes.values()), SETTINGS, tmp_path, full_state=list(thieves.values()))
     text = report.read_text()
     keyupdate = outcomes["tls13-keyupdate"]
     after = len(keyupdate.readable_after_theft)
@@ -72,6 +81,14 @@ def test_report_table_figures_and_data(outcomes: dict[str, Outcome], tmp_path) -
         rows = list(csv.DictReader(handle))
     assert sum(1 for r in rows if r["mechanism"] == "tls13-keyupdate") == after
     assert (tmp_path / "costs.csv").read_text().count("\n") >= 9
+    control = thieves[Mode("server", False, "client")]
+    read, captured = control.read()
+    n = control.rekeys
+    assert (f"| (b) server only | off | client | at a key switch | {n} | {control.committers} | {n}/{n} | 0/0 | "
+            f"{control.followed} | never | never | {read}/{captured} |") in text
+    with (tmp_path / "full_state.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["mode"] == control.mode.label]
+    assert len(rows) == captured and sum(int(r["readable_by_thief"]) for r in rows) == read
 
 
 def test_without_rekeys_the_mls_thief_reads_everything() -> None:
@@ -94,3 +111,50 @@ def test_throughput_series_marks_its_rekeys() -> None:
     assert series.epochs >= 2 and len(series.rekey_times) >= 2 and max(series.megabytes_per_second) > 0
     cost = mls_rekey_cost(rounds=5)
     assert cost.committer_ms > 0 and cost.replier_ms > 0 and 400 < cost.wire_bytes < 2000
+
+
+# -- the full-state thief: a copy of the victim's whole session, on a simulated clock ---------------------------
+
+TURNS_ON = [Mode(policy, True, victim) for policy in full_state.POLICIES for victim in ("client", "server")]
+
+
+@pytest.mark.parametrize("mode", TURNS_ON, ids=lambda m: m.label)
+def test_with_turns_the_full_state_thief_is_locked_out_at_the_victims_first_commit(
+        thieves: dict[Mode, FullStateOutcome], mode: Mode) -> None:
+    o = thieves[mode]
+    assert o.rekeys >= 10, o.committers
+    assert o.victim_commit is not None and o.victim_commit <= 2, o.committers  # turn-taking's bound
+    assert o.locked_out_at == o.victim_commit  # exactly at the victim's own commit...
+    assert o.read_from_epoch(o.theft_epoch + o.victim_commit) == 0  # ...and nothing from it on
+    # Before it, the thief read every record, the peer's commit included: it is a full-state thief.
+    before = [ok for ok, epoch in zip(o.readable, o.epochs, strict=True) if epoch < o.theft_epoch + o.victim_commit]
+    assert before and all(before)
+    assert o.followed == o.victim_commit - 1
+    assert o.commits[mode.victim, False] >= 1 and not o.commits[mode.victim, True]  # its own commit: refused
+    assert o.pre_theft_records > 0 and o.pre_theft_read == 0  # nothing from before the theft
+
+
+def test_without_turns_a_thief_of_the_client_reads_to_the_end_when_only_the_server_rekeys(
+        thieves: dict[Mode, FullStateOutcome]) -> None:
+    """Control: the old behaviour with the README's configuration; the client never commits."""
+    o = thieves[Mode("server", False, "client")]
+    assert o.committers == "s" * o.rekeys and o.rekeys >= 10
+    assert o.victim_commit is None and o.locked_out_at is None
+    assert o.readable and all(o.readable) and o.followed == o.rekeys
+    assert o.pre_theft_read == 0
+
+
+def test_without_turns_the_side_that_commits_every_time_locks_its_thief_out_at_once(
+        thieves: dict[Mode, FullStateOutcome]) -> None:
+    for mode in (Mode("server", False, "server"), Mode("client", False, "client")):
+        o = thieves[mode]
+        assert o.victim_commit == o.locked_out_at == 1 and o.read_from_epoch(o.theft_epoch + 1) == 0
+
+
+def test_a_theft_in_the_middle_of_an_epoch_reads_that_epochs_earlier_records_and_nothing_older(
+        thieves: dict[Mode, FullStateOutcome]) -> None:
+    """An epoch's record keys do not change within it: what was sent under them before the theft opens too."""
+    for victim in ("client", "server"):
+        o = thieves[Mode("both", True, victim, full_state.Settings().mid_epoch)]
+        assert o.pre_theft_same_epoch > 0 and o.pre_theft_read == o.pre_theft_same_epoch
+        assert o.locked_out_at == o.victim_commit and o.victim_commit is not None and o.victim_commit <= 2

@@ -17,6 +17,7 @@ from dataclasses import replace
 import pytest
 
 from mls2p import RekeyPolicy, State
+from mls2p.actions import OUR_COMMIT_CONFIRMED
 from mls2p.errors import AlertDescription, UnexpectedMessage
 from mls2p.testing import Pair, config, sent
 from mls2p.transitions import Turn
@@ -25,8 +26,7 @@ from mlscore.errors import DecodeError, EpochError
 from mlstls.connection import ConnectionTerminated, EpochChanged, MlsTlsConnection
 from mlstls.testing import TlsPair
 
-COMMITTED = "peer confirmed our commit"
-"""The reason a committer's EpochChanged carries (the replier's names the peer's ConnectionUpdate)."""
+COMMITTED = OUR_COMMIT_CONFIRMED  # the reason a committer's EpochChanged carries
 
 
 def committers(pair: TlsPair) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .costs import Series
+from .full_state import POLICY_NAMES, FullStateOutcome, Side
 from .mechanisms import Outcome
 
 
@@ -43,8 +44,9 @@ def table(outcomes: list[Outcome]) -> list[str]:
     return lines
 
 
-def write_report(outcomes: list[Outcome], settings: Any, out: Path, series: list[Series] | None = None) -> Path:
-    """report.md, healing/throughput/costs as PNG (with matplotlib) and CSV; returns report.md's path."""
+def write_report(outcomes: list[Outcome], settings: Any, out: Path, series: list[Series] | None = None,
+                 full_state: list[FullStateOutcome] | None = None) -> Path:
+    """report.md, healing/full_state/throughput/costs as PNG (with matplotlib) and CSV; returns report.md's path."""
     out.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Post-compromise security: measured healing", "",
@@ -73,6 +75,8 @@ def write_report(outcomes: list[Outcome], settings: Any, out: Path, series: list
         "secret of the connection in the other. Every thief also tries every key it can derive (TLS KeyUpdate's "
         "\"traffic upd\", QUIC's \"quic ku\", a psk_ke connection's whole key schedule).", ""]
     lines += _healing(outcomes, out)
+    if full_state:
+        lines += _full_state(full_state, out)
     lines += _costs(outcomes, out)
     if series:
         lines += _throughput(series, out)
@@ -108,18 +112,97 @@ def _healing(outcomes: list[Outcome], out: Path) -> list[str]:
     plt = _pyplot()
     if plt is None:
         return ["Healing timeline: healing.csv (install matplotlib for the figure)."]
-    fig, ax = plt.subplots(figsize=(9, 0.8 + 0.45 * len(outcomes)))
-    for row, o in enumerate(outcomes):
-        read = [i for i, ok in enumerate(o.readable_after_theft) if ok]
-        unread = [i for i, ok in enumerate(o.readable_after_theft) if not ok]
+    fig = _timeline(plt, [(o.mechanism, o.readable_after_theft, {"black": o.rekey_marks}) for o in outcomes],
+                    "records (QUIC: packets) after the compromise — red: the thief reads it; ▼ rekey",
+                    "Healing timeline")
+    return _save(plt, fig, out, "healing", "healing timeline")
+
+
+Timeline = tuple[str, Sequence[bool], dict[str, Sequence[int]]]
+"""One row of a timeline figure: its label, whether the thief read each record, and ▼ marks by colour."""
+
+
+def _timeline(plt: Any, rows: list[Timeline], xlabel: str, title: str) -> Any:
+    """Records the thief reads (red) or not (grey), one row each, marked where something happened."""
+    fig, ax = plt.subplots(figsize=(9, 0.8 + 0.45 * len(rows)))
+    for row, (_, readable, marks) in enumerate(rows):
+        read = [i for i, ok in enumerate(readable) if ok]
+        unread = [i for i, ok in enumerate(readable) if not ok]
         ax.scatter(read, [row] * len(read), marker="|", color="crimson", s=60, label="read" if row == 0 else None)
         ax.scatter(unread, [row] * len(unread), marker="|", color="lightgrey", s=60)
-        ax.scatter(o.rekey_marks, [row + 0.3] * len(o.rekey_marks), marker="v", color="black", s=14)
-    ax.set_yticks(range(len(outcomes)), [o.mechanism for o in outcomes], fontsize=7)
+        for color, at in marks.items():
+            ax.scatter(at, [row + 0.3] * len(at), marker="v", color=color, s=14)
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=7)
     ax.set_xlim(left=0)
-    ax.set_xlabel("records (QUIC: packets) after the compromise — red: the thief reads it; ▼ rekey")
-    ax.set_title("Healing timeline")
-    return _save(plt, fig, out, "healing", "healing timeline")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return fig
+
+
+def _rekey(number: int | None) -> str:
+    return "never" if number is None else f"rekey {number}"
+
+
+def full_state_table(outcomes: list[FullStateOutcome]) -> list[str]:
+    lines = ["| rekey policy | turns | victim | theft | rekeys after the theft | committers after the theft "
+             "| peer's commits its copy accepted | victim's commits its copy refused | epochs the thief follows "
+             "| victim's first own commit | thief locked out at | read after the theft | of them client-to-server "
+             "| read from before the theft |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for o in outcomes:
+        (read, captured), (c2s, c2s_captured) = o.read(), o.read("c2s")
+        m = o.mode
+        peer: Side = "server" if m.victim == "client" else "client"
+        own = o.commits[m.victim, False] + o.commits[m.victim, True]
+        lines.append(
+            f"| {POLICY_NAMES[m.policy]} | {'on' if m.take_turns else 'off'} | {m.victim} | {m.theft} | {o.rekeys} | "
+            f"{o.committers} | {o.commits[peer, True]}/{o.commits[peer, True] + o.commits[peer, False]} | "
+            f"{o.commits[m.victim, False]}/{own} | {o.followed} | {_rekey(o.victim_commit)} | "
+            f"{_rekey(o.locked_out_at)} | {read}/{captured} | {c2s}/{c2s_captured} | "
+            f"{o.pre_theft_read}/{o.pre_theft_records} |")
+    return lines
+
+
+def _full_state(outcomes: list[FullStateOutcome], out: Path) -> list[str]:
+    lines = ["## Full-state thief (mlstls, simulated clock)", "",
+             "The thief copies the victim's stored session (`TwoPartySession.to_state()`: the group state with its "
+             "leaf private key and epoch secrets) and reads every later record of both directions with its own "
+             "receiver code, processing every ConnectionUpdate it reads as the victim would. Each row's figures are "
+             "counted from its decryption attempts; an oracle with every epoch's keys opened every record. Request/"
+             "response traffic once a simulated second, `RekeyPolicy(max_seconds=10)` on the sides the policy "
+             "names, `take_turns` as the turns column says.", "",
+             *full_state_table(outcomes), "",
+             "**Columns.** *committers*: who made each epoch after the theft (c: client, s: server). *commits its "
+             "copy accepted / refused*: of the ConnectionUpdates the thief read and fed to its session copy; a "
+             "peer's commit that lost a crossing to the victim's is accepted too, and leads to keys nobody uses. "
+             "*epochs the thief follows*: epochs after the theft's of which it read records (each is a commit of "
+             "the peer's it processed). *locked out at*: from that rekey's epoch on it read nothing (\"never\": it "
+             "read to the end); rekeys count from the theft. *read*: protected records of both directions captured"
+             " after the theft. *read from before the theft*: the stolen keys tried on every earlier record with "
+             "every sequence number it could have; a theft in the middle of an epoch opens that epoch's earlier "
+             "records (an epoch's record keys do not change within it), none older.", ""]
+    rows = []
+    for o in outcomes:
+        victim, peer = _commit_marks(o)
+        rows += [(o.mode.label, o.mode.policy, int(o.mode.take_turns), o.mode.victim, o.mode.theft, i, direction,
+                  epoch, int(ok), int(i in victim), int(i in peer))
+                 for i, (ok, direction, epoch) in enumerate(zip(o.readable, o.directions, o.epochs, strict=True))]
+    _csv(out / "full_state.csv", ["mode", "policy", "take_turns", "victim", "theft", "index_after_theft", "direction",
+                                  "epoch", "readable_by_thief", "victim_commit_starts", "peer_commit_starts"], rows)
+    plt = _pyplot()
+    if plt is None:
+        return [*lines, "Full-state thief: full_state.csv (install matplotlib for the figure)."]
+    fig = _timeline(plt, [(o.mode.label, o.readable, dict(zip(("black", "darkgrey"), _commit_marks(o), strict=True)))
+                          for o in outcomes],
+                    "records after the theft, both directions — red: read; ▼ victim's commit (grey: peer's)",
+                    "Full-state thief: what it reads after the theft")
+    return [*lines, *_save(plt, fig, out, "full_state", "full-state thief")]
+
+
+def _commit_marks(o: FullStateOutcome) -> tuple[list[int], list[int]]:
+    """The first record of each epoch after the theft made by the victim's commit, and by the peer's."""
+    victim = o.mode.victim[0]
+    return o.marks(victim), o.marks("s" if victim == "c" else "c")
 
 
 def _save(plt: Any, fig: Any, out: Path, name: str, title: str) -> list[str]:

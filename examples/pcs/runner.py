@@ -11,7 +11,9 @@ KeyUpdate and PSK resumption on tlslite-ng, full re-handshakes on OpenSSL,
 RFC 9001 key updates on aioquic; Extended Key Update has no implementation and
 is a model, labelled so.  MLS runs as this project's mlstls and mlsquic.  The
 report (Markdown, CSV and PNG) is written to ``--out``; docs/pcs.md explains
-the method.
+the method.  A second experiment plays a thief of one side's whole stored
+session against mlstls on a simulated clock, with turn-taking on and off
+(:mod:`examples.pcs.full_state`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mlstls.alongside import AlongsideConnection
 from mlstls.connection import CLIENT_LABEL, MlsTlsConnection
 from mlstls.record import aead_spec
 
+from . import full_state
 from .costs import (
     Series,
     eku_model_cost,
@@ -232,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="pcs-report", help="folder for report.md, the CSV files and figures")
     parser.add_argument("--quick", action="store_true", help="a small run (seconds), as CI uses")
+    parser.add_argument("--no-turns", action="store_true",
+                        help="full-state thief: only the modes without turn-taking (RekeyPolicy(take_turns=False))")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     return run_command(functools.partial(experiment, args), prog="pcs.runner", verbose=args.verbose)
@@ -251,9 +256,11 @@ async def experiment(args: argparse.Namespace) -> int:
         print(f"pcs {line}", file=sys.stderr, flush=True)
 
     outcomes = await run_all(settings, quick=args.quick, status=status)
+    status("full-state thief, turn-taking on and off (simulated clock)")
+    thieves = full_state.run_modes(turns=(False,) if args.no_turns else (False, True))
     status("throughput over time while rekeying")
     series = await run_series(args.quick)
-    report = write_report(outcomes, settings, out, series)
+    report = write_report(outcomes, settings, out, series, thieves)
     print(f"report: {report} (figures and CSV data beside it)")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from mls2p.actions import OUR_COMMIT_CONFIRMED
 from mls2p.policy import RekeyPolicy
 from mls2p.testing import Pair, trusted_test_peers
 from mls2p.transitions import Turn
@@ -69,8 +70,8 @@ def test_a_request_flood_buys_one_commit_per_turn() -> None:
         for _ in range(50):
             _inject(pair.client, _request(pair.server.epoch or 0))
         pair.pump()
-    server_commits = sum(1 for e in pair.events["server"] if getattr(e, "reason", "") == "peer confirmed our commit")
-    client_commits = sum(1 for e in pair.events["client"] if getattr(e, "reason", "") == "peer confirmed our commit")
+    server_commits = sum(1 for e in pair.events["server"] if getattr(e, "reason", "") == OUR_COMMIT_CONFIRMED)
+    client_commits = sum(1 for e in pair.events["client"] if getattr(e, "reason", "") == OUR_COMMIT_CONFIRMED)
     assert server_commits <= client_commits  # never more than one answer per turn handed over
     assert pair.server.epoch == pair.client.epoch and not pair.server.closed
     assert pair.server.epoch is not None and pair.server.epoch - start == server_commits + client_commits
