@@ -57,6 +57,10 @@ Touch points:
     previous Key Phase's keys are kept (RFC 9001 section 6.5, :func:`probe_timeout`).
     ``CryptoPair._update_key`` and ``CryptoContext.decrypt_packet`` of aioquic
     itself serve an alongside peer that does not run MLS (``MlsCryptoPair.plain``).
+11. ``QuicConnection._handshake_confirmed`` and
+    ``_spaces[epoch].largest_acked_packet`` (one packet number counter serves every
+    space in aioquic): whether a Key Phase flip may start (RFC 9001 section 6.1,
+    :func:`may_initiate_key_update`).
 """
 
 from __future__ import annotations
@@ -195,6 +199,8 @@ class MlsCryptoPair(CryptoPair):
         self.packets_sealed = 0  # under the current phase's keys (RFC 9001 section 6.6 usage limits)
         self.clock = clock
         self.retention = retention
+        self.first_sealed: int | None = None  # packet number of our first packet in the current phase
+        self.ahead: dict[int, tuple[bytes, bytes]] = {}  # confirmed epochs not yet flipped to: their secrets
         self._next_receive: tuple[int, CryptoContext] | None = None  # built once per epoch, not per packet
 
     @property
@@ -207,7 +213,9 @@ class MlsCryptoPair(CryptoPair):
         # packet: the next epoch's receive context is derived once and reused.
         if receive and self._next_receive is not None and self._next_receive[0] == self.epoch:
             return self._next_receive[1]
-        found = self.next_secrets(self.epoch + 1) if self.epoch is not None else None
+        found = None
+        if self.epoch is not None:
+            found = self.ahead.get(self.epoch + 1) or self.next_secrets(self.epoch + 1)
         if found is None:
             raise KeyUnavailableError("key phase flipped but the next MLS epoch is not known")
         recv_secret, send_secret = found
@@ -224,6 +232,8 @@ class MlsCryptoPair(CryptoPair):
     def encrypt_packet(self, plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes:
         sealed = super().encrypt_packet(plain_header, plain_payload, packet_number)
         self.packets_sealed += 1  # after the flip a pending update makes, so it counts the new phase
+        if self.first_sealed is None:
+            self.first_sealed = packet_number
         return sealed
 
     def peer_in_current_phase(self) -> None:
@@ -243,6 +253,7 @@ class MlsCryptoPair(CryptoPair):
 
     def _update_key(self, trigger: str) -> None:
         self.packets_sealed = 0
+        self.first_sealed = None
         if self.plain:
             super()._update_key(trigger)
             return
@@ -254,6 +265,7 @@ class MlsCryptoPair(CryptoPair):
         apply_key_phase(self.send, self.next_context(receive=False), trigger=trigger)
         assert self.epoch is not None
         self.epoch += 1
+        self.ahead = {epoch: secrets for epoch, secrets in self.ahead.items() if epoch > self.epoch}
         self._next_receive = None
         self._update_key_requested = False
 
@@ -261,6 +273,15 @@ class MlsCryptoPair(CryptoPair):
 def probe_timeout(connection: QuicConnection) -> float:
     """The connection's current PTO in seconds (touch point 10: ``QuicConnection._loss.get_probe_timeout()``)."""
     return float(connection._loss.get_probe_timeout())
+
+
+def may_initiate_key_update(connection: QuicConnection, first_sealed: int | None) -> bool:
+    """RFC 9001 section 6.1: the handshake is confirmed and a packet of the current phase (the first one we
+    sealed in it, ``first_sealed``) has been acknowledged (touch point 11)."""
+    if not connection._handshake_confirmed or first_sealed is None:
+        return False
+    space = connection._spaces.get(tls.Epoch.ONE_RTT)
+    return space is not None and space.largest_acked_packet >= first_sealed
 
 
 def watch_connection_ids(protocol: QuicConnectionProtocol, *, issued: Callable[[bytes], None],

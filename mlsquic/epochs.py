@@ -6,6 +6,9 @@ the next phase come from that epoch instead of "quic ku".  The replier flips
 when it sends its EpochKeyUpdate, the committer when it receives it; the
 committer can already open the replier's flipped packets because the next
 secrets come from its pending epoch (:meth:`TwoPartySession.next_epoch_group`).
+A flip we start waits for what RFC 9001 section 6.1 asks (the handshake confirmed, a
+packet of the current phase acknowledged); meanwhile the confirmed epoch's secrets wait
+in the crypto pair, and the MLS session goes on without waiting for the key phase.
 
 :class:`EpochKeyedConnection` holds the connection's
 :class:`~mls2p.bootstrap.ProfileEndpoint` (start, resume, store, rekey
@@ -21,21 +24,26 @@ from collections.abc import Callable
 from typing import cast
 
 from aioquic import tls
-from aioquic.quic.events import QuicEvent
+from aioquic.quic.events import PingAcknowledged, QuicEvent
 
 from mls2p.bootstrap import ProfileEndpoint
 from mls2p.errors import AlertDescription, MLSError, as_project_error
 from mls2p.session import SessionAction, TwoPartySession
 from mls2p.trust import watch_trust
 
-from ._aioquic_compat import HookedQuicConnection, MlsCryptoPair, probe_timeout
+from ._aioquic_compat import HookedQuicConnection, MlsCryptoPair, may_initiate_key_update, probe_timeout
 from .config import MlsQuicConfiguration
-from .errors import CRYPTO_ERROR, TRANSPORT_CLOSE, error_code_for, reason_for
+from .errors import CRYPTO_ERROR, TRANSPORT_CLOSE, KeyPhaseStalled, error_code_for, reason_for
 
 log = logging.getLogger(__name__)
 
 OLD_KEYS_PTO = 3
 """How many PTOs the previous Key Phase's receive keys stay for late packets (RFC 9001 section 6.5)."""
+MAX_PHASES_BEHIND = 8
+"""Confirmed MLS epochs the Key Phase may lag behind before the connection closes: an honest peer acknowledges
+our packets within a round trip, and every MLS epoch takes one, so more means acknowledgements are withheld."""
+FLIP_PING = 0x6D6C73_6B70  # "mlskp"
+"""The uid of the PING sent with each Key Phase flip we start (its acknowledgement is not the application's)."""
 PACKETS_PER_PHASE = 1 << 22
 """Packets sealed under one Key Phase before new keys are asked for: half the smallest confidentiality
 limit of RFC 9001 section 6.6 (AES-GCM, 2^23), so the rekey completes well before it whatever the policy."""
@@ -60,6 +68,7 @@ class EpochKeyedConnection(HookedQuicConnection):
     """Sends what the connection queued outside aioquic's handlers (serve/connect set the protocol's transmit)."""
     _now: float = 0.0
     _deadline: float | None = None
+    _flip_wanted: int = 0  # the epoch our Key Phase flips toward once RFC 9001 section 6.1 allows
     mls_failure: MLSError | None = None
     """Why MLS closed this connection, in full, for the local application (a peer not yet authenticated
     is told only the alert's name)."""
@@ -120,12 +129,39 @@ class EpochKeyedConnection(HookedQuicConnection):
         self.rekey()
 
     def flip_to(self, epoch: int, reason: str, *, now: bool = True) -> None:
-        """Move the 1-RTT keys to ``epoch``: at our next packet (``now``), or when the peer's packets flip."""
+        """Move the 1-RTT keys to the confirmed ``epoch``: as soon as RFC 9001 section 6.1 lets us start a
+        flip (``now``), or when the peer's packets flip.  The epoch's secrets are kept until then: the
+        MLS session moves on (and drops its old epochs) without waiting for the key phase."""
         pair = self.one_rtt
-        if now and pair.epoch is not None and pair.epoch < epoch and not pair.update_requested:
-            pair.update_key()
+        if pair.epoch is not None and pair.epoch < epoch:
+            if epoch - pair.epoch > MAX_PHASES_BEHIND:
+                self._close_for(KeyPhaseStalled(f"the Key Phase is {epoch - pair.epoch} MLS epochs behind: the "
+                                                "peer does not acknowledge our packets"))
+                return
+            secrets = self.next_epoch_secrets(epoch)
+            if secrets is not None:
+                pair.ahead[epoch] = secrets
+            if now:
+                self._flip_wanted = max(self._flip_wanted, epoch)
         self.queue_event(EpochChanged(epoch, reason))
         log.info("QUIC 1-RTT keys move to MLS epoch %d (%s)", epoch, reason)
+
+    def _flip_when_allowed(self) -> None:
+        """Start the next Key Phase flip we want, if RFC 9001 section 6.1 allows it now (called before sending)."""
+        pair = self.one_rtt
+        if (pair.epoch is not None and pair.epoch < self._flip_wanted and not pair.update_requested
+                and may_initiate_key_update(self, pair.first_sealed)):
+            pair.update_key()
+            # a PING makes sure a packet carries the flip now (the alongside server waits for the client's
+            # first one) and is acknowledged, which the flip after this one waits for
+            self.send_ping(FLIP_PING)
+
+    def next_event(self) -> QuicEvent | None:
+        """aioquic's next event, without the acknowledgements of our own flip PINGs."""
+        while (event := super().next_event()) is not None:
+            if not (isinstance(event, PingAcknowledged) and event.uid == FLIP_PING):
+                return event
+        return None
 
     @property
     def now(self) -> float:
@@ -203,6 +239,7 @@ class EpochKeyedConnection(HookedQuicConnection):
         pair = self.one_rtt
         if pair.epoch is not None and (self.endpoint.rekey_due(now) or pair.packets_sealed >= PACKETS_PER_PHASE):
             self.run_endpoint(lambda: self.act(self.endpoint.want_new_keys(now)))
+        self._flip_when_allowed()
         datagrams = super().datagrams_to_send(now)
         self.endpoint.record_sent(sum(len(data) for data, _ in datagrams))
         return datagrams

@@ -14,7 +14,7 @@ from __future__ import annotations
 from aioquic import tls
 from aioquic.quic.packet import QuicFrameType
 
-from mls2p.errors import AlertDescription, ConfigurationError, MLSError, alert_for
+from mls2p.errors import AlertDescription, ConfigurationError, MLSError, PeerSkippedTurn, alert_for
 
 CRYPTO_ERROR = 0x100
 """RFC 9001 section 4.8: a TLS alert ``a`` closes a QUIC connection with error code 0x100 + a."""
@@ -22,6 +22,12 @@ TRANSPORT_CLOSE = QuicFrameType.PADDING
 """The ``frame_type`` that makes aioquic's ``close()`` send a transport CONNECTION_CLOSE (0x1c; 0: no
 particular frame) instead of an application one, which in Initial and Handshake packets becomes a bare
 APPLICATION_ERROR (0xc) without the code or the reason."""
+
+
+class KeyPhaseStalled(PeerSkippedTurn):
+    """Our Key Phase lags too many confirmed MLS epochs behind, because the peer does not acknowledge our
+    packets (RFC 9001 section 6.1 holds every flip until it does): closed with insufficient_security,
+    like a skipped turn, since the keys in use no longer heal anything."""
 
 
 class MlsQuicAlert(tls.Alert):
@@ -54,5 +60,5 @@ def error_code_for(error: MLSError) -> int:
     return CRYPTO_ERROR + int(alert_for(error))
 
 
-__all__ = ["CRYPTO_ERROR", "TRANSPORT_CLOSE", "ConfigurationError", "MlsQuicAlert", "alert_from", "error_code_for",
-           "reason_for"]
+__all__ = ["CRYPTO_ERROR", "TRANSPORT_CLOSE", "ConfigurationError", "KeyPhaseStalled", "MlsQuicAlert", "alert_from",
+           "error_code_for", "reason_for"]

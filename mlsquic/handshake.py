@@ -4,15 +4,19 @@
 (the attributes aioquic reads are listed in :mod:`mlsquic._aioquic_compat`)
 and runs the profile over CRYPTO frames:
 
-* Initial space: our ``HELLO_EXTRAS`` frame (transport parameters and ALPN),
-  then ClientHello/ServerHello, or ResumptionRequest/ResumptionResponse;
-* Handshake space: the resuming client's EpochKeyUpdate, and the client's key
-  confirmation (``CLIENT_CONFIRM``, like TLS Finished);
+* Initial space: the client's ``HELLO_EXTRAS`` frame (transport parameters
+  and offered ALPNs), then ClientHello/ServerHello, or
+  ResumptionRequest/ResumptionResponse;
+* Handshake space: the server's ``HELLO_EXTRAS`` (its transport parameters
+  are confidential, RFC 9000 section 7.3, like TLS's EncryptedExtensions), the
+  resuming client's EpochKeyUpdate, and the client's key confirmation
+  (``CLIENT_CONFIRM``, like TLS Finished);
 * 1-RTT space: ConnectionUpdate/EpochKeyUpdate of the PCS rekeys.
 
-Handshake and first 1-RTT secrets are exported from the first MLS epoch with
-both HELLO_EXTRAS frames hashed into the context, so tampering with transport
-parameters or ALPN changes every key.
+Handshake secrets are exported from the first MLS epoch with the client's
+HELLO_EXTRAS frame hashed into the context, 1-RTT secrets and the key
+confirmation with both frames, so tampering with either side's transport
+parameters or ALPN changes the keys.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HELLO_EXTRAS = 0x40
-"""Our frame beside the profile messages: transport parameters and ALPN (hashed into every key)."""
+"""Our frame beside the profile messages: transport parameters and ALPN (hashed into the keys).
+The client's travels in Initial, the server's in Handshake."""
 CLIENT_CONFIRM = 0x41
 """The client's key confirmation in the Handshake space (like TLS Finished)."""
 CONFIRM_LABEL = "quic-mls client finished"
@@ -93,6 +98,7 @@ class MlsHandshakeContext:
         self._hello_frames: dict[bool, bytes] = {}  # is_client -> our/their HELLO_EXTRAS frame
         self._handshake_installed = False
         self._expected_confirm: bytes | None = None
+        self._keys_waiting: int | None = None  # the client's first epoch, until the server's HELLO_EXTRAS arrives
 
     @property
     def session_resumed(self) -> bool:
@@ -130,7 +136,8 @@ class MlsHandshakeContext:
         if kind == CLIENT_CONFIRM:
             self._receive_confirm(epoch, frame)
             return
-        if epoch == tls.Epoch.INITIAL and (not self.is_client) not in self._hello_frames:
+        # the peer's transport parameters come first: the client's in Initial, the server's in Handshake
+        if (not self.is_client) not in self._hello_frames and (not self.is_client or epoch != tls.Epoch.INITIAL):
             raise UnexpectedMessage("the transport-parameters frame must come before the first profile message")
         self.act(self.endpoint.receive(frame, self._connection.now))
         session = self.endpoint.session
@@ -138,7 +145,7 @@ class MlsHandshakeContext:
                 and not self._handshake_installed):
             # Our ResumptionResponse waits for the client's EpochKeyUpdate, which the client
             # sends in the Handshake space: key that space from our pending epoch.
-            self._install(tls.Epoch.HANDSHAKE, session.pending.group)
+            self._install_handshake(session.pending.group)
 
     def _our_hello(self) -> bytes:
         alpns = [self.alpn_negotiated] if (not self.is_client and self.alpn_negotiated) else self.alpn_protocols
@@ -149,7 +156,8 @@ class MlsHandshakeContext:
         return frame
 
     def _receive_hello(self, epoch: tls.Epoch, frame: bytes) -> None:
-        if epoch != tls.Epoch.INITIAL or (not self.is_client) in self._hello_frames:
+        expected = tls.Epoch.HANDSHAKE if self.is_client else tls.Epoch.INITIAL
+        if epoch != expected or (not self.is_client) in self._hello_frames:
             raise UnexpectedMessage("unexpected transport-parameters frame")
         reader = Reader(frame[1:])
         body = Reader(reader.opaque())
@@ -174,8 +182,8 @@ class MlsHandshakeContext:
         # aioquic's own TLS passes alpn_negotiated here too, None included, though AlpnHandler says str
         alpn_cb = cast("Callable[[str | None], None]", self.alpn_cb)
         alpn_cb(self.alpn_negotiated)  # aioquic parses the transport parameters here
-        if not self.is_client:
-            self._connection.write_crypto(tls.Epoch.INITIAL, self._our_hello())
+        if self._keys_waiting is not None:
+            self._complete_keys(self._keys_waiting)
 
     def _confirm_value(self) -> bytes:
         session = self.endpoint.session
@@ -220,15 +228,31 @@ class MlsHandshakeContext:
     def _keys_changed(self, epoch: int, reason: str) -> None:
         session = self.endpoint.session
         assert session is not None and session.group is not None
-        pair = self._connection.one_rtt
-        if pair.epoch is not None:
+        if self._connection.one_rtt.epoch is not None:
             self._connection.flip_to(epoch, reason)
             return
-        # the handshake: install Handshake and 1-RTT keys
+        # the handshake: Handshake keys now; 1-RTT keys bind both HELLO_EXTRAS frames, so a client
+        # installs them once the server's has arrived (in the Handshake space these keys open)
         if not self._handshake_installed:
-            self._install(tls.Epoch.HANDSHAKE, session.group)
+            self._install_handshake(session.group)
+        if self.is_client and False not in self._hello_frames:
+            self._keys_waiting = epoch
+        else:
+            self._complete_keys(epoch)
+
+    def _install_handshake(self, group: Group) -> None:
+        """Key the Handshake space from ``group``; a server sends its transport parameters there."""
+        self._install(tls.Epoch.HANDSHAKE, group)
+        if not self.is_client:
+            self._connection.write_crypto(tls.Epoch.HANDSHAKE, self._our_hello())
+
+    def _complete_keys(self, epoch: int) -> None:
+        """Install the first 1-RTT keys (both HELLO_EXTRAS frames known); the client confirms them."""
+        session = self.endpoint.session
+        assert session is not None and session.group is not None
+        self._keys_waiting = None
         self._install(tls.Epoch.ONE_RTT, session.group)
-        pair.epoch = epoch
+        self._connection.one_rtt.epoch = epoch
         self._expected_confirm = self._confirm_value()
         if self.is_client:
             self._connection.write_crypto(tls.Epoch.HANDSHAKE, _frame(CLIENT_CONFIRM, self._expected_confirm))
@@ -249,13 +273,19 @@ class MlsHandshakeContext:
         if epoch == tls.Epoch.HANDSHAKE:
             self._handshake_installed = True
 
-    def _binding(self) -> bytes:
-        """Both hello-extras frames, hashed: tampering with transport parameters or ALPN changes every key."""
-        return hashlib.sha256(self._hello_frames.get(True, b"") + self._hello_frames.get(False, b"")).digest()
+    def _binding(self, epoch: tls.Epoch = tls.Epoch.ONE_RTT) -> bytes:
+        """The hello-extras frames, hashed: tampering with transport parameters or ALPN changes the keys.
+
+        Handshake keys bind the client's frame only: the server's travels under them.
+        """
+        frames = self._hello_frames.get(True, b"")
+        if epoch != tls.Epoch.HANDSHAKE:
+            frames += self._hello_frames[False]
+        return hashlib.sha256(frames).digest()
 
     def _secrets(self, epoch: tls.Epoch, group: Group) -> tuple[bytes, bytes]:
         length = hashlib.new(traffic_aead(group.suite.id).tls_hash).digest_size
-        binding = self._binding()
+        binding = self._binding(epoch)
         client = group.export_secret(LABELS[(epoch, True)], binding, length)
         server = group.export_secret(LABELS[(epoch, False)], binding, length)
         return (server, client) if self.is_client else (client, server)

@@ -74,6 +74,7 @@ class QuicPair:
         self.client = Side(connection)
         self.server: Side | None = None
         self.client_datagrams: list[bytes] = []  # what an on-path attacker records
+        self.server_datagrams: list[bytes] = []
         self._late: list[tuple[Side, bytes, tuple[str, int]]] = []
         connection.connect(SERVER_ADDR, now=self.now)
 
@@ -158,8 +159,7 @@ class QuicPair:
             for data, _ in side.connection.datagrams_to_send(now=self.now):
                 moved = True
                 to_server = side is self.client
-                if to_server:
-                    self.client_datagrams.append(data)
+                (self.client_datagrams if to_server else self.server_datagrams).append(data)
                 if self.loss and self.random.random() < self.loss:
                     continue
                 if to_server and self.server is None:

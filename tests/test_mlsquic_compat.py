@@ -23,7 +23,7 @@ from aioquic.quic.crypto import CryptoContext, CryptoPair
 
 import mlsquic  # noqa: F401  (imported for its side effects, of which there must be none)
 from mls2p.testing import self_signed_server_certificate
-from mlsquic._aioquic_compat import TESTED_AIOQUIC
+from mlsquic._aioquic_compat import TESTED_AIOQUIC, may_initiate_key_update
 from mlsquic.testing import Collector, EchoServer, echo_through, free_udp_port
 
 
@@ -80,6 +80,10 @@ def test_connection_attributes_we_read_exist() -> None:
     assert callable(getattr(connection._crypto_streams[tls.Epoch.INITIAL].sender, "write", None))
     assert list(inspect.signature(QuicConnection._handle_crypto_frame).parameters) == [
         "self", "context", "frame_type", "buf"]
+    # touch point 11: what RFC 9001 section 6.1's gate on Key Phase flips reads
+    assert connection._handshake_confirmed is False
+    assert isinstance(connection._spaces[tls.Epoch.INITIAL].largest_acked_packet, int)
+    assert may_initiate_key_update(connection, first_sealed=1) is False  # no 1-RTT space, not confirmed
 
 
 def test_crypto_pair_touch_points_exist() -> None:

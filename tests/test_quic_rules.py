@@ -6,17 +6,22 @@ Each test is a finding of the QUIC review; all run in memory on a simulated cloc
 from __future__ import annotations
 
 import pytest
+from aioquic import tls
 from aioquic.buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.crypto import CryptoError
-from aioquic.quic.packet import pull_quic_header
+from aioquic.quic.crypto import CryptoError, CryptoPair
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from mls2p import RekeyPolicy
+from mls2p.errors import AlertDescription
+from mls2p.store import MemorySessionStore
 from mls2p.testing import config, self_signed_server_certificate
 from mlsquic import MlsQuicConfiguration
+from mlsquic._aioquic_compat import MlsCryptoPair
 from mlsquic.alongside import MAX_HELD_BEFORE_MLS, AlongsideQuicConnection
-from mlsquic.epochs import OLD_KEYS_PTO
+from mlsquic.epochs import MAX_PHASES_BEHIND, OLD_KEYS_PTO, EpochKeyedConnection
+from mlsquic.errors import KeyPhaseStalled
 from mlsquic.testing import CLIENT_ADDR, SERVER_ADDR, QuicPair, client_configuration, server_configuration
 
 
@@ -72,6 +77,53 @@ def test_an_honest_alongside_peer_never_touches_the_budget(certificate) -> None:
     assert pair.echo_of(stream) == bytes(512 * 1024)
 
 
+# -- 3: the server's transport parameters are not readable by an observer -------------------------
+
+
+def _initial_plaintexts(pair: QuicPair) -> list[bytes]:
+    """What anyone on the path reads of the server's Initial packets (their keys come from the client's cid)."""
+    first = pull_quic_header(Buffer(data=pair.client_datagrams[0]), host_cid_length=8)
+    assert first.version is not None
+    observer = CryptoPair()
+    observer.setup_initial(cid=first.destination_cid, is_client=True, version=first.version)
+    payloads = []
+    for datagram in pair.server_datagrams:
+        buf = Buffer(data=datagram)
+        while not buf.eof() and datagram[buf.tell()]:  # zero bytes after the last packet pad the datagram
+            start = buf.tell()
+            header = pull_quic_header(buf, host_cid_length=8)
+            if header.version is None:  # a short-header packet runs to the end of the datagram
+                break
+            packet = datagram[start : start + header.packet_length]
+            if header.packet_type == QuicPacketType.INITIAL:
+                payloads.append(observer.decrypt_packet(packet, buf.tell() - start, 0)[1])
+            buf.seek(start + header.packet_length)
+    return payloads
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["first handshake", "resumption"])
+def test_the_servers_transport_parameters_are_not_in_its_initial_packets(resume: bool) -> None:
+    """Review finding 3: an observer read the server's parameters, stateless_reset_token included (RFC 9000 7.3)."""
+    client_store, profile = MemorySessionStore(), config(b"client")
+    server = server_configuration(store=MemorySessionStore())
+    pair = QuicPair(client_configuration(profile=profile, store=client_store), server)
+    pair.run(pair.established)
+    if resume:
+        group_id = pair.client.connection.mls_session.group_id  # type: ignore[attr-defined]
+        pair = QuicPair(client_configuration(profile=profile, store=client_store, resume_group_id=group_id), server)
+        pair.run(pair.established)
+        assert pair.client.connection.endpoint.resumed  # type: ignore[attr-defined]
+    server = pair.server.connection  # type: ignore[union-attr]
+    token = server._host_cids[0].stateless_reset_token
+    parameters = server.tls.handshake_extensions[0][1]
+    assert len(token) == 16 and token in parameters
+    plaintexts = _initial_plaintexts(pair)
+    assert plaintexts  # the observer did read the Initial packets
+    assert not any(token in payload or parameters in payload for payload in plaintexts)
+    # and the client has them, authenticated: it knows the token the server would reset with
+    assert pair.client.connection._peer_cid.stateless_reset_token == token
+
+
 # -- 4: key updates -------------------------------------------------------------------------------
 
 
@@ -84,6 +136,55 @@ def test_a_stock_peers_key_update_is_answered_when_plain_peers_are_allowed(certi
         data = f"after key update {round_}".encode()
         assert pair.echo_of(pair.send(data)) == data
     assert pair.client.terminated is None
+
+
+def _record_flips(pair: QuicPair, monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, bool, bool]]:
+    """At every Key Phase flip either side starts: (client?, handshake confirmed, current phase acked)."""
+    flips: list[tuple[bool, bool, bool]] = []
+    original = MlsCryptoPair.update_key
+
+    def update_key(self: MlsCryptoPair) -> None:
+        connection = next(side.connection for side in (pair.client, pair.server)
+                          if side is not None and side.connection.one_rtt is self)  # type: ignore[attr-defined]
+        space = connection._spaces.get(tls.Epoch.ONE_RTT)
+        acked = self.first_sealed is not None and space is not None and space.largest_acked_packet >= self.first_sealed
+        flips.append((connection.is_client, bool(connection._handshake_confirmed), acked))
+        original(self)
+
+    monkeypatch.setattr(MlsCryptoPair, "update_key", update_key)
+    return flips
+
+
+@pytest.mark.parametrize("mode", ["quic-mls", "alongside"])
+def test_flips_wait_for_a_confirmed_handshake_and_an_ack_of_the_current_phase(mode: str, certificate,  # type: ignore[no-untyped-def]
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review finding 4: 70 of 74 replier flips came before any ack of the current phase, and the client
+    flipped before HANDSHAKE_DONE (RFC 9001 6.1)."""
+    if mode == "alongside":
+        pair = QuicPair(_alongside_client(certificate), _alongside_server(certificate), loss=0.03, seed=3)
+    else:
+        pair = QuicPair(client_configuration(), server_configuration(), loss=0.03, seed=3)
+    flips = _record_flips(pair, monkeypatch)
+    data = bytes(range(256)) * 2048
+    assert pair.echo_of(pair.send(data, rekey_every=1, chunk=16 * 1024), max_seconds=120) == data
+    assert len(pair.client.epochs) >= 20 and len(flips) >= 20  # rekeys back to back, each one a flip
+    assert all(confirmed and acked for _, confirmed, acked in flips), flips
+
+
+def test_a_key_phase_held_back_too_long_closes_the_connection() -> None:
+    """Flips wait for acks; a peer withholding them would leave us on old keys while MLS moves on: capped."""
+    pair = QuicPair(client_configuration(), server_configuration())
+    pair.run(pair.established)
+    client = pair.client.connection
+    assert isinstance(client, EpochKeyedConnection)
+    phase = client.one_rtt.epoch
+    assert phase is not None
+    client.flip_to(phase + MAX_PHASES_BEHIND, "test")  # within the cap: kept for later
+    assert client.mls_failure is None
+    client.flip_to(phase + MAX_PHASES_BEHIND + 1, "test")
+    assert isinstance(client.mls_failure, KeyPhaseStalled)
+    pair.run(lambda: pair.server.terminated is not None)  # type: ignore[union-attr]
+    assert pair.server.terminated.error_code == 0x100 + AlertDescription.INSUFFICIENT_SECURITY  # type: ignore[union-attr]
 
 
 def test_the_previous_phase_opens_late_packets_for_three_pto_then_goes() -> None:
