@@ -18,7 +18,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, Self
 
 from .codec import Reader, Struct, Writer
-from .errors import CredentialError, DecodeError
+from .errors import ConfigurationError, CredentialError, DecodeError
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -41,12 +41,33 @@ class Credential(Struct):
     identity: bytes = b""
     certificates: tuple[bytes, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Checked here, where the mistake is made: a str identity would otherwise be accepted and fail
+        # only when the first handshake encodes it, as an InternalError far from the caller's code.
+        if isinstance(self.credential_type, bool) or not isinstance(self.credential_type, int):
+            raise ConfigurationError(f"Credential: credential_type must be an int (CredentialType), "
+                                     f"not {type(self.credential_type).__name__}")
+        if not isinstance(self.identity, bytes):
+            hint = f" (use {self.identity!r}.encode())" if isinstance(self.identity, str) else ""
+            raise ConfigurationError(f"Credential: identity must be bytes, not {type(self.identity).__name__}"
+                                     + hint)
+        if not isinstance(self.certificates, tuple) or not all(isinstance(c, bytes) for c in self.certificates):
+            raise ConfigurationError("Credential: certificates must be a tuple of DER certificates (bytes)")
+
     @classmethod
-    def basic(cls, identity: bytes) -> Credential:
+    def basic(cls, identity: bytes | bytearray | memoryview) -> Credential:
+        """A basic credential naming ``identity`` (bytes: the name the peer pins a key for)."""
+        if isinstance(identity, bytearray | memoryview):
+            identity = bytes(identity)
         return cls(CredentialType.BASIC, identity=identity)
 
     @classmethod
-    def x509(cls, certificates: tuple[bytes, ...]) -> Credential:
+    def x509(cls, certificates: Iterable[bytes]) -> Credential:
+        """An X.509 credential: the chain as DER certificates, leaf first."""
+        if isinstance(certificates, bytes | bytearray | memoryview | str):
+            # tuple() of one DER blob would be a tuple of ints, refused later with a less useful message
+            raise ConfigurationError("Credential.x509: certificates must be a sequence of DER certificates "
+                                     "(leaf first), not one certificate; wrap it: (der,)")
         return cls(CredentialType.X509, certificates=tuple(certificates))
 
     def encode(self, w: Writer) -> None:

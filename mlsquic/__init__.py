@@ -21,6 +21,7 @@ from .alongside import AlongsideQuicConnection
 from .config import MLS_ALPN_SUFFIX, MlsQuicConfiguration
 from .connection import MlsQuicConnection
 from .epochs import EpochChanged
+from .protocol import MlsQuicProtocol
 from .serving import MlsQuicServer, connect, serve
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "EpochChanged",
     "MlsQuicConfiguration",
     "MlsQuicConnection",
+    "MlsQuicProtocol",
     "MlsQuicServer",
     "connect",
     "quic_of",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mls2p.config import ProfileConfig
 from mls2p.store import SessionStore
@@ -19,13 +21,21 @@ class TlsSettings:
     servers present ``certfile``/``keyfile``.
     """
 
-    cafile: str | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
+    cafile: str | os.PathLike[str] | None = None
+    certfile: str | os.PathLike[str] | None = None
+    keyfile: str | os.PathLike[str] | None = None
     server_hostname: str | None = None
     verify: bool = True
     keylog: Callable[[bytes], None] | None = field(default=None, repr=False)
     """Receives NSS key log lines (like SSLKEYLOGFILE) for debugging and the PCS experiments."""
+
+    def __post_init__(self) -> None:
+        for name in ("cafile", "certfile", "keyfile"):
+            _check_type(self, name, str | os.PathLike, "a file name (str or os.PathLike)", optional=True)
+        _check_type(self, "server_hostname", str, "a str", optional=True)
+        _check_type(self, "verify", bool, "a bool")
+        if self.keylog is not None and not callable(self.keylog):
+            raise ConfigurationError("TlsSettings.keylog must be a callable taking each key log line (bytes)")
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,13 @@ class MlsTlsConfiguration:
     def __post_init__(self) -> None:
         if not isinstance(self.profile, ProfileConfig):
             raise ConfigurationError("MlsTlsConfiguration.profile must be a mls2p.ProfileConfig")
+        _check_type(self, "is_client", bool, "a bool")
+        if self.store is not None and not all(callable(getattr(self.store, name, None)) for name in _STORE_METHODS):
+            raise ConfigurationError(f"MlsTlsConfiguration.store must be a mls2p.SessionStore "
+                                     f"({', '.join(_STORE_METHODS)}), not {type(self.store).__name__}")
+        _check_type(self, "resume_group_id", bytes, "bytes (a group id the store holds)", optional=True)
+        _check_type(self, "padding", int, "an int (bytes of padding per record)")
+        _check_type(self, "tls", TlsSettings, "a mlstls.TlsSettings (alongside mode)", optional=True)
         if not 0 <= self.padding <= 1 << 14:
             raise ConfigurationError(f"padding must be between 0 and 16384 bytes, not {self.padding}")
         if self.tls is not None and self.tls.verify and self.is_client and not self.tls.cafile:
@@ -55,3 +72,22 @@ class MlsTlsConfiguration:
                                      "server's certificate)")
         if self.tls is not None and not self.is_client and not self.tls.certfile:
             raise ConfigurationError("an alongside server needs tls.certfile and tls.keyfile")
+
+
+_STORE_METHODS = ("load", "save", "delete")
+"""What a connection calls on its store (SessionStore also has group_ids, for tools that list sessions)."""
+
+
+def _check_type(settings: object, name: str, kind: Any, what: str, *, optional: bool = False) -> None:
+    """Refuse a field of the wrong type when the settings are built, naming it (``kind``: a type or union).
+
+    A bool is an int to Python but never a number here, and a str for ``is_client`` would be truthy:
+    both would otherwise be accepted and misbehave far from the mistake.
+    """
+    value = getattr(settings, name)
+    if value is None and optional:
+        return
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return
+    raise ConfigurationError(f"{type(settings).__name__}.{name} must be {what}{' or None' if optional else ''}, "
+                             f"not {type(value).__name__} {value!r}")

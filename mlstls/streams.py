@@ -8,8 +8,16 @@
 The reader is an :class:`asyncio.StreamReader` (an :class:`MlsTlsStreamReader`);
 the writer has the :class:`asyncio.StreamWriter` methods plus
 :meth:`MlsTlsWriter.rekey`, :attr:`MlsTlsWriter.epoch` and
-:attr:`MlsTlsWriter.truncated`.  All I/O and timing live here; the protocol
-logic is the sans-I/O :class:`~mlstls.connection.MlsTlsConnection`.
+:attr:`MlsTlsWriter.truncated`, and ``get_extra_info`` answers the peer's
+identity, key fingerprint, cipher suite and epoch (``mls_peer_identity``,
+``mls_peer_fingerprint``, ``mls_cipher_suite``, ``mls_epoch``: docs/tls.md).
+All I/O and timing live here; the protocol logic is the sans-I/O
+:class:`~mlstls.connection.MlsTlsConnection`.
+
+Half-close: :meth:`MlsTlsWriter.write_eof` sends close_notify and keeps
+reading, as TLS 1.3 allows (RFC 8446 section 6.1); ``can_write_eof()`` is
+False because this release's peers end the whole connection when they read
+a close_notify, so nothing they send afterwards arrives (docs/tls.md).
 
 Truncation: once keys exist, the stream ends cleanly only with the peer's
 close_notify.  If the peer's bytes stop without one (a FIN or a reset: a
@@ -27,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mls2p.identity import SESSION_INFO, session_extra_info
 from mls2p.session import TwoPartySession
 
 from .alongside import AlongsideConnection
@@ -38,7 +47,7 @@ from .connection import (
     HandshakeCompleted,
     MlsTlsConnection,
 )
-from .errors import ConfigurationError, HandshakeError, TruncatedStream
+from .errors import AlertDescription, ConfigurationError, HandshakeError, StateError, TruncatedStream
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +123,8 @@ class MlsTlsProtocol(asyncio.Protocol):
         self.terminated: ConnectionTerminated | None = None
         self.truncated = False
         """The peer's bytes ended (FIN or reset) after keys existed and before its close_notify."""
+        self.eof_written = False
+        """We sent close_notify with :meth:`write_eof`: nothing more goes out, the peer's records still come in."""
         self.connection.wakeup = self._flush  # a trust reload may close the connection outside data_received
 
     # asyncio.Protocol
@@ -159,7 +170,9 @@ class MlsTlsProtocol(asyncio.Protocol):
         if self.connection.established and not self.connection.closed:
             self.truncated = True
             how = f"{type(exc).__name__}: {exc}" if exc is not None else "TCP FIN"
-            error = TruncatedStream(f"the stream ended without the peer's close_notify ({how}): data may be missing")
+            after = " after our write_eof()" if self.eof_written else ""
+            error = TruncatedStream(f"the stream ended without the peer's close_notify ({how}){after}: "
+                                    "data may be missing")
             error.__cause__ = exc
             self.reader.feed_truncation(error)
         else:
@@ -175,8 +188,30 @@ class MlsTlsProtocol(asyncio.Protocol):
 
     # internals
     def write(self, data: bytes) -> None:
+        if self.eof_written:
+            raise StateError("cannot write after write_eof(): close_notify was sent")
         self.connection.send_data(data, self._loop.time())
         self._flush()
+
+    def write_eof(self) -> None:
+        """Send close_notify and keep reading (RFC 8446 section 6.1: each side closes its own direction).
+
+        The connection's ``close()`` would send it too, but also drop the receive keys and end the
+        stream; here the connection stays open for the peer's records, and whatever the connection
+        would send afterwards (its answers to a rekey) is dropped: nothing may follow a close_notify.
+        TCP's own write side is shut after it, so the peer sees close_notify and then FIN.
+        """
+        if self.eof_written or self.connection.closed:
+            return
+        if not self.connection.established:
+            raise StateError("write_eof() before the handshake completed")
+        _queue_close_notify(self.connection)
+        self._flush()
+        self.eof_written = True
+        if self._timer is not None:
+            self._timer.cancel()  # the rekey policy has nothing left to protect on our side
+        if self.transport is not None and not self.transport.is_closing() and self.transport.can_write_eof():
+            self.transport.write_eof()
 
     async def drain(self) -> None:
         if self.connection.closed and self.terminated and self.terminated.alert != 0:
@@ -192,10 +227,12 @@ class MlsTlsProtocol(asyncio.Protocol):
             self._timer = self._loop.call_later(POLL_INTERVAL, self._poll)
 
     def _flush(self) -> None:
-        data = self.connection.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        self._send(self.connection.data_to_send())
         self._process_events()
+
+    def _send(self, data: bytes) -> None:
+        if data and not self.eof_written and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def _process_events(self) -> None:
         while (event := self.connection.next_event()) is not None:
@@ -218,10 +255,21 @@ class MlsTlsProtocol(asyncio.Protocol):
                 else:
                     self.reader.feed_eof()
                 if self.transport is not None:
-                    data = self.connection.data_to_send()
-                    if data:
-                        self.transport.write(data)
+                    self._send(self.connection.data_to_send())
                     self.transport.close()
+
+
+def _queue_close_notify(connection: MlsTlsConnection | AlongsideConnection) -> None:
+    """Queue close_notify under the current keys without ending the connection (for a half-close).
+
+    :meth:`MlsTlsConnection.close` has no half-close form: it also drops the receive keys.  So this
+    uses the record layer's own alert path (``_alert``, same package); alongside TLS 1.3 the alert
+    belongs to the inner MLS-TLS connection, whose protected records go straight on TCP.
+    """
+    records = connection.inner if isinstance(connection, AlongsideConnection) else connection
+    if records is None:
+        raise StateError("write_eof() before the handshake completed")
+    records._alert(AlertDescription.CLOSE_NOTIFY, warning=True)
 
 
 class MlsTlsWriter:
@@ -261,7 +309,20 @@ class MlsTlsWriter:
         self._protocol._flush()
 
     def can_write_eof(self) -> bool:
+        """False, as for ``ssl`` transports: :meth:`write_eof` sends close_notify, but this release's peers
+        end the whole connection when they read it, so they cannot answer after our EOF.  Code that
+        checks (a proxy passing EOF on) closes instead of waiting for a reply that cannot come."""
         return False
+
+    def write_eof(self) -> None:
+        """Half-close: send close_notify (the peer's reader sees a clean EOF) and keep reading.
+
+        Every byte the peer sent before it read our close_notify still arrives and is read as usual.
+        The peer then ends without a close_notify of its own, so its stream ends in
+        :class:`~mlstls.errors.TruncatedStream` (its completeness is not proven).  Writing afterwards
+        raises :class:`~mlstls.errors.StateError`; :meth:`close` still ends the connection.
+        """
+        self._protocol.write_eof()
 
     def is_closing(self) -> bool:
         return self.connection.closed or (self.transport is None or self.transport.is_closing())
@@ -284,19 +345,58 @@ class MlsTlsWriter:
         return self._protocol.truncated
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """The transport's extra info, plus ``mls_epoch``, ``mls_session`` and ``truncated``."""
+        """The transport's extra info (``peername``, ``socket``...), plus the connection's.
+
+        ``mls_epoch``: the MLS epoch of the keys our records are sealed with (None before keys exist);
+        ``truncated``: see :attr:`truncated`; ``mls_session``, ``mls_group_id``, ``mls_cipher_suite``,
+        ``mls_peer_identity``, ``mls_peer_credential``, ``mls_peer_fingerprint``: the session's
+        (:func:`mls2p.identity.session_extra_info`, the same names an mlsquic protocol answers).
+        """
         if name == "truncated":
             return self.truncated
         if name == "mls_epoch":
             return self.epoch
-        if name == "mls_session":
-            return self.connection.session
+        if name in SESSION_INFO:
+            return session_extra_info(self.session, name, default)
         return self.transport.get_extra_info(name, default) if self.transport else default
+
+
+_TLS_ARGUMENTS = ("ssl", "server_hostname", "ssl_handshake_timeout", "ssl_shutdown_timeout")
+"""asyncio's TLS arguments: MLS-TLS runs its own handshake over plain TCP, so asyncio's TLS must stay off."""
+
+
+def _check_arguments(function: str, configuration: object, *, is_client: bool, handshake_timeout: object,
+                     asyncio_arguments: dict[str, Any]) -> None:
+    """Refuse what :func:`open_connection`/:func:`start_server` cannot honour, naming the argument.
+
+    ``ssl=True`` (or a context) would wrap the MLS-TLS byte stream in a second, unrelated TLS
+    connection that the peer does not speak, ending in an SSLError from deep inside asyncio.
+    """
+    if not isinstance(configuration, MlsTlsConfiguration):
+        raise ConfigurationError(f"{function}: configuration must be a mlstls.MlsTlsConfiguration, "
+                                 f"not {type(configuration).__name__}")
+    if configuration.is_client != is_client:
+        raise ConfigurationError(f"{function}: configuration must have is_client={is_client}")
+    if (isinstance(handshake_timeout, bool) or not isinstance(handshake_timeout, int | float)
+            or not handshake_timeout > 0):
+        raise ConfigurationError(f"{function}: handshake_timeout must be a number of seconds > 0, "
+                                 f"not {handshake_timeout!r}")
+    for name in _TLS_ARGUMENTS:
+        if asyncio_arguments.get(name) not in (None, False):
+            raise ConfigurationError(
+                f"{function}: {name} is not supported: MLS-TLS runs its own handshake over plain TCP; for MLS "
+                "alongside TLS 1.3 pass MlsTlsConfiguration(tls=mlstls.TlsSettings(cafile=..., server_hostname=...))")
 
 
 async def open_connection(host: str, port: int, *, configuration: MlsTlsConfiguration,
                           handshake_timeout: float = 10.0, **kwargs: Any) -> tuple[asyncio.StreamReader, MlsTlsWriter]:
-    """Connect, run the MLS handshake (or resume), and return (reader, writer)."""
+    """Connect, run the MLS handshake (or resume), and return (reader, writer).
+
+    ``kwargs`` go to :meth:`asyncio.loop.create_connection` (``local_addr``, ``happy_eyeballs_delay``...),
+    except its TLS arguments (``ssl``, ``server_hostname``...): a ConfigurationError names them.
+    """
+    _check_arguments("open_connection", configuration, is_client=True, handshake_timeout=handshake_timeout,
+                     asyncio_arguments=kwargs)
     loop = asyncio.get_running_loop()
     _, protocol = await loop.create_connection(lambda: MlsTlsProtocol(configuration), host, port, **kwargs)
     try:
@@ -348,10 +448,10 @@ async def start_server(client_connected_cb: ClientConnected, host: str | None = 
     authenticated, keys confirmed).  A handshake that takes longer than ``handshake_timeout`` is
     dropped, and at most ``max_handshakes`` run at once."""
     loop = asyncio.get_running_loop()
-    if configuration.is_client:
-        raise ConfigurationError("a server configuration needs is_client=False")
-    if max_handshakes < 1 or handshake_timeout <= 0:
-        raise ConfigurationError("max_handshakes must be >= 1 and handshake_timeout > 0")
+    _check_arguments("start_server", configuration, is_client=False, handshake_timeout=handshake_timeout,
+                     asyncio_arguments=kwargs)
+    if isinstance(max_handshakes, bool) or not isinstance(max_handshakes, int) or max_handshakes < 1:
+        raise ConfigurationError(f"start_server: max_handshakes must be an int >= 1, not {max_handshakes!r}")
     tasks: set[asyncio.Task[None]] = set()
     handshaking: set[MlsTlsProtocol] = set()
 
