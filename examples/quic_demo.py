@@ -1,16 +1,22 @@
 """QUIC-MLS demo: an echo and file-download server and client, with PCS rekeys you can watch.
 
     python -m examples.quic_demo both            # server and client in one process (the README demo)
-    python -m examples.quic_demo server --key-file server.key --allow client=sha256:... --serve-dir .
+    python -m examples.quic_demo server --key-file server.key --allow client=sha256:... --serve-dir share
     python -m examples.quic_demo client --key-file client.key --allow server=sha256:... --download big.iso -v
     python -m examples.quic_demo server ... --store redis://127.0.0.1:6379/0 --store-keyring store.keys
     python -m examples.quic_demo client ... --store client-sessions/     # resumes the stored session
+    python -m examples.quic_demo server ... --mode alongside --cert cert.pem --key cert.key   # made if missing
+    python -m examples.quic_demo client ... --mode alongside --cafile cert.pem
 
 The client sends a line to echo or asks for a file; both sides rekey by policy
 and print every epoch change with -v.  QUIC-MLS authenticates peers by their
 MLS credentials, pinned by key: each role prints its own key fingerprint at
-start (keep it with --key-file), and the other pins it with --allow.  In
-"both" the two ends pin each other's fresh keys.
+start (keep the key with --key-file, created on the first run), and the other
+pins it with --allow.  A first run without --allow prints the fingerprint and
+then says what is missing.  In "both" the two ends pin each other's fresh keys.
+In alongside mode the server also needs a TLS certificate: --cert and --key
+naming files that do not exist yet make a self-signed one there, which the
+client trusts with --cafile.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import functools
 import hashlib
+import ipaddress
 import logging
 import os
 import tempfile
@@ -29,6 +37,10 @@ from typing import Any, cast
 
 from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamDataReceived
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 import mlsquic
 from mls2p import ConfigurationError, ProfileConfig, RekeyPolicy
@@ -45,6 +57,9 @@ from mlsquic.epochs import EpochKeyedConnection
 
 log = logging.getLogger("quic_demo")
 DOWNLOAD = b"GET "
+MODES = {"mls": "MLS in place of the TLS handshake", "alongside": "TLS 1.3 first, then MLS rekeys"}
+CERTIFICATE_DAYS = 365
+PEER = {"server": "client", "client": "server"}
 
 
 def signature_key(args: argparse.Namespace) -> bytes:
@@ -53,10 +68,24 @@ def signature_key(args: argparse.Namespace) -> bytes:
     return get_suite(args.suite).generate_signature_key_pair()[0]
 
 
+def show_key(name: str, signature_priv: bytes, args: argparse.Namespace) -> None:
+    """Print our fingerprint, and for a role of its own what the peer does with it.
+
+    Printed before the trust options are checked: on a first run the peer's --allow needs exactly this line.
+    """
+    key = fingerprint(signature_priv, args.suite)
+    if args.role == "both":
+        print(f"{name}: key {key}")
+    elif args.key_file:
+        print(f"{name}: key {key} (kept in {args.key_file}); the {PEER[name]} trusts it with --allow {name}={key}")
+    else:
+        print(f"{name}: key {key}, made for this run only: keep one with --key-file FILE, or the "
+              f"{PEER[name]} cannot pin it")
+
+
 def profile(name: str, signature_priv: bytes, pins: dict[bytes, set[str]], args: argparse.Namespace
             ) -> ProfileConfig:
     """Our identity ``name`` with ``signature_priv``, trusting exactly the keys in ``pins``."""
-    print(f"{name}: key {fingerprint(signature_priv, args.suite)}")
     insecure = args.insecure_accept_any_peer
     return ProfileConfig(credential=Credential.basic(name.encode()), signature_priv=signature_priv,
                          cipher_suite=args.suite, accepted_suites=args.suites,
@@ -70,9 +99,54 @@ def pins_from(args: argparse.Namespace) -> dict[bytes, set[str]]:
         name, print_ = parse_pin(text)
         pins.setdefault(name, set()).add(print_)
     if not pins and not args.insecure_accept_any_peer:
-        raise ConfigurationError("no peer is trusted: give --allow NAME=FINGERPRINT (the peer prints its "
-                                 "fingerprint when it starts)")
+        peer = PEER.get(args.role, "peer")
+        raise ConfigurationError(f"no peer is trusted: give --allow {peer}=FINGERPRINT, the key the {peer} prints "
+                                 f"when it starts (python -m examples.quic_demo {peer} --key-file {peer}.key), "
+                                 "or --insecure-accept-any-peer")
     return pins
+
+
+def make_certificate(cert: Path, key: Path, hostname: str) -> None:
+    """A self-signed TLS certificate for ``hostname`` (PEM files; the key 0600): alongside mode's first run.
+
+    Self-signed, so the client trusts exactly this certificate (``--cafile`` the same file): fine for a demo
+    between two machines one controls; a real deployment uses a certificate from its own CA.
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    try:
+        alternative: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(hostname))
+    except ValueError:
+        alternative = x509.DNSName(hostname)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=CERTIFICATE_DAYS))
+                   .add_extension(x509.SubjectAlternativeName([alternative]), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(private, hashes.SHA256()))
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    try:
+        with os.fdopen(os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+            handle.write(pem)
+        cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create the certificate {cert} / key {key}: {exc.strerror}") from None
+
+
+def certificate_files(args: argparse.Namespace) -> tuple[str, str]:
+    """An alongside server's --cert and --key: made (self-signed, for --server-name) if neither file exists."""
+    if not args.cert or not args.key:
+        raise ConfigurationError("an alongside server needs --cert and --key (a PEM certificate and its key): "
+                                 "name two new files, e.g. --cert cert.pem --key cert.key, and a self-signed "
+                                 "certificate for --server-name is made there (the client: --cafile cert.pem)")
+    cert, key = Path(args.cert), Path(args.key)
+    if not cert.exists() and not key.exists():
+        make_certificate(cert, key, args.server_name)
+        print(f"server: made a self-signed certificate for {args.server_name} in {cert} (its key in {key}); "
+              f"the client trusts it with --cafile {cert}", flush=True)
+    return args.cert, args.key
 
 
 def serve_file(files: Path | None, request: bytes) -> bytes:
@@ -165,20 +239,21 @@ async def run_server(args: argparse.Namespace, profile_: ProfileConfig) -> MlsQu
     configuration = MlsQuicConfiguration(profile=profile_, mode=args.mode, is_client=False,
                                          alpn_protocols=["demo"], store=session_store(args))
     if args.mode == "alongside":
-        if not args.cert or not args.key:
-            raise ConfigurationError("an alongside server needs --cert and --key (a PEM certificate and its key)")
+        cert, key = certificate_files(args)
         try:
-            configuration.load_cert_chain(args.cert, args.key)
+            configuration.load_cert_chain(cert, key)
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot load --cert {args.cert} / --key {args.key}: {exc}") from None
     server = await mlsquic.serve(args.host, args.port, configuration=configuration, create_protocol=DemoServer)
-    print(f"QUIC-MLS server on {args.host}:{args.port} (suite {args.suite})", flush=True)
+    print(f"QUIC-MLS server on {args.host}:{args.port}, mode {args.mode} ({MODES[args.mode]}), suite {args.suite}",
+          flush=True)
     return server
 
 
 async def run_client(args: argparse.Namespace, profile_: ProfileConfig) -> None:
     if args.mode == "alongside" and not args.cafile:
-        raise ConfigurationError("an alongside client needs --cafile (the CA that signed the server's certificate)")
+        raise ConfigurationError("an alongside client needs --cafile: the CA that signed the server's certificate "
+                                 "(the demo server's self-signed one: the file its --cert names)")
     store = session_store(args)
     stored = store.group_ids() if store is not None else []
     configuration = MlsQuicConfiguration(profile=profile_, mode=args.mode, is_client=True,
@@ -200,7 +275,8 @@ async def run_client(args: argparse.Namespace, profile_: ProfileConfig) -> None:
                             f"{args.connect_timeout:g} s (is it running, in the same --mode?)")
         quic = cast(EpochKeyedConnection, quic_of(client))  # mlsquic.connect() builds an epoch-keyed connection
         how = "resumed the stored session" if configuration.resume_group_id else "connected"
-        print(f"{how} in {1000 * (time.perf_counter() - started):.1f} ms at MLS epoch {quic.mls_epoch}")
+        print(f"{how} in {1000 * (time.perf_counter() - started):.1f} ms at MLS epoch {quic.mls_epoch} "
+              f"(mode {args.mode})")
         if args.download:
             started = time.perf_counter()
             answer = await client.request(DOWNLOAD + args.download.encode())
@@ -219,20 +295,29 @@ async def run_client(args: argparse.Namespace, profile_: ProfileConfig) -> None:
             await asyncio.sleep(args.interval)
 
 
+def role_profile(args: argparse.Namespace) -> ProfileConfig:
+    """A server's or client's profile: its key made or read and its fingerprint printed, then its trust checked."""
+    private = signature_key(args)
+    show_key(args.role, private, args)
+    return profile(args.role, private, pins_from(args), args)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     if args.role == "server":
-        server = await run_server(args, profile("server", signature_key(args), pins_from(args), args))
+        server = await run_server(args, role_profile(args))
         try:
             await asyncio.Event().wait()
         finally:
             server.close()
     elif args.role == "client":
-        await run_client(args, profile("client", signature_key(args), pins_from(args), args))
+        await run_client(args, role_profile(args))
     else:
         if args.store:
             raise ConfigurationError("--store is for a separate server or client (in 'both' they would share it)")
         suite = get_suite(args.suite)
         (server_priv, server_pub), (client_priv, client_pub) = (suite.generate_signature_key_pair() for _ in "sc")
+        show_key("server", server_priv, args)
+        show_key("client", client_priv, args)
         server = await run_server(args, profile("server", server_priv, {b"client": {key_fingerprint(client_pub)}},
                                                 args))
         try:
@@ -246,12 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("role", nargs="?", default="both", choices=("server", "client", "both"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4433)
-    parser.add_argument("--mode", default="mls", choices=("mls", "alongside"),
-                        help="mls: MLS in place of TLS; alongside: TLS 1.3 first, then MLS rekeys")
-    parser.add_argument("--cert", help="alongside server: TLS certificate (PEM)")
+    parser.add_argument("--mode", default="mls", choices=tuple(MODES),
+                        help="; ".join(f"{mode}: {meaning}" for mode, meaning in MODES.items()))
+    parser.add_argument("--cert", help="alongside server: TLS certificate (PEM; a self-signed one is made if neither "
+                                       "it nor --key exists)")
     parser.add_argument("--key", help="alongside server: TLS private key (PEM)")
-    parser.add_argument("--cafile", help="alongside client: trusted CA for the server certificate")
-    parser.add_argument("--server-name", default="localhost", help="alongside client: expected server name")
+    parser.add_argument("--cafile", help="alongside client: trusted CA for the server certificate (for the demo "
+                                         "server's self-signed certificate: that certificate)")
+    parser.add_argument("--server-name", default="localhost",
+                        help="alongside: the server's name (the client expects it; a made certificate names it)")
     parser.add_argument("--suite", type=int, action="append", choices=SUPPORTED_SUITES,
                         help="MLS cipher suite (default 1; 77 is X-Wing, post-quantum); repeat to offer (client) "
                              "or accept (server) several, most preferred first")
@@ -280,9 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("quic").setLevel(logging.ERROR)  # aioquic's own close reports: we print one line instead
     with tempfile.TemporaryDirectory(prefix="quic-demo-") as folder:
         if args.mode == "alongside" and args.role == "both" and not args.cert:
-            from mls2p.testing import self_signed_server_certificate
-
-            args.cert, args.key = self_signed_server_certificate(folder, "localhost")
+            args.cert, args.key = str(Path(folder) / "cert.pem"), str(Path(folder) / "cert.key")
+            make_certificate(Path(args.cert), Path(args.key), args.server_name)
             args.cafile = args.cert
         return run_command(functools.partial(main_async, args), prog="quic_demo", verbose=args.verbose)
 

@@ -7,6 +7,11 @@
                     --identity client --allow server=sha256:...
   mls-tunnel client --config /etc/mls-tunnel/client.toml     # any option, as a TOML key
 
+Without --state-dir each end keeps its key and sessions in a per-user folder,
+$XDG_STATE_HOME/mls-tunnel/<server|client> (~/.local/state/mls-tunnel/... when
+XDG_STATE_HOME is unset), created 0700; the first lines say which folder and
+which --identity are used.  -v goes before or after the command.
+
 A fleet of servers behind a load balancer shares its sessions in Redis (docs/fleet.md):
   (umask 077; mls-tunnel store-key --id 2026-12 > /etc/mls-tunnel/store.keys)  # a new keyring
   mls-tunnel server ... --store redis://redis.internal:6379/0 --store-keyring /etc/mls-tunnel/store.keys
@@ -28,11 +33,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import sys
+import tempfile
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mls2p.command import run_command
@@ -42,10 +49,10 @@ from mls2p.identity import fingerprint, load_or_create_key
 from mls2p.policy import RekeyPolicy
 from mls2p.redis_store import URL_SCHEMES, RedisSessionStore
 from mls2p.sealing import load_keyring, new_key_line
-from mls2p.store import FileSessionStore, MemorySessionStore, SessionStore, open_store
+from mls2p.store import FileSessionStore, SessionStore, open_store
 from mls2p.trust import TrustOnFirstUse, TrustPolicy, merge_pins, parse_pin, read_pins
 from mlscore.credentials import Credential
-from mlscore.crypto import SUPPORTED_SUITES, get_suite
+from mlscore.crypto import SUPPORTED_SUITES
 from mlscore.errors import MLSError
 
 from .config import MlsTlsConfiguration
@@ -56,6 +63,10 @@ log = logging.getLogger(__name__)
 
 KEY_FILE = "signature.key"
 TOFU_FILE = "trusted-peers"
+STATE_FOLDER = "mls-tunnel"
+"""The tunnel's folder under the user's XDG state folder (the default state folder's parent)."""
+DEFAULT_IDENTITY = "mls-tunnel"
+VERBOSE_FLAGS = ("-v", "--verbose")
 PURGE_INTERVAL = 3600.0
 """Seconds between sweeps of expired sessions from a folder store."""
 
@@ -68,11 +79,57 @@ def _address(text: str, *, listening: bool = False) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _signature_key(args: argparse.Namespace) -> bytes:
-    if args.state_dir:
-        return load_or_create_key(Path(args.state_dir).expanduser() / KEY_FILE, args.suite)
-    private, _ = get_suite(args.suite).generate_signature_key_pair()
-    return private
+def default_state_dir(mode: str, environ: Mapping[str, str] = os.environ) -> Path:
+    """The state folder of one end when no --state-dir is given: ``<XDG state folder>/mls-tunnel/<mode>``.
+
+    A key made for one run only could never be pinned by the peer, so the tunnel keeps one per user, where the
+    XDG Base Directory specification puts state (``$XDG_STATE_HOME``, which must be absolute, else
+    ``~/.local/state``).  Each end has its own sub-folder: a client and a server run by one user must not share
+    a session folder (both would store the same group under the same name).
+    """
+    base = environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):
+        try:
+            base = str(Path.home() / ".local" / "state")
+        except RuntimeError:  # no HOME and no password-database entry (a bare service account)
+            raise ConfigurationError("no --state-dir was given and this user has no home folder for the default "
+                                     "state folder: give --state-dir DIR") from None
+    return Path(base) / STATE_FOLDER / mode
+
+
+def _writable(folder: Path, what: str) -> None:
+    """Create ``folder`` (0700, and any missing folder above it) and prove this user can write in it.
+
+    A folder the tunnel cannot write is a configuration mistake (exit status 2, so a service manager does not
+    restart it for ever).  Checked at start, it is reported as what it is; found later, it would surface as a
+    failed connection ("cannot reach the tunnel server") far from its cause.
+    """
+    try:
+        for missing in [*reversed(folder.parents), folder]:
+            if not missing.is_dir():
+                with contextlib.suppress(FileExistsError):  # made meanwhile by the other end, say
+                    missing.mkdir(mode=0o700)  # 0700 for the parents too: Path.mkdir(parents=True) uses 0777
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise ConfigurationError(f"cannot write the {what} {folder}: {reason}") from None
+
+
+def _own_key(folder: Path, suite: int) -> bytes:
+    """This end's signature key from ``folder``, created there (and the folder checked) on first use."""
+    if not (folder / KEY_FILE).exists():
+        _writable(folder, "state folder")
+    return load_or_create_key(folder / KEY_FILE, suite)
+
+
+def _state_folder(args: argparse.Namespace) -> Path:
+    """The state folder of a server or client, checked writable where anything will be written in it."""
+    folder = Path(args.state_dir).expanduser()
+    if not getattr(args, "store", None) or args.trust_on_first_use:  # sessions or first-use pins are kept here
+        _writable(folder, "state folder")
+    return folder
 
 
 def _trust(args: argparse.Namespace, *, reloading: bool = False) -> tuple[TrustPolicy | None, bool]:
@@ -89,9 +146,7 @@ def _trust(args: argparse.Namespace, *, reloading: bool = False) -> tuple[TrustP
     if args.trust_file:
         pins = merge_pins(pins, read_pins(args.trust_file))
     first_use = None
-    if args.trust_on_first_use:
-        if not args.state_dir:
-            raise ConfigurationError("--trust-on-first-use keeps its pins in --state-dir: give one")
+    if args.trust_on_first_use:  # a server or client always has a state folder (given, or the default one)
         first_use = TrustOnFirstUse(Path(args.state_dir).expanduser() / TOFU_FILE)
     if args.insecure_accept_any_peer:
         if pins or first_use is not None:
@@ -109,18 +164,20 @@ def _store(args: argparse.Namespace) -> SessionStore:
         if args.trust_on_first_use and args.store.startswith(URL_SCHEMES):
             raise ConfigurationError("--trust-on-first-use keeps its pins on each node, so a fleet would pin "
                                      "differently per node: with a Redis --store give --allow or --trust-file")
+        if not args.store.startswith(URL_SCHEMES):
+            _writable(Path(args.store), "session folder")  # the folder open_store uses
         return open_store(args.store, keyring=args.store_keyring)
     if getattr(args, "store_keyring", None):
         raise ConfigurationError("--store-keyring seals a Redis --store: give --store redis://... too")
-    if args.state_dir:
-        return FileSessionStore(Path(args.state_dir).expanduser() / "sessions")
-    return MemorySessionStore()
+    sessions = Path(args.state_dir).expanduser() / "sessions"
+    _writable(sessions, "session folder")
+    return FileSessionStore(sessions)
 
 
-def _profile(args: argparse.Namespace) -> tuple[ProfileConfig, SessionStore]:
-    store = _store(args)
+def _profile(args: argparse.Namespace, private: bytes) -> tuple[ProfileConfig, SessionStore]:
     service, insecure = _trust(args)
-    profile = ProfileConfig(credential=Credential.basic(args.identity.encode()), signature_priv=_signature_key(args),
+    store = _store(args)
+    profile = ProfileConfig(credential=Credential.basic(args.identity.encode()), signature_priv=private,
                             cipher_suite=args.suites[0], accepted_suites=args.suites, authentication_service=service,
                             insecure_accept_any_peer=insecure,
                             rekey=RekeyPolicy(max_bytes=args.rekey_bytes, max_seconds=args.rekey_seconds))
@@ -141,23 +198,40 @@ def _reload_trust(policy: TrustPolicy, read_args: Callable[[], argparse.Namespac
     log.warning("trust configuration reloaded (%r); %d connection(s) re-checked", fresh, checked)
 
 
+def _announce(args: argparse.Namespace, folder: Path, key: str) -> None:
+    """Say what was chosen for the user: the default state folder, the default name, this end's key.
+
+    Printed before the trust options are checked, so that a first start without them still shows what the
+    peer needs to pin (the refusal that follows names the fix).
+    """
+    prefix = f"mls-tunnel {args.mode}:"
+    if args.state_dir_defaulted:
+        print(f"{prefix} no --state-dir given: this end's key and sessions are kept in {folder}", flush=True)
+    if args.identity == DEFAULT_IDENTITY:
+        print(f"{prefix} no --identity given: this end is named {DEFAULT_IDENTITY!r}; the peer pins it with "
+              f"--allow {DEFAULT_IDENTITY}={key}", flush=True)
+    print(f"{prefix} identity {args.identity}, key {key}", flush=True)
+
+
 async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namespace] | None = None) -> int:
-    profile, store = _profile(args)
+    listen = _address(args.listen, listening=True)  # every address first: a typo is reported before any write
+    remote = _address(args.target if args.mode == "server" else args.connect)
+    folder = _state_folder(args)
+    private = _own_key(folder, args.suite)
+    _announce(args, folder, fingerprint(private, args.suite))
+    profile, store = _profile(args, private)
     if isinstance(profile.authentication_service, TrustPolicy) and read_args is not None:
         asyncio.get_running_loop().add_signal_handler(
             signal.SIGHUP, _reload_trust, profile.authentication_service, read_args)
-    listen = _address(args.listen, listening=True)
-    print(f"mls-tunnel {args.mode}: identity {args.identity}, key {fingerprint(profile.signature_priv, args.suite)}",
-          flush=True)
     endpoint: TunnelServer | TunnelClient
     if args.mode == "server":
-        endpoint = TunnelServer(MlsTlsConfiguration(profile, False, store), _address(args.target))
+        endpoint = TunnelServer(MlsTlsConfiguration(profile, False, store), remote)
         port = await endpoint.start(*listen)
         print(f"mls-tunnel server on {listen[0]}:{port} -> {args.target}", flush=True)
     else:
         group_ids = store.group_ids()
         config = MlsTlsConfiguration(profile, True, store, resume_group_id=group_ids[0] if group_ids else None)
-        endpoint = TunnelClient(config, _address(args.connect), retry_refused=args.retry_refused,
+        endpoint = TunnelClient(config, remote, retry_refused=args.retry_refused,
                                 max_retry_delay=args.max_retry_delay)
         timeout = None if args.retry_forever else args.connect_timeout
         port = await endpoint.start(*listen, connect_timeout=timeout)
@@ -185,18 +259,25 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mls-tunnel", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and show tracebacks")
+    parser.add_argument(*VERBOSE_FLAGS, action="store_true", help="log more, and show tracebacks")
+    # The same flag after the command too; SUPPRESS keeps a command's parser from resetting one given before it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(*VERBOSE_FLAGS, action="store_true", default=argparse.SUPPRESS,
+                         help="log more, and show tracebacks")
     commands = parser.add_subparsers(dest="mode", required=True)
-    show = commands.add_parser("fingerprint", help="create this end's key if needed and print its fingerprint")
+    show = commands.add_parser("fingerprint", parents=[verbose],
+                               help="create this end's key if needed and print its fingerprint")
     show.add_argument("--state-dir", required=True, help="where this end keeps its key and state")
     show.add_argument("--suite", type=int, default=1, choices=SUPPORTED_SUITES, help="MLS cipher suite")
-    key = commands.add_parser("store-key", help="print a new sealing key line for a Redis store's keyring")
+    key = commands.add_parser("store-key", parents=[verbose],
+                              help="print a new sealing key line for a Redis store's keyring")
     key.add_argument("--id", default=time.strftime("%Y-%m-%d"), help="the key's name (default: today's date)")
-    reseal = commands.add_parser("store-reseal", help="seal every stored session with the keyring's first key")
+    reseal = commands.add_parser("store-reseal", parents=[verbose],
+                                 help="seal every stored session with the keyring's first key")
     reseal.add_argument("--store", required=True, help="the Redis URL the servers use")
     reseal.add_argument("--store-keyring", required=True, help="the keyring file, new key first")
     for mode in ("server", "client"):
-        sub = commands.add_parser(mode, help=f"run the tunnel's {mode} end")
+        sub = commands.add_parser(mode, parents=[verbose], help=f"run the tunnel's {mode} end")
         sub.add_argument("--config", help="a TOML file of options (keys as the long options, e.g. state-dir)")
         sub.add_argument("--listen", help="host:port to listen on")
         if mode == "client":
@@ -214,7 +295,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--store", help="where sessions are kept: a folder, or redis://host:port/db shared by "
                                              "a fleet of servers (default: the state folder)")
             sub.add_argument("--store-keyring", help="a Redis store's sealing keyring ('<id> <hex key>' lines)")
-        sub.add_argument("--identity", default="mls-tunnel", help="this end's name (basic credential)")
+        sub.add_argument("--identity", default=DEFAULT_IDENTITY,
+                         help=f"this end's name, which the peer pins (basic credential; default {DEFAULT_IDENTITY})")
         sub.add_argument("--allow", action="append", metavar="NAME=FINGERPRINT",
                          help="trust peer NAME with exactly this key (repeatable)")
         sub.add_argument("--trust-file", help="trust the '<identity> <fingerprint>' lines of this file")
@@ -227,7 +309,9 @@ def _parser() -> argparse.ArgumentParser:
                               "(client) or accept (server) several, most preferred first")
         sub.add_argument("--rekey-seconds", type=float, default=30.0, help="PCS rekey interval (default 30)")
         sub.add_argument("--rekey-bytes", type=int, default=1 << 30, help="PCS rekey after this many bytes")
-        sub.add_argument("--state-dir", help="persist the key and group state here (resumption across restarts)")
+        sub.add_argument("--state-dir", help="keep the key and group state here (resumption across restarts; "
+                                             f"default $XDG_STATE_HOME/{STATE_FOLDER}/{mode}, that is "
+                                             f"~/.local/state/{STATE_FOLDER}/{mode})")
         sub.add_argument("--status-interval", type=float, default=5.0, help="seconds between status lines")
     return parser
 
@@ -256,6 +340,9 @@ def _with_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
     if args.mode in ("server", "client"):
         args.suites = suite_preference(args.suite)
         args.suite = args.suites[0]
+        args.state_dir_defaulted = not args.state_dir
+        if args.state_dir_defaulted:
+            args.state_dir = str(default_state_dir(args.mode))
     missing = [name for name in ("listen", "connect", "target") if name in vars(args) and not getattr(args, name)]
     if missing:
         raise ConfigurationError(f"{args.mode} needs --{missing[0]} (on the command line or in --config)")
@@ -264,15 +351,15 @@ def _with_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    verbose = "-v" in (argv if argv is not None else sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    # Known before parsing: how a mistake in the arguments themselves is reported depends on it.
+    verbose = any(token in VERBOSE_FLAGS for token in (sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
 
     def command() -> int:
         args = _with_config_file(parser, argv)
         if args.mode == "fingerprint":
-            private = load_or_create_key(Path(args.state_dir).expanduser() / KEY_FILE, args.suite)
-            print(fingerprint(private, args.suite))
+            print(fingerprint(_own_key(Path(args.state_dir).expanduser(), args.suite), args.suite))
             return 0
         if args.mode == "store-key":
             print(new_key_line(args.id))

@@ -13,7 +13,11 @@ volume.  It survives the events of a long life:
   fresh authenticated handshake (one log line says which); the link detects
   the restart and resets: open streams are closed, new ones work;
 * a refused identity: the client stops at once with the reason (or keeps
-  retrying, if told to), and the server logs refusals at most once a second.
+  retrying, if told to), and the server logs refusals at most once a second;
+* a target the server cannot reach: the server closes the stream with a CLOSE
+  frame whose payload says why (an ordinary CLOSE has none), and the client
+  logs that reason and closes the local connection (docs/tunnel.md, "Streams,
+  and a target that cannot be reached").
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import random
+import socket
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -44,6 +50,10 @@ MAX_UNACKED = 32 * 1024 * 1024
 TEMPORARY_ALERTS = frozenset({AlertDescription.INTERNAL_ERROR, AlertDescription.CLOSE_NOTIFY})
 """Ends of a resumption that say nothing against the session (the server's store was unreachable, another of
 its nodes continued the session at that moment, the connection was lost): retried for ``resume_give_up``."""
+
+MAX_CLOSE_REASON = 300
+"""Bytes of a failed stream's reason carried in its CLOSE frame (the peer's log line stays one short line)."""
+
 
 TUNNEL_ALERTS = frozenset({AlertDescription.BAD_CERTIFICATE, AlertDescription.CERTIFICATE_REVOKED,
                            AlertDescription.DECRYPT_ERROR})
@@ -141,6 +151,8 @@ class TunnelLink:
             if local is not None:
                 local.write(frame.payload)
                 await local.drain()
+        elif frame.kind == FrameType.CLOSE and frame.payload:
+            self._refused_stream(frame.stream, frame.payload)
         elif frame.kind == FrameType.CLOSE:
             # The peer's side ended: half-close ours.  The stream is gone once both sides have ended
             # (our CLOSE goes out when our local side ends; see _pump).
@@ -169,10 +181,29 @@ class TunnelLink:
             reader, writer = await asyncio.open_connection(*self.target)
         except OSError as exc:
             log.warning("cannot reach target %s:%d: %s", *self.target, exc)
-            self._send(Frame(FrameType.CLOSE, stream))
+            # The client's user would see only a closed connection: tell them why.  Only an authenticated
+            # peer (one whose key we trust) ever gets this far, so the target's address reaches no stranger.
+            reason = f"the server could not reach its target {self.target[0]}:{self.target[1]}: {_reason(exc)}"
+            self._send(Frame(FrameType.CLOSE, stream, reason.encode()[:MAX_CLOSE_REASON]))
             return
         self.streams[stream] = writer
         self._track(self._pump(stream, reader, writer))
+
+    def _refused_stream(self, stream: int, payload: bytes) -> None:
+        """The peer could not open ``stream`` (a CLOSE with a reason): log why, and close the local connection.
+
+        The stream never existed on the peer's side, so nothing more is sent for it, and the local connection
+        is closed both ways at once (not half-closed as for an ordinary CLOSE: nothing will ever answer it).
+        """
+        text = payload[:MAX_CLOSE_REASON].decode("utf-8", "replace")
+        reason = "".join(char if char.isprintable() else "?" for char in text)  # one log line, whatever it holds
+        log.warning("a tunnelled connection was closed: %s", reason)
+        self._closed_by_peer.discard(stream)
+        self._closed_by_us.discard(stream)
+        local = self.streams.pop(stream, None)
+        if local is not None:
+            with contextlib.suppress(Exception):
+                local.transport.abort()
 
     def open_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Client side: a new local connection becomes a stream."""
@@ -231,6 +262,13 @@ class TunnelLink:
         line = (f"{state} | epoch {epoch} rekeys {self.stats.rekeys} last {age} | in {self.stats.bytes_in} B "
                 f"out {self.stats.bytes_out} B | streams {len(self.streams)} | reconnects {self.stats.reconnects}")
         return line + (f" | last error: {self.stats.last_error}" if self.stats.last_error else "")
+
+
+def _reason(error: OSError) -> str:
+    """What went wrong, in the system's words (asyncio's "Connect call failed ..." says only where)."""
+    if error.errno and not isinstance(error, socket.gaierror):  # getaddrinfo's codes are not errno values
+        return os.strerror(error.errno).lower()
+    return error.strerror or str(error) or type(error).__name__
 
 
 # -- the two ends --------------------------------------------------------------------------
@@ -299,6 +337,8 @@ class TunnelClient:
         self.local: asyncio.Server | None = None
         self.state = "connecting"
         self.refused: str | None = None
+        self.failed_here = False
+        """The last attempt failed on this side (our store, say), not on the way to the server or in it."""
         self.stopped = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
@@ -316,6 +356,9 @@ class TunnelClient:
             await self.close()
             if self.refused is not None:
                 raise TunnelError(self.refused)
+            if self.failed_here:
+                raise TunnelError(f"the connection to the tunnel server at {self.remote[0]}:{self.remote[1]} "
+                                  f"failed on this side: {self.link.stats.last_error}")
             raise TunnelError(f"cannot reach the tunnel server at {self.remote[0]}:{self.remote[1]} "
                               f"({self.link.stats.last_error or 'no answer'}); is it running and reachable?")
         self.local = await asyncio.start_server(self._local, host, port)
@@ -339,6 +382,7 @@ class TunnelClient:
                 failures += 1
                 self.link.stats.failed_connects += 1
                 self.link.stats.last_error = str(exc)
+                self.failed_here = not exc.by_peer and exc.alert == AlertDescription.INTERNAL_ERROR
                 if exc.alert in TUNNEL_ALERTS and not self.retry_refused and (not resuming or not exc.by_peer):
                     # We refused the server (our own, authenticated decision), or the server refused a
                     # fresh handshake: retrying cannot help without a change of configuration.
@@ -368,6 +412,7 @@ class TunnelClient:
                 failures += 1
                 self.link.stats.failed_connects += 1
                 self.link.stats.last_error = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+                self.failed_here = False
                 if failures == 1:  # before the first connection, start() reports it instead
                     was_up = self.link.stats.resumptions + self.link.stats.fresh_handshakes > 0
                     (log.warning if was_up else log.info)(

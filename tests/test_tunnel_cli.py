@@ -11,10 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mlstls.testing import TunnelProcesses
 
 TIMEOUT = 60
 COMMAND = [sys.executable, "-m", "mlstls.cli"]
+
+
+@pytest.fixture(autouse=True)
+def private_state_home(tmp_path, monkeypatch) -> None:
+    """Commands run without --state-dir keep their key in the XDG state folder: a temporary one, not the home's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
 
 def free_port() -> int:
@@ -113,7 +121,7 @@ def test_every_mistake_is_one_line(tmp_path) -> None:
                    "'nowhere' is not host:port")
     one_line_error(run("client", "--connect", "127.0.0.1:9", "--allow", FAKE_PIN), 2, "needs --listen")
     one_line_error(run("client", "--listen", "127.0.0.1:0", "--connect", "127.0.0.1:9", "--allow", FAKE_PIN,
-                       "--state-dir", "/proc/no-such-folder"), 1, "cannot create the session folder")
+                       "--state-dir", "/proc/no-such-folder"), 2, "cannot write the state folder /proc/no-such-folder")
     (tmp_path / "bad.toml").write_text("lisen = '127.0.0.1:0'\n")
     one_line_error(run("client", "--config", str(tmp_path / "bad.toml")), 2, "unknown option 'lisen'")
     with socket.socket() as busy:
