@@ -166,6 +166,14 @@ class AlongsideConnection:
     def last_rekey(self) -> float | None:
         return self.inner.last_rekey if self.inner else None
 
+    @property
+    def write_closed(self) -> bool:
+        return self.inner is not None and self.inner.write_closed
+
+    @property
+    def read_closed(self) -> bool:
+        return self.inner is not None and self.inner.read_closed
+
     def connect(self, now: float = 0.0) -> None:
         self._now = now
         try:
@@ -210,6 +218,12 @@ class AlongsideConnection:
     def poll(self, now: float) -> None:
         if self.inner is not None:
             self.inner.poll(now)
+
+    def send_eof(self) -> None:
+        """Half-close: the inner close_notify (:meth:`MlsTlsConnection.send_eof`); its records go on TCP."""
+        if self.inner is None:
+            raise StateError("the handshake has not completed")
+        self.inner.send_eof()
 
     def close(self) -> None:
         """The inner close_notify, and TLS's own while this side still speaks TLS; sent by data_to_send()."""

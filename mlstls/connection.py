@@ -30,7 +30,7 @@ from mls2p.bootstrap import ProfileEndpoint
 from mls2p.errors import AlertDescription, InternalError, StateError, alert_for, as_project_error
 from mls2p.session import KeysChanged, SendMessage, SessionAction, TwoPartySession
 from mls2p.trust import watch_trust
-from mls2p.wire import MessageBuffer
+from mls2p.wire import MessageBuffer, ProfileMessageType
 from mlscore.errors import MLSError
 
 from .config import MlsTlsConfiguration
@@ -53,6 +53,8 @@ KEY_SWITCH_FRAME = b"\x18\x00"
 KEY_CONFIRM_FRAME = b"\x19\x00"
 """Our transport frame (type 25): the client's first protected record after phase 1, so the server
 learns at once that the client holds the keys (like TLS Finished); any record would prove it."""
+_NEEDS_AN_ANSWER = frozenset({ProfileMessageType.CONNECTION_UPDATE, ProfileMessageType.COMMIT_REQUEST})
+"""Profile messages that make us send (an EpochKeyUpdate, a commit): left unprocessed after our close_notify."""
 REKEY_MARGIN = 1 << 20
 """Start a rekey this many records before the key-usage limit (RFC 8446 section 5.5)."""
 
@@ -79,6 +81,12 @@ class EpochChanged:
 
 
 @dataclass(frozen=True)
+class StreamEnded:
+    """The peer's close_notify arrived under the keys: it sends nothing more, and we may still send
+    (a half-close, RFC 8446 section 6.1) until our own :meth:`MlsTlsConnection.close`."""
+
+
+@dataclass(frozen=True)
 class ConnectionTerminated:
     alert: AlertDescription
     reason: str
@@ -88,7 +96,7 @@ class ConnectionTerminated:
     have sent it, so it may end this connection attempt and nothing more (never a stored session)."""
 
 
-Event = HandshakeCompleted | DataReceived | EpochChanged | ConnectionTerminated
+Event = HandshakeCompleted | DataReceived | EpochChanged | StreamEnded | ConnectionTerminated
 
 
 class MlsTlsConnection:
@@ -111,6 +119,10 @@ class MlsTlsConnection:
         self._plaintext_out = 0  # how many of _out (from the front) are plaintext records
         self._events: deque[Event] = deque()
         self.closed = False
+        self.write_closed = False
+        """We sent close_notify with :meth:`send_eof`: nothing more goes out, the peer's records still come in."""
+        self.read_closed = False
+        """The peer's close_notify arrived (:class:`StreamEnded`): nothing more comes in, we may still send."""
         self.bytes_sent = 0
         self.bytes_received = 0
         self.last_rekey: float | None = None
@@ -169,6 +181,8 @@ class MlsTlsConnection:
             raise StateError("the connection is closed")
         if self._send is None:
             raise StateError("the handshake has not completed")
+        if self.write_closed:
+            raise StateError("cannot send after send_eof(): close_notify was sent")
         view = memoryview(data)
         for start in range(0, len(data), MAX_PLAINTEXT):
             self._out.append(self._send.seal(ContentType.APPLICATION_DATA, view[start : start + MAX_PLAINTEXT],
@@ -178,16 +192,35 @@ class MlsTlsConnection:
         self._maybe_rekey()
 
     def rekey(self) -> None:
-        """Start a PCS rekey now: our own ConnectionUpdate, whoever's turn it is, if the session is synced."""
-        if self._send is not None and not self.closed:
+        """Start a PCS rekey now: our own ConnectionUpdate, whoever's turn it is, if the session is synced
+        (and neither side has half-closed: the rekey could not complete)."""
+        if self._send is not None and not self.closed and not self.write_closed and not self.read_closed:
             self._run(self.endpoint.rekey)
 
     def close(self) -> None:
-        """Send close_notify; the group state stays stored for a later resumption."""
+        """Send close_notify (unless :meth:`send_eof` did) and end; the group state stays stored for a later
+        resumption."""
         if self.closed:
             return
-        self._alert(AlertDescription.CLOSE_NOTIFY, warning=True)
+        if not self.write_closed:
+            self._alert(AlertDescription.CLOSE_NOTIFY, warning=True)
         self._terminate(AlertDescription.CLOSE_NOTIFY, "closed locally", by_peer=False)
+
+    def send_eof(self) -> None:
+        """Half-close: send close_notify and keep reading the peer's records (RFC 8446 section 6.1).
+
+        Nothing follows it from our side: no data, and no answer to a rekey (a peer's ConnectionUpdate
+        or CommitRequest that arrives afterwards is left unprocessed, so neither session moves to an
+        epoch the other cannot confirm).  Once the peer's close_notify arrives too, the connection ends.
+        """
+        if self.closed or self.write_closed:
+            return
+        if self._send is None:
+            raise StateError("the handshake has not completed")
+        self._alert(AlertDescription.CLOSE_NOTIFY, warning=True)
+        self.write_closed = True
+        if self.read_closed:
+            self._terminate(AlertDescription.CLOSE_NOTIFY, "closed both ways", by_peer=False)
 
     def connection_lost(self) -> None:
         """The transport went away; the session keeps its state for resumption."""
@@ -228,7 +261,7 @@ class MlsTlsConnection:
         """Timers: the time-based rekey policy, an unanswered CommitRequest, a peer commit held by its
         budget (call at :meth:`get_timer`, or periodically)."""
         self._now = now
-        if self._send is not None and not self.closed:
+        if self._send is not None and not self.closed and not self.write_closed and not self.read_closed:
             self._run(lambda: self.endpoint.poll(now))
         self._maybe_rekey()
 
@@ -252,6 +285,8 @@ class MlsTlsConnection:
 
     def _record(self, header: bytes, body: bytes) -> None:
         kind = header[0]
+        if self.read_closed:
+            raise UnexpectedMessage("a record after the peer's close_notify")
         payload: bytes | memoryview
         if kind == ContentType.APPLICATION_DATA:
             if self._recv is None:
@@ -270,6 +305,8 @@ class MlsTlsConnection:
         if content_type == ContentType.APPLICATION_DATA:
             if payload:
                 self._events.append(DataReceived(bytes(payload)))
+        elif content_type == ContentType.HANDSHAKE and self.write_closed:
+            self._after_our_eof(bytes(payload))
         elif content_type == ContentType.HANDSHAKE:
             for frame in self._frames.feed_frames(bytes(payload)):
                 self._frame(frame)
@@ -277,6 +314,15 @@ class MlsTlsConnection:
             self._peer_alert(bytes(payload), authenticated=kind == ContentType.APPLICATION_DATA)
         else:
             raise UnexpectedMessage(f"unexpected record content type {content_type}")
+
+    def _after_our_eof(self, payload: bytes) -> None:
+        """Profile messages after our close_notify: only those that need no answer are processed."""
+        for frame in self._frames.feed_frames(payload):
+            if frame[0] in _NEEDS_AN_ANSWER:
+                log.info("ignoring a %s after our close_notify: we cannot answer it",
+                         ProfileMessageType(frame[0]).name.lower())
+                continue
+            self._frame(frame)
 
     def _frame(self, frame: bytes) -> None:
         if frame == KEY_CONFIRM_FRAME:
@@ -306,6 +352,8 @@ class MlsTlsConnection:
                 self._install(action.epoch, action.reason)
 
     def _send_handshake(self, data: bytes) -> None:
+        if self.write_closed:
+            raise InternalError("a profile message after our close_notify")
         if self._send is None:
             self._queue_plaintext(ContentType.HANDSHAKE, data)
             return
@@ -356,8 +404,8 @@ class MlsTlsConnection:
         self._act(actions)
 
     def _maybe_rekey(self) -> None:
-        if self._send is None or self.closed:
-            return
+        if self._send is None or self.closed or self.write_closed or self.read_closed:
+            return  # a half-closed connection cannot complete a rekey: one side no longer speaks
         if self.endpoint.rekey_due(self._now) or self._send.remaining < REKEY_MARGIN:
             self._run(lambda: self.endpoint.want_new_keys(self._now))
 
@@ -377,6 +425,12 @@ class MlsTlsConnection:
             description = AlertDescription(payload[1])
         except ValueError:
             description = AlertDescription.INTERNAL_ERROR
+        if (description == AlertDescription.CLOSE_NOTIFY and authenticated and self._send is not None
+                and not self.write_closed):
+            self.read_closed = True  # a half-close: the peer may still read what we send
+            self._recv = self._pending_recv = None
+            self._events.append(StreamEnded())
+            return
         reason = "peer closed" if description == AlertDescription.CLOSE_NOTIFY else f"peer sent {description.name}"
         if not authenticated:
             reason += " (unauthenticated: in plaintext)"
@@ -388,8 +442,9 @@ class MlsTlsConnection:
         # a client, by raising HandshakeError or closing its stream with the reason).
         log.info("MLS-TLS connection failed: %s: %s", type(error).__name__, error,
                  exc_info=log.isEnabledFor(logging.DEBUG) and isinstance(error, InternalError))
-        with contextlib.suppress(MLSError):
-            self._alert(description)
+        if not self.write_closed:  # nothing may follow our close_notify, not even an alert
+            with contextlib.suppress(MLSError):
+                self._alert(description)
         self._terminate(description, f"{type(error).__name__}: {error}", by_peer=False)
 
     def _terminate(self, description: AlertDescription, reason: str, *, by_peer: bool,

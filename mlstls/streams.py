@@ -15,9 +15,8 @@ All I/O and timing live here; the protocol logic is the sans-I/O
 :class:`~mlstls.connection.MlsTlsConnection`.
 
 Half-close: :meth:`MlsTlsWriter.write_eof` sends close_notify and keeps
-reading, as TLS 1.3 allows (RFC 8446 section 6.1); ``can_write_eof()`` is
-False because this release's peers end the whole connection when they read
-a close_notify, so nothing they send afterwards arrives (docs/tls.md).
+reading, as TLS 1.3 allows (RFC 8446 section 6.1); the peer's reader sees
+EOF and the peer may still answer, until it closes too (docs/tls.md).
 
 Truncation: once keys exist, the stream ends cleanly only with the peer's
 close_notify.  If the peer's bytes stop without one (a FIN or a reset: a
@@ -46,8 +45,9 @@ from .connection import (
     EpochChanged,
     HandshakeCompleted,
     MlsTlsConnection,
+    StreamEnded,
 )
-from .errors import AlertDescription, ConfigurationError, HandshakeError, StateError, TruncatedStream
+from .errors import ConfigurationError, HandshakeError, StateError, TruncatedStream
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,6 @@ class MlsTlsProtocol(asyncio.Protocol):
         self.terminated: ConnectionTerminated | None = None
         self.truncated = False
         """The peer's bytes ended (FIN or reset) after keys existed and before its close_notify."""
-        self.eof_written = False
-        """We sent close_notify with :meth:`write_eof`: nothing more goes out, the peer's records still come in."""
         self.connection.wakeup = self._flush  # a trust reload may close the connection outside data_received
 
     # asyncio.Protocol
@@ -167,12 +165,10 @@ class MlsTlsProtocol(asyncio.Protocol):
         """
         if self.truncated:
             return
-        if self.connection.established and not self.connection.closed:
+        if self.connection.established and not self.connection.closed and not self.connection.read_closed:
             self.truncated = True
             how = f"{type(exc).__name__}: {exc}" if exc is not None else "TCP FIN"
-            after = " after our write_eof()" if self.eof_written else ""
-            error = TruncatedStream(f"the stream ended without the peer's close_notify ({how}){after}: "
-                                    "data may be missing")
+            error = TruncatedStream(f"the stream ended without the peer's close_notify ({how}): data may be missing")
             error.__cause__ = exc
             self.reader.feed_truncation(error)
         else:
@@ -188,28 +184,18 @@ class MlsTlsProtocol(asyncio.Protocol):
 
     # internals
     def write(self, data: bytes) -> None:
-        if self.eof_written:
-            raise StateError("cannot write after write_eof(): close_notify was sent")
         self.connection.send_data(data, self._loop.time())
         self._flush()
 
     def write_eof(self) -> None:
-        """Send close_notify and keep reading (RFC 8446 section 6.1: each side closes its own direction).
-
-        The connection's ``close()`` would send it too, but also drop the receive keys and end the
-        stream; here the connection stays open for the peer's records, and whatever the connection
-        would send afterwards (its answers to a rekey) is dropped: nothing may follow a close_notify.
-        TCP's own write side is shut after it, so the peer sees close_notify and then FIN.
-        """
-        if self.eof_written or self.connection.closed:
+        """Send close_notify and keep reading (RFC 8446 section 6.1: each side closes its own direction);
+        TCP's own write side is shut after it, so the peer sees close_notify and then FIN."""
+        if self.connection.write_closed or self.connection.closed:
             return
         if not self.connection.established:
             raise StateError("write_eof() before the handshake completed")
-        _queue_close_notify(self.connection)
+        self.connection.send_eof()
         self._flush()
-        self.eof_written = True
-        if self._timer is not None:
-            self._timer.cancel()  # the rekey policy has nothing left to protect on our side
         if self.transport is not None and not self.transport.is_closing() and self.transport.can_write_eof():
             self.transport.write_eof()
 
@@ -231,7 +217,7 @@ class MlsTlsProtocol(asyncio.Protocol):
         self._process_events()
 
     def _send(self, data: bytes) -> None:
-        if data and not self.eof_written and self.transport is not None and not self.transport.is_closing():
+        if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     def _process_events(self) -> None:
@@ -244,6 +230,8 @@ class MlsTlsProtocol(asyncio.Protocol):
             elif isinstance(event, EpochChanged):
                 if self._on_epoch is not None:
                     self._on_epoch(event.epoch)
+            elif isinstance(event, StreamEnded):
+                self.reader.feed_eof()  # the peer half-closed: we may still write until we close
             elif isinstance(event, ConnectionTerminated):
                 self.terminated = event
                 if not self.handshake.done():
@@ -257,19 +245,6 @@ class MlsTlsProtocol(asyncio.Protocol):
                 if self.transport is not None:
                     self._send(self.connection.data_to_send())
                     self.transport.close()
-
-
-def _queue_close_notify(connection: MlsTlsConnection | AlongsideConnection) -> None:
-    """Queue close_notify under the current keys without ending the connection (for a half-close).
-
-    :meth:`MlsTlsConnection.close` has no half-close form: it also drops the receive keys.  So this
-    uses the record layer's own alert path (``_alert``, same package); alongside TLS 1.3 the alert
-    belongs to the inner MLS-TLS connection, whose protected records go straight on TCP.
-    """
-    records = connection.inner if isinstance(connection, AlongsideConnection) else connection
-    if records is None:
-        raise StateError("write_eof() before the handshake completed")
-    records._alert(AlertDescription.CLOSE_NOTIFY, warning=True)
 
 
 class MlsTlsWriter:
@@ -309,18 +284,15 @@ class MlsTlsWriter:
         self._protocol._flush()
 
     def can_write_eof(self) -> bool:
-        """False, as for ``ssl`` transports: :meth:`write_eof` sends close_notify, but this release's peers
-        end the whole connection when they read it, so they cannot answer after our EOF.  Code that
-        checks (a proxy passing EOF on) closes instead of waiting for a reply that cannot come."""
-        return False
+        """True: :meth:`write_eof` is a real half-close (unlike asyncio's ``ssl`` transports)."""
+        return True
 
     def write_eof(self) -> None:
         """Half-close: send close_notify (the peer's reader sees a clean EOF) and keep reading.
 
-        Every byte the peer sent before it read our close_notify still arrives and is read as usual.
-        The peer then ends without a close_notify of its own, so its stream ends in
-        :class:`~mlstls.errors.TruncatedStream` (its completeness is not proven).  Writing afterwards
-        raises :class:`~mlstls.errors.StateError`; :meth:`close` still ends the connection.
+        The peer may still send; its stream ends cleanly at its own close_notify.  Writing afterwards
+        raises :class:`~mlstls.errors.StateError`; :meth:`close` ends the connection.  Rekeys stop
+        once either side has half-closed (one side no longer speaks, so none could complete).
         """
         self._protocol.write_eof()
 

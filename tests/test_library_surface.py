@@ -29,7 +29,7 @@ from mlscore.errors import ConfigurationError
 from mlsquic import MlsQuicConfiguration, MlsQuicProtocol, quic_of
 from mlsquic.epochs import EpochKeyedConnection
 from mlsquic.testing import QuicPair, client_configuration, free_udp_port, server_configuration
-from mlstls import MlsTlsConfiguration, MlsTlsWriter, TlsSettings, TruncatedStream, open_connection, start_server
+from mlstls import MlsTlsConfiguration, MlsTlsWriter, TlsSettings, open_connection, start_server
 from mlstls.alongside import AlongsideConnection
 from mlstls.errors import StateError
 
@@ -96,44 +96,60 @@ def _mls_tls_bytes_received(writer: MlsTlsWriter) -> int:
 Configurations = tuple[MlsTlsConfiguration, MlsTlsConfiguration]
 
 
-async def test_write_eof_ends_the_peers_stream_while_this_side_still_reads(configurations: Configurations) -> None:
+async def test_write_eof_is_a_half_close_the_peer_answers_after(configurations: Configurations) -> None:
+    """RFC 8446 section 6.1: close_notify closes one direction; a request, EOF, then the whole answer."""
     client_config, server_config = configurations
-    answered, peer_done = asyncio.Event(), asyncio.Event()
     peer: dict[str, Any] = {}
 
     async def handler(reader: asyncio.StreamReader, writer: MlsTlsWriter) -> None:
-        writer.write(b"answer")
-        await writer.drain()
-        answered.set()
-        peer["read"] = await reader.read()  # returns at the client's close_notify
+        request = await reader.read()  # returns at the client's close_notify
         peer["truncated"] = writer.truncated
-        with pytest.raises(StateError):
-            writer.write(b"too late")  # this release's peers end the whole connection at close_notify
-        peer_done.set()
+        writer.write(b"answer to " + request)  # still allowed: only the client's direction is closed
+        await writer.drain()
+        writer.close()
 
     server = await start_server(handler, "127.0.0.1", 0, configuration=server_config)
     async with server:
         port = server.sockets[0].getsockname()[1]
         reader, writer = await open_connection("127.0.0.1", port, configuration=client_config)
-        assert writer.transport is not None
-        writer.transport.pause_reading()  # the answer waits in the socket until after write_eof
-        await asyncio.wait_for(answered.wait(), GUARD)
-        assert not writer.can_write_eof()  # the peer cannot answer after EOF: asyncio code closes instead
+        assert writer.can_write_eof()
+        writer.write(b"request")
         writer.write_eof()
         writer.write_eof()  # a second call changes nothing, as for asyncio transports
-        with pytest.raises(StateError, match="write_eof"):
+        with pytest.raises(StateError, match="send_eof"):
             writer.write(b"more")
-        await asyncio.wait_for(peer_done.wait(), GUARD)
-        assert peer == {"read": b"", "truncated": False}  # a clean EOF: our close_notify was authenticated
-
-        received = _mls_tls_bytes_received(writer)
-        writer.transport.resume_reading()
-        assert await asyncio.wait_for(reader.readexactly(6), GUARD) == b"answer"
-        assert _mls_tls_bytes_received(writer) > received  # read and opened after write_eof: keys were kept
-        with pytest.raises(TruncatedStream, match="after our write_eof"):
-            await asyncio.wait_for(reader.read(), GUARD)  # the peer closed without a close_notify of its own
+        assert await asyncio.wait_for(reader.read(), GUARD) == b"answer to request"  # then a clean EOF
+        assert peer == {"truncated": False} and not writer.truncated
+        assert writer.connection.closed  # both directions closed: the connection ended by itself
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), GUARD)
+
+
+async def test_after_write_eof_the_peers_rekey_is_left_unanswered_and_data_still_flows(
+        configurations: Configurations) -> None:
+    """Nothing may follow our close_notify, not even an EpochKeyUpdate: the peer's commit stays pending, its
+    records stay in the epoch we hold, and the stream still ends cleanly."""
+    client_config, server_config = configurations
+    epochs: list[int | None] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: MlsTlsWriter) -> None:
+        await reader.read()
+        writer.rekey()  # a ConnectionUpdate the half-closed client must not answer
+        for _ in range(3):
+            writer.write(b"x" * 1000)
+            await writer.drain()
+        epochs.append(writer.epoch)
+        writer.close()
+
+    server = await start_server(handler, "127.0.0.1", 0, configuration=server_config)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await open_connection("127.0.0.1", port, configuration=client_config)
+        epoch = writer.epoch
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), GUARD) == b"x" * 3000
+        assert not writer.truncated and epochs == [epoch]  # the server never switched: its commit went unanswered
+        writer.close()
 
 
 def _expected_info(session: TwoPartySession, peer_profile_name: bytes, peer_key: bytes) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from mls2p.errors import AlertDescription
 from mls2p.testing import config, self_signed_server_certificate
 from mlstls import HandshakeError, MlsTlsConfiguration, open_connection, start_server
 from mlstls.alongside import AlongsideConnection, TlsSettings
-from mlstls.connection import CLIENT_LABEL, ConnectionTerminated
+from mlstls.connection import CLIENT_LABEL, ConnectionTerminated, StreamEnded
 from mlstls.record import RecordProtection, RecordSplitter, aead_spec
 from mlstls.testing import TlsPair
 
@@ -156,5 +156,10 @@ def test_rekeys_and_close_after_leaving_tls(certificate) -> None:
     pair.client.close()
     pair.pump()
     assert bytes(pair.received["server"]) == b"last words"
+    # the client's close_notify ends its direction (a half-close the server may still answer after)
+    assert any(isinstance(e, StreamEnded) for e in pair.events["server"]) and pair.server.read_closed
+    assert not any(isinstance(e, ConnectionTerminated) for e in pair.events["server"])
+    pair.server.close()
+    pair.pump()
     closed = [e for e in pair.events["server"] if isinstance(e, ConnectionTerminated)]
-    assert closed and closed[0].by_peer and closed[0].alert == AlertDescription.CLOSE_NOTIFY
+    assert closed and not closed[0].by_peer and closed[0].alert == AlertDescription.CLOSE_NOTIFY

@@ -93,6 +93,9 @@ def test_close_notify_keeps_the_group_for_resumption() -> None:
     pair = established()
     pair.client.close()
     pair.pump()
+    assert pair.server.read_closed  # the client's direction ended; the server closes its own
+    pair.server.close()
+    pair.pump()
     assert terminated(pair, "server").alert == AlertDescription.CLOSE_NOTIFY
     assert pair.client_store.group_ids() and pair.server_store.group_ids()
     pair.reconnect()
@@ -107,3 +110,32 @@ def test_sending_before_the_handshake_is_an_error() -> None:
     pair = TlsPair()
     with pytest.raises(StateError):
         pair.client.send_data(b"too early")
+
+
+def test_a_record_after_the_peers_close_notify_is_refused() -> None:
+    """A half-closed direction stays closed: a record the peer seals after its close_notify ends the connection."""
+    from mlstls.record import ContentType
+
+    pair = established()
+    pair.client.send_eof()
+    pair.pump()
+    assert pair.server.read_closed and not pair.server.closed
+    sealer = pair.client._send
+    assert sealer is not None
+    pair.server.receive_data(bytes(sealer.seal(ContentType.APPLICATION_DATA, b"after close_notify")))
+    pair.pump()
+    assert terminated(pair, "server").alert == AlertDescription.UNEXPECTED_MESSAGE
+    assert b"after close_notify" not in pair.received["server"]
+
+
+def test_after_send_eof_the_peer_still_sends_and_rekeys_stop() -> None:
+    pair = established()
+    epoch = pair.client.epoch
+    pair.client.send_eof()
+    pair.server.rekey()  # the server starts none: the client could not answer
+    pair.server.send_data(b"still flowing")
+    pair.pump()
+    assert pair.received["client"].endswith(b"still flowing") and pair.server.epoch == epoch
+    pair.server.close()
+    pair.pump()
+    assert terminated(pair, "client").alert == AlertDescription.CLOSE_NOTIFY and pair.client.closed
