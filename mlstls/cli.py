@@ -24,6 +24,12 @@ peer first confirms with (kept in the state folder) and refuses a changed one,
 for names no pin names; --insecure-accept-any-peer authenticates nobody.  One of
 them is required.  SIGHUP re-reads the trust options (and --config): a peer no
 longer trusted is disconnected at once.
+
+One process serves many ports: [services.NAME] tables in --config (docs/tunnel.md,
+"Several services"); SIGHUP (systemctl reload) applies added, removed or changed
+services and trust without touching the links of other peers.  "mls-tunnel status"
+asks a running tunnel (--json for scripts); --metrics HOST:PORT exports the same to
+Prometheus.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import signal
@@ -41,6 +48,7 @@ import time
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from mls2p.command import run_command
 from mls2p.config import ProfileConfig, suite_preference
@@ -56,8 +64,11 @@ from mlscore.crypto import SUPPORTED_SUITES
 from mlscore.errors import MLSError
 
 from .config import MlsTlsConfiguration
+from .control import CONTROL_SOCKET, ControlServer, query, render
 from .errors import TunnelError
-from .tunnel import TunnelClient, TunnelServer
+from .metrics import check_available, serve_metrics
+from .services import Service, parse_address, service_table, services_from_config
+from .tunnel import TunnelClient, TunnelServer, status_line
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +82,12 @@ PURGE_INTERVAL = 3600.0
 """Seconds between sweeps of expired sessions from a folder store."""
 
 
-def _address(text: str, *, listening: bool = False) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    lowest = 0 if listening else 1  # port 0 lets the system choose where we listen
-    if not host or not port.isdigit() or not lowest <= int(port) < 65536:
-        raise ConfigurationError(f"{text!r} is not host:port (for example 127.0.0.1:8443)")
-    return host.strip("[]"), int(port)
+_address = parse_address
+status_log = logging.getLogger("mlstls.status")
+"""The periodic status lines (--status-interval): INFO, shown whatever the log level once asked for."""
+RESTART_ONLY = ("connect", "state_dir", "identity", "suites", "store", "store_keyring", "rekey_seconds",
+                "rekey_bytes", "metrics", "control_socket")
+"""Options a reload cannot change (it says so and keeps the running value); a server's --listen too."""
 
 
 def default_state_dir(mode: str, environ: Mapping[str, str] = os.environ) -> Path:
@@ -184,18 +195,71 @@ def _profile(args: argparse.Namespace, private: bytes) -> tuple[ProfileConfig, S
     return profile, store
 
 
-def _reload_trust(policy: TrustPolicy, read_args: Callable[[], argparse.Namespace]) -> None:
-    """SIGHUP: read the trust options again and put them in force; a mistake keeps the old ones."""
-    try:
-        fresh, insecure = _trust(read_args(), reloading=True)
-    except ConfigurationError as exc:
-        log.error("reload refused, the trust configuration in force is unchanged: %s", exc)
-        return
-    if fresh is None or insecure:
-        log.error("reload refused: --insecure-accept-any-peer cannot be switched on by a reload")
-        return
-    checked = policy.replace(fresh)
-    log.warning("trust configuration reloaded (%r); %d connection(s) re-checked", fresh, checked)
+def _services(args: argparse.Namespace) -> dict[str, Service]:
+    shorthand = args.target if args.mode == "server" else args.listen
+    return service_table(mode=args.mode, shorthand=shorthand, configured=args.services_config)
+
+
+class Running:
+    """A running tunnel end: what ``status`` reports, and the reload (SIGHUP) that changes it in place."""
+
+    def __init__(self, args: argparse.Namespace, endpoint: TunnelServer | TunnelClient, trust: TrustPolicy | None,
+                 key: str) -> None:
+        self.args = args
+        self.endpoint = endpoint
+        self.trust = trust
+        self.key = key
+        self.started = time.monotonic()
+        self.reloads: dict[str, Any] = {"applied": 0, "refused": 0, "last_error": None, "last_seconds": None}
+        self._lock = asyncio.Lock()
+
+    def report(self) -> dict[str, Any]:
+        services = self.endpoint.services if isinstance(self.endpoint, TunnelServer) else {
+            name: service for name, (service, _) in self.endpoint.listeners.items()}
+        return {"version": 1, "mode": self.args.mode, "pid": os.getpid(), "identity": self.args.identity,
+                "key": self.key, "uptime_seconds": round(time.monotonic() - self.started, 1),
+                "services": [service.describe() for service in services.values()],
+                "links": self.endpoint.snapshot(), "handshake_failures": dict(self.endpoint.handshake_failures),
+                "reloads": dict(self.reloads)}
+
+    async def reload(self, read_args: Callable[[], argparse.Namespace]) -> bool:
+        """Read the configuration again and apply it; a mistake keeps the configuration in force (logged)."""
+        async with self._lock:
+            began = time.perf_counter()
+            try:
+                applied = await self._apply(read_args())
+            except (ConfigurationError, OSError) as exc:
+                text = str(exc) if isinstance(exc, ConfigurationError) else f"cannot listen: {exc}"
+                self.reloads["refused"] += 1
+                self.reloads["last_error"] = text
+                log.error("reload refused, the configuration in force is unchanged: %s", text)
+                return False
+            self.reloads["applied"] += 1
+            self.reloads["last_error"] = None
+            self.reloads["last_seconds"] = round(time.perf_counter() - began, 4)
+            log.warning("configuration reloaded in %.1f ms: %s", 1000 * self.reloads["last_seconds"], applied)
+            return True
+
+    async def _apply(self, args: argparse.Namespace) -> str:
+        services = _services(args)  # everything is checked before anything is applied
+        fresh: TrustPolicy | None = None
+        if self.trust is not None:
+            fresh, insecure = _trust(args, reloading=True)
+            if fresh is None or insecure:
+                raise ConfigurationError("--insecure-accept-any-peer cannot be switched on by a reload")
+        elif not args.insecure_accept_any_peer:
+            raise ConfigurationError("switching from --insecure-accept-any-peer to pins takes a restart")
+        for option in RESTART_ONLY + (("listen",) if args.mode == "server" else ()):
+            if getattr(args, option, None) != getattr(self.args, option, None):
+                log.warning("--%s changed: it takes effect at the next start (the running value stays)",
+                            option.replace("_", "-"))
+        if isinstance(self.endpoint, TunnelClient):
+            closed = await self.endpoint.set_services(services)  # may fail to bind: nothing else changed yet
+        else:
+            closed = self.endpoint.set_services(services)
+        checked = self.trust.replace(fresh) if self.trust is not None and fresh is not None else 0
+        return (f"{len(services)} service(s), {closed} stream(s) of removed or changed services closed, "
+                f"{checked} connection(s) re-checked against the trust configuration")
 
 
 def _announce(args: argparse.Namespace, folder: Path, key: str) -> None:
@@ -214,30 +278,48 @@ def _announce(args: argparse.Namespace, folder: Path, key: str) -> None:
 
 
 async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namespace] | None = None) -> int:
-    listen = _address(args.listen, listening=True)  # every address first: a typo is reported before any write
-    remote = _address(args.target if args.mode == "server" else args.connect)
+    listen = _address(args.listen, listening=True) if args.mode == "server" else None
+    remote = _address(args.connect) if args.mode == "client" else None
+    services = _services(args)  # every address first: a typo is reported before any write
+    if args.metrics:
+        check_available()
     folder = _state_folder(args)
     private = _own_key(folder, args.suite)
-    _announce(args, folder, fingerprint(private, args.suite))
+    key = fingerprint(private, args.suite)
+    _announce(args, folder, key)
     profile, store = _profile(args, private)
-    if isinstance(profile.authentication_service, TrustPolicy) and read_args is not None:
-        asyncio.get_running_loop().add_signal_handler(
-            signal.SIGHUP, _reload_trust, profile.authentication_service, read_args)
+    trust = profile.authentication_service if isinstance(profile.authentication_service, TrustPolicy) else None
     endpoint: TunnelServer | TunnelClient
     if args.mode == "server":
-        endpoint = TunnelServer(MlsTlsConfiguration(profile, False, store), remote)
+        assert listen is not None
+        endpoint = TunnelServer(MlsTlsConfiguration(profile, False, store), services)
         port = await endpoint.start(*listen)
-        print(f"mls-tunnel server on {listen[0]}:{port} -> {args.target}", flush=True)
+        print(f"mls-tunnel server on {listen[0]}:{port} -> " + ", ".join(
+            f"{s.name} {s.address[0]}:{s.address[1]}" for s in services.values()), flush=True)
     else:
+        assert remote is not None
         group_ids = store.group_ids()
         config = MlsTlsConfiguration(profile, True, store, resume_group_id=group_ids[0] if group_ids else None)
         endpoint = TunnelClient(config, remote, retry_refused=args.retry_refused,
                                 max_retry_delay=args.max_retry_delay)
         timeout = None if args.retry_forever else args.connect_timeout
-        port = await endpoint.start(*listen, connect_timeout=timeout)
-        print(f"mls-tunnel client on {listen[0]}:{port} -> {args.connect}", flush=True)
+        ports = await endpoint.start_services(services, connect_timeout=timeout)
+        print("mls-tunnel client on " + ", ".join(
+            f"{services[n].address[0]}:{p} ({n})" for n, p in ports.items()) + f" -> {args.connect}", flush=True)
+    running = Running(args, endpoint, trust, key)
+    loop = asyncio.get_running_loop()
+    if read_args is not None:  # SIGHUP (systemctl reload): re-read and apply, whatever the trust mode
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(running.reload(read_args)))
+    control = ControlServer(Path(args.control_socket) if args.control_socket else folder / CONTROL_SOCKET,
+                            running.report)
+    metrics: asyncio.Server | None = None
     purged_at = -PURGE_INTERVAL
     try:
+        await control.start()
+        if args.metrics:
+            metrics = await serve_metrics(*_address(args.metrics, listening=True), running.report)
+        if args.status_interval > 0:
+            status_log.setLevel(logging.INFO)
         while True:
             if isinstance(store, FileSessionStore) and time.monotonic() - purged_at >= PURGE_INTERVAL:
                 purged_at = time.monotonic()  # abandoned sessions (a client that never came back) expire
@@ -245,15 +327,36 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
                     if removed := store.purge_expired(time.time()):
                         log.info("removed %d session(s) idle for longer than the store's limit", removed)
             stopped = endpoint.stopped if isinstance(endpoint, TunnelClient) else asyncio.Event()
+            interval = args.status_interval if args.status_interval > 0 else PURGE_INTERVAL
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopped.wait(), args.status_interval)
+                await asyncio.wait_for(stopped.wait(), interval)
             if isinstance(endpoint, TunnelClient) and endpoint.refused is not None:
                 raise TunnelError(endpoint.refused)
-            for line in endpoint.status():
-                print(time.strftime("%H:%M:%S"), line, flush=True)
+            if args.status_interval > 0:
+                for link in endpoint.snapshot():
+                    status_log.info("status: %s", status_line(link))
     finally:
         print("mls-tunnel: shutting down", flush=True)
+        if metrics is not None:
+            metrics.close()
+        await control.close()
         await endpoint.close()
+
+
+async def _status(args: argparse.Namespace) -> int:
+    """``mls-tunnel status``: ask the running tunnel of a state folder (or of either default one)."""
+    if args.control_socket or args.state_dir:
+        given = Path(args.control_socket) if args.control_socket else None
+        paths = [given or Path(args.state_dir).expanduser() / CONTROL_SOCKET]
+    else:
+        paths = [default_state_dir(mode) / CONTROL_SOCKET for mode in ("server", "client")]
+        paths = [path for path in paths if path.exists()] or paths[:1]
+    reports = [await query(path) for path in paths]
+    if args.json:
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    else:
+        print("\n\n".join(render(report) for report in reports))
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -276,6 +379,11 @@ def _parser() -> argparse.ArgumentParser:
                                  help="seal every stored session with the keyring's first key")
     reseal.add_argument("--store", required=True, help="the Redis URL the servers use")
     reseal.add_argument("--store-keyring", required=True, help="the keyring file, new key first")
+    status = commands.add_parser("status", parents=[verbose], help="ask a running tunnel how its links are")
+    status.add_argument("--state-dir", help="the running tunnel's state folder (default: the default folder of "
+                                            "a server, else of a client)")
+    status.add_argument("--control-socket", help="its control socket, if it was given one")
+    status.add_argument("--json", action="store_true", help="print the report as JSON, for scripts")
     for mode in ("server", "client"):
         sub = commands.add_parser(mode, parents=[verbose], help=f"run the tunnel's {mode} end")
         sub.add_argument("--config", help="a TOML file of options (keys as the long options, e.g. state-dir)")
@@ -312,7 +420,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--state-dir", help="keep the key and group state here (resumption across restarts; "
                                              f"default $XDG_STATE_HOME/{STATE_FOLDER}/{mode}, that is "
                                              f"~/.local/state/{STATE_FOLDER}/{mode})")
-        sub.add_argument("--status-interval", type=float, default=5.0, help="seconds between status lines")
+        sub.add_argument("--status-interval", type=float, default=0.0,
+                         help="log a status line per link every this many seconds (default 0: off; "
+                              "'mls-tunnel status' asks at any time)")
+        sub.add_argument("--control-socket",
+                         help=f"where 'mls-tunnel status' asks (default <state-dir>/{CONTROL_SOCKET})")
+        sub.add_argument("--metrics", metavar="HOST:PORT",
+                         help="serve Prometheus metrics at http://HOST:PORT/metrics (needs prometheus-client)")
     return parser
 
 
@@ -328,7 +442,10 @@ def _with_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{args.config} is not valid TOML: {exc}") from None
         known = vars(args)
-        defaults = {}
+        defaults: dict[str, Any] = {}
+        if args.mode in ("server", "client"):
+            defaults["services_config"] = services_from_config(options.pop("services", {}), mode=args.mode,
+                                                               source=args.config)
         for key, value in options.items():
             name = key.replace("-", "_")
             if name not in known or name in ("mode", "config"):
@@ -338,12 +455,14 @@ def _with_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
         subparsers.choices[args.mode].set_defaults(**defaults)
         args = parser.parse_args(argv)
     if args.mode in ("server", "client"):
+        args.services_config = getattr(args, "services_config", None)
         args.suites = suite_preference(args.suite)
         args.suite = args.suites[0]
         args.state_dir_defaulted = not args.state_dir
         if args.state_dir_defaulted:
             args.state_dir = str(default_state_dir(args.mode))
-    missing = [name for name in ("listen", "connect", "target") if name in vars(args) and not getattr(args, name)]
+    required = {"server": ("listen",), "client": ("connect",)}.get(args.mode, ())
+    missing = [name for name in required if not getattr(args, name)]
     if missing:
         raise ConfigurationError(f"{args.mode} needs --{missing[0]} (on the command line or in --config)")
     return args
@@ -372,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
             for problem in store.reseal_skipped:
                 print(f"mls-tunnel: skipped {problem}", file=sys.stderr)
             return 1 if store.reseal_skipped else 0
+        if args.mode == "status":
+            return run_command(functools.partial(_status, args), prog="mls-tunnel", verbose=verbose)
         read_args = functools.partial(_with_config_file, parser, argv)
         return run_command(functools.partial(_run, args, read_args), prog="mls-tunnel", verbose=verbose)
 

@@ -415,10 +415,12 @@ class _Refused(asyncio.Protocol):
 
 async def start_server(client_connected_cb: ClientConnected, host: str | None = None, port: int = 0, *,
                        configuration: MlsTlsConfiguration, handshake_timeout: float = 10.0,
-                       max_handshakes: int = MAX_HANDSHAKES, **kwargs: Any) -> asyncio.Server:
+                       max_handshakes: int = MAX_HANDSHAKES,
+                       on_handshake_failure: Callable[[str], None] | None = None, **kwargs: Any) -> asyncio.Server:
     """Serve MLS-TLS; ``client_connected_cb`` runs once a connection's handshake is done (peer
     authenticated, keys confirmed).  A handshake that takes longer than ``handshake_timeout`` is
-    dropped, and at most ``max_handshakes`` run at once."""
+    dropped, and at most ``max_handshakes`` run at once.  ``on_handshake_failure`` is told why each
+    failed handshake failed (the alert's name, ``"timeout"`` or ``"busy"``), for counters."""
     loop = asyncio.get_running_loop()
     _check_arguments("start_server", configuration, is_client=False, handshake_timeout=handshake_timeout,
                      asyncio_arguments=kwargs)
@@ -430,11 +432,13 @@ async def start_server(client_connected_cb: ClientConnected, host: str | None = 
     def factory() -> asyncio.Protocol:
         if len(handshaking) >= max_handshakes:
             log.warning("MLS-TLS server: %d handshakes already running; refusing a connection", len(handshaking))
+            if on_handshake_failure is not None:
+                on_handshake_failure("busy")
             return _Refused()
         protocol = MlsTlsProtocol(configuration)
         handshaking.add(protocol)
         protocol.handshake.add_done_callback(lambda _: handshaking.discard(protocol))
-        task = loop.create_task(_serve_one(protocol, client_connected_cb, handshake_timeout))
+        task = loop.create_task(_serve_one(protocol, client_connected_cb, handshake_timeout, on_handshake_failure))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         return protocol
@@ -442,12 +446,15 @@ async def start_server(client_connected_cb: ClientConnected, host: str | None = 
     return await loop.create_server(factory, host, port, **kwargs)
 
 
-async def _serve_one(protocol: MlsTlsProtocol, callback: ClientConnected, timeout: float) -> None:
+async def _serve_one(protocol: MlsTlsProtocol, callback: ClientConnected, timeout: float,
+                     on_failure: Callable[[str], None] | None) -> None:
     try:
         await asyncio.wait_for(protocol.handshake, timeout)
     except (HandshakeError, TimeoutError) as exc:
         peer = protocol.transport.get_extra_info("peername") if protocol.transport is not None else None
         _REFUSALS.log(f"MLS-TLS handshake from {peer} failed: {exc or 'timed out'}")
+        if on_failure is not None:
+            on_failure(exc.alert.name.lower() if isinstance(exc, HandshakeError) else "timeout")
         if protocol.transport is not None:
             protocol.transport.close()
         return

@@ -25,13 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import random
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from mls2p.errors import AlertDescription
 from mlscore.errors import MLSError
@@ -39,6 +41,7 @@ from mlscore.errors import MLSError
 from .config import MlsTlsConfiguration
 from .errors import HandshakeError, TunnelError
 from .link import MAX_FRAME_PAYLOAD, Frame, FrameType, ReliableLink
+from .services import DEFAULT_SERVICE, Address, Service, decode_open, encode_open
 from .streams import MlsTlsWriter, open_connection, start_server
 
 log = logging.getLogger(__name__)
@@ -74,15 +77,28 @@ class LinkStats:
     started: float = field(default_factory=time.monotonic)
 
 
-class TunnelLink:
-    """One side of the link: streams multiplexed over whatever MLS-TLS connection is current."""
+Resolver = Callable[[str, "bytes | None"], "Service | str"]
+"""A server's service lookup: (service name, peer identity) -> the service, or why the stream is refused."""
 
-    def __init__(self, *, is_client: bool, target: tuple[str, int] | None = None) -> None:
+
+class TunnelLink:
+    """One side of the link: streams multiplexed over whatever MLS-TLS connection is current.
+
+    A server's link opens each stream's target through ``resolve`` (the server's service table as it is
+    when the OPEN arrives), in a task of its own: a slow target holds up only its own stream.
+    """
+
+    def __init__(self, *, is_client: bool, resolve: Resolver | None = None) -> None:
         self.is_client = is_client
-        self.target = target
+        self.resolve = resolve
         self.reliable = ReliableLink()
         self.writer: MlsTlsWriter | None = None
+        self.peer_identity: bytes | None = None
+        self.peer_fingerprint: str | None = None
         self.streams: dict[int, asyncio.StreamWriter] = {}
+        self.stream_services: dict[int, str] = {}
+        self._opening: dict[int, list[bytes | None]] = {}  # streams whose target is being reached: data held
+        self.streams_refused = 0
         self.next_stream = 1 if is_client else 2
         self.stats = LinkStats()
         self.link_ready = asyncio.Event()
@@ -102,6 +118,8 @@ class TunnelLink:
             previous.transport.abort()  # a half-open older connection: the newer one wins
         self.writer = writer
         self._epoch_seen = writer.epoch
+        self.peer_identity = writer.get_extra_info("mls_peer_identity")
+        self.peer_fingerprint = writer.get_extra_info("mls_peer_fingerprint")
         self._write(self.reliable.connected())
         try:
             while data := await reader.read(1 << 18):
@@ -145,7 +163,9 @@ class TunnelLink:
         if frame.kind == FrameType.RESET:
             self._reset_streams()
         elif frame.kind == FrameType.OPEN:
-            await self._open_target(frame.stream)
+            self._open_target(frame.stream, frame.payload)
+        elif frame.kind in (FrameType.DATA, FrameType.CLOSE) and frame.stream in self._opening:
+            self._opening[frame.stream].append(frame.payload if frame.kind == FrameType.DATA else None)
         elif frame.kind == FrameType.DATA:
             local = self.streams.get(frame.stream)
             if local is not None:
@@ -172,22 +192,52 @@ class TunnelLink:
             with contextlib.suppress(Exception):
                 local.transport.abort()  # an abrupt close tells the local application something broke
         self.streams.clear()
+        self.stream_services.clear()
+        self._opening.clear()
         self._closed_by_peer.clear()
         self._closed_by_us.clear()
 
-    async def _open_target(self, stream: int) -> None:
-        assert self.target is not None, "only the server side opens target connections"
+    def _open_target(self, stream: int, payload: bytes) -> None:
+        """Server: find the stream's service and start reaching its target (or refuse the stream, saying why)."""
+        assert self.resolve is not None, "only the server side opens target connections"
+        name = decode_open(payload)
+        found = self.resolve(name, self.peer_identity) if name is not None else "a malformed service name"
+        if isinstance(found, str):
+            self.streams_refused += 1
+            who = (self.peer_identity or b"?").decode("utf-8", "replace")
+            log.warning("refused a stream of peer %s: %s", who, found)
+            self._refuse(stream, found)
+            return
+        self._opening[stream] = []
+        self.stream_services[stream] = found.name
+        self._track(self._connect_target(stream, found))
+
+    def _refuse(self, stream: int, reason: str) -> None:
+        # The client's user would see only a closed connection: tell them why.  Only an authenticated
+        # peer (one whose key we trust) ever gets this far, so what this says reaches no stranger.
+        self._send(Frame(FrameType.CLOSE, stream, reason.encode()[:MAX_CLOSE_REASON]))
+
+    async def _connect_target(self, stream: int, service: Service) -> None:
+        host, port = service.address
         try:
-            reader, writer = await asyncio.open_connection(*self.target)
+            reader, writer = await asyncio.open_connection(host, port)
         except OSError as exc:
-            log.warning("cannot reach target %s:%d: %s", *self.target, exc)
-            # The client's user would see only a closed connection: tell them why.  Only an authenticated
-            # peer (one whose key we trust) ever gets this far, so the target's address reaches no stranger.
-            reason = f"the server could not reach its target {self.target[0]}:{self.target[1]}: {_reason(exc)}"
-            self._send(Frame(FrameType.CLOSE, stream, reason.encode()[:MAX_CLOSE_REASON]))
+            self._opening.pop(stream, None)
+            self.stream_services.pop(stream, None)
+            log.warning("cannot reach target %s:%d of service %s: %s", host, port, service.name, exc)
+            self._refuse(stream, f"the server could not reach its target {host}:{port}: {_reason(exc)}")
+            return
+        held = self._opening.pop(stream, None)
+        if held is None:  # the link reset (or the service went) while we connected
+            writer.close()
             return
         self.streams[stream] = writer
-        self._track(self._pump(stream, reader, writer))
+        for data in held:
+            if data is None:  # the client's side had already ended
+                await self._dispatch(Frame(FrameType.CLOSE, stream))
+            else:
+                writer.write(data)
+        await self._pump(stream, reader, writer)
 
     def _refused_stream(self, stream: int, payload: bytes) -> None:
         """The peer could not open ``stream`` (a CLOSE with a reason): log why, and close the local connection.
@@ -198,19 +248,36 @@ class TunnelLink:
         text = payload[:MAX_CLOSE_REASON].decode("utf-8", "replace")
         reason = "".join(char if char.isprintable() else "?" for char in text)  # one log line, whatever it holds
         log.warning("a tunnelled connection was closed: %s", reason)
+        self.close_stream(stream)
+
+    def close_stream(self, stream: int) -> None:
+        """Drop ``stream`` at once: its local connection is aborted, nothing more is sent for it."""
         self._closed_by_peer.discard(stream)
         self._closed_by_us.discard(stream)
+        self.stream_services.pop(stream, None)
+        self._opening.pop(stream, None)
         local = self.streams.pop(stream, None)
         if local is not None:
             with contextlib.suppress(Exception):
                 local.transport.abort()
 
-    def open_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Client side: a new local connection becomes a stream."""
+    def close_service_streams(self, keep: Callable[[str], bool], reason: str) -> int:
+        """Close the streams whose service ``keep`` rejects (a reload removed it, or closed it to this peer),
+        telling the peer why; returns how many."""
+        doomed = [stream for stream, name in self.stream_services.items() if not keep(name)]
+        for stream in doomed:
+            self._refuse(stream, reason)
+            self.close_stream(stream)
+        return len(doomed)
+
+    def open_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   service: str = DEFAULT_SERVICE) -> None:
+        """Client side: a new local connection becomes a stream of ``service``."""
         stream = self.next_stream
         self.next_stream += 2
-        self._send(Frame(FrameType.OPEN, stream))
+        self._send(Frame(FrameType.OPEN, stream, encode_open(service)))
         self.streams[stream] = writer
+        self.stream_services[stream] = service
         self._track(self._pump(stream, reader, writer))
 
     async def _pump(self, stream: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -233,6 +300,7 @@ class TunnelLink:
             side.add(stream)
             return
         other.discard(stream)
+        self.stream_services.pop(stream, None)
         local = self.streams.pop(stream, None)
         if local is not None:
             with contextlib.suppress(Exception):
@@ -251,17 +319,33 @@ class TunnelLink:
         if self.writer is not None:
             self.writer.close()
 
-    def status(self, state: str) -> str:
-        """One status line: state, epoch, rekeys, bytes, streams, reconnects, last error."""
+    def snapshot(self, state: str) -> dict[str, Any]:
+        """What ``mls-tunnel status`` and the metrics report of this link (no secrets): the peer, the state,
+        the epoch and rekeys, bytes each way, streams, reconnects, the last error."""
         epoch = self.writer.epoch if self.writer is not None else None
         if epoch is not None and self._epoch_seen is not None and epoch > self._epoch_seen:
             self.stats.rekeys += epoch - self._epoch_seen
         self._epoch_seen = epoch if epoch is not None else self._epoch_seen
         last = self.writer.connection.last_rekey if self.writer is not None else None
-        age = f"{asyncio.get_running_loop().time() - last:.0f}s ago" if last is not None else "-"
-        line = (f"{state} | epoch {epoch} rekeys {self.stats.rekeys} last {age} | in {self.stats.bytes_in} B "
-                f"out {self.stats.bytes_out} B | streams {len(self.streams)} | reconnects {self.stats.reconnects}")
-        return line + (f" | last error: {self.stats.last_error}" if self.stats.last_error else "")
+        ago = asyncio.get_running_loop().time() - last if last is not None else None
+        return {"peer": (self.peer_identity or b"").decode("utf-8", "replace") or None,
+                "fingerprint": self.peer_fingerprint, "state": state, "epoch": epoch,
+                "last_rekey_seconds_ago": None if ago is None else round(ago, 1), "rekeys": self.stats.rekeys,
+                "bytes_in": self.stats.bytes_in, "bytes_out": self.stats.bytes_out, "streams": len(self.streams),
+                "streams_refused": self.streams_refused, "reconnects": self.stats.reconnects,
+                "resumptions": self.stats.resumptions, "fresh_handshakes": self.stats.fresh_handshakes,
+                "failed_connects": self.stats.failed_connects, "resets": self.stats.resets,
+                "last_error": self.stats.last_error or None}
+
+
+def status_line(link: dict[str, Any]) -> str:
+    """One line of a link's snapshot, for the periodic status log (``epoch -`` while there are no keys)."""
+    epoch = "-" if link["epoch"] is None else link["epoch"]
+    ago = "-" if link["last_rekey_seconds_ago"] is None else f"{link['last_rekey_seconds_ago']:.0f}s ago"
+    peer = f"{link['peer']} " if link["peer"] else ""
+    line = (f"{peer}{link['state']} | epoch {epoch} rekeys {link['rekeys']} last {ago} | in {link['bytes_in']} B "
+            f"out {link['bytes_out']} B | streams {link['streams']} | reconnects {link['reconnects']}")
+    return line + (f" | last error: {link['last_error']}" if link["last_error"] else "")
 
 
 def _reason(error: OSError) -> str:
@@ -274,30 +358,62 @@ def _reason(error: OSError) -> str:
 # -- the two ends --------------------------------------------------------------------------
 
 class TunnelServer:
-    """Accept MLS-TLS links and forward their streams to ``target``."""
+    """Accept MLS-TLS links and forward their streams to the targets of their services.
 
-    def __init__(self, configuration: MlsTlsConfiguration, target: tuple[str, int]) -> None:
+    ``services`` is a target address (the one default service, as ``--target`` gives) or the service table;
+    :meth:`set_services` swaps in a new table (a reload).  Handshakes that fail are counted by reason
+    (:attr:`handshake_failures`), for status and metrics.
+    """
+
+    def __init__(self, configuration: MlsTlsConfiguration, services: Address | Mapping[str, Service]) -> None:
         self.configuration = configuration
-        self.target = target
+        self.services: Mapping[str, Service] = (
+            {DEFAULT_SERVICE: Service(DEFAULT_SERVICE, services)} if isinstance(services, tuple) else dict(services))
         self.links: dict[bytes, TunnelLink] = {}
         self.server: asyncio.Server | None = None
+        self.handshake_failures: dict[str, int] = {}
 
     async def start(self, host: str, port: int) -> int:
-        self.server = await start_server(self._accept, host, port, configuration=self.configuration)
+        self.server = await start_server(self._accept, host, port, configuration=self.configuration,
+                                         on_handshake_failure=self._failed)
         return int(self.server.sockets[0].getsockname()[1])
+
+    def _failed(self, reason: str) -> None:
+        self.handshake_failures[reason] = self.handshake_failures.get(reason, 0) + 1
+
+    def resolve(self, name: str, peer: bytes | None) -> Service | str:
+        """The service a stream asks for, if it exists and is open to ``peer``; else why not."""
+        service = self.services.get(name)
+        if service is None:
+            return f"this server has no service {name!r}"
+        if not service.open_to(peer):
+            return f"the service {name!r} is not open to {(peer or b'?').decode('utf-8', 'replace')}"
+        return service
+
+    def set_services(self, services: Mapping[str, Service]) -> int:
+        """Put a new service table in force; streams of services it removes, changes or closes to their peer
+        end (the peer is told why); returns how many.  Other streams, and every link, are untouched."""
+        old, self.services = self.services, dict(services)
+        closed = 0
+        for link in self.links.values():
+            def keep(name: str, link: TunnelLink = link) -> bool:
+                fresh = self.services.get(name)
+                return fresh is not None and fresh == old.get(name) and fresh.open_to(link.peer_identity)
+            closed += link.close_service_streams(keep, "the server's configuration no longer offers this service")
+        return closed
 
     async def _accept(self, reader: asyncio.StreamReader, writer: MlsTlsWriter) -> None:
         session = writer.connection.session
         assert session is not None and session.group_id is not None
         link = self.links.get(session.group_id)
         if link is None:
-            link = self.links[session.group_id] = TunnelLink(is_client=False, target=self.target)
+            link = self.links[session.group_id] = TunnelLink(is_client=False, resolve=self.resolve)
         else:
             link.stats.reconnects += 1
         await link.attach(reader, writer)
 
-    def status(self) -> list[str]:
-        return [link.status("up" if link.link_ready.is_set() else "waiting") for link in self.links.values()]
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [link.snapshot("up" if link.link_ready.is_set() else "waiting") for link in self.links.values()]
 
     async def close(self) -> None:
         if self.server is not None:
@@ -334,7 +450,8 @@ class TunnelClient:
         self.resume_refusals = resume_refusals
         self.link = TunnelLink(is_client=True)
         self.group_id: bytes | None = configuration.resume_group_id
-        self.local: asyncio.Server | None = None
+        self.listeners: dict[str, tuple[Service, asyncio.Server]] = {}
+        self.handshake_failures: dict[str, int] = {}
         self.state = "connecting"
         self.refused: str | None = None
         self.failed_here = False
@@ -344,8 +461,22 @@ class TunnelClient:
         self._stopping = False
         self._random = random.Random()
 
+    @property
+    def local(self) -> asyncio.Server | None:
+        """The default service's listener (the one ``start`` opens)."""
+        found = self.listeners.get(DEFAULT_SERVICE)
+        return found[1] if found is not None else None
+
     async def start(self, host: str, port: int, *, connect_timeout: float | None = None) -> int:
-        """Connect (or resume), then listen on ``host``:``port``; raises TunnelError if that cannot happen."""
+        """Connect (or resume), then listen on ``host``:``port`` for the default service; raises TunnelError if
+        that cannot happen.  Returns the port listened on."""
+        ports = await self.start_services({DEFAULT_SERVICE: Service(DEFAULT_SERVICE, (host, port))},
+                                          connect_timeout=connect_timeout)
+        return ports[DEFAULT_SERVICE]
+
+    async def start_services(self, services: Mapping[str, Service], *,
+                             connect_timeout: float | None = None) -> dict[str, int]:
+        """Connect (or resume), then listen for each service; returns the port each listens on."""
         self._runner = asyncio.get_running_loop().create_task(self._keep_linked())
         ready = asyncio.ensure_future(self.link.link_ready.wait())
         stopped = asyncio.ensure_future(self.stopped.wait())
@@ -361,12 +492,42 @@ class TunnelClient:
                                   f"failed on this side: {self.link.stats.last_error}")
             raise TunnelError(f"cannot reach the tunnel server at {self.remote[0]}:{self.remote[1]} "
                               f"({self.link.stats.last_error or 'no answer'}); is it running and reachable?")
-        self.local = await asyncio.start_server(self._local, host, port)
-        return int(self.local.sockets[0].getsockname()[1])
+        try:
+            await self.set_services(services)
+        except OSError:
+            await self.close()
+            raise
+        return {name: int(server.sockets[0].getsockname()[1]) for name, (_, server) in self.listeners.items()}
 
-    async def _local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def set_services(self, services: Mapping[str, Service]) -> int:
+        """Listen for exactly ``services``: new ones start, removed or moved ones stop (their open streams
+        end); unchanged ones keep their listener and streams.  Returns how many streams were closed.  A new
+        address that cannot be bound raises OSError with the listeners as they were."""
+        started: dict[str, tuple[Service, asyncio.Server]] = {}
+        try:
+            for name, service in services.items():
+                if self.listeners.get(name, (None,))[0] != service:
+                    handler = functools.partial(self._local, name)
+                    started[name] = (service, await asyncio.start_server(handler, *service.address))
+        except OSError:
+            for _, server in started.values():
+                server.close()
+            raise
+        closed = 0
+        for name in [n for n in self.listeners if n not in services or n in started]:
+            self.listeners.pop(name)[1].close()
+            def keep(service: str, gone: str = name) -> bool:
+                return service != gone
+            closed += self.link.close_service_streams(keep, "the client's configuration no longer offers this service")
+        self.listeners.update(started)
+        return closed
+
+    async def _local(self, service: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self.link.link_ready.wait()  # streams start on a synchronized link, never into a reset
-        self.link.open_local(reader, writer)
+        if service in self.listeners:
+            self.link.open_local(reader, writer, service)
+        else:
+            writer.close()  # the service went while the link was down
 
     async def _keep_linked(self) -> None:
         failures = 0
@@ -382,6 +543,8 @@ class TunnelClient:
                 failures += 1
                 self.link.stats.failed_connects += 1
                 self.link.stats.last_error = str(exc)
+                reason = exc.alert.name.lower()
+                self.handshake_failures[reason] = self.handshake_failures.get(reason, 0) + 1
                 self.failed_here = not exc.by_peer and exc.alert == AlertDescription.INTERNAL_ERROR
                 if exc.alert in TUNNEL_ALERTS and not self.retry_refused and (not resuming or not exc.by_peer):
                     # We refused the server (our own, authenticated decision), or the server refused a
@@ -464,13 +627,13 @@ class TunnelClient:
         if self.link.writer is not None and self.link.writer.transport is not None:
             self.link.writer.transport.abort()
 
-    def status(self) -> list[str]:
-        return [self.link.status(self.state)]
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [self.link.snapshot(self.state)]
 
     async def close(self) -> None:
         self._stopping = True
-        if self.local is not None:
-            self.local.close()
+        for _, server in self.listeners.values():
+            server.close()
         await self.link.close()
         if self._runner is not None:
             self._runner.cancel()

@@ -131,3 +131,8 @@ def test_systemd_rates_the_unit_ok(unit_file: Path) -> None:
         pytest.skip("this systemd-analyze cannot rate a unit file offline (systemd 250 or later can)")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     assert "Overall exposure level" in done.stdout
+
+
+def test_systemctl_reload_sends_sighup(service: dict[str, list[str]]) -> None:
+    """The tunnel reloads its configuration on SIGHUP (tests/test_tunnel_services.py); the unit must send it."""
+    assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]

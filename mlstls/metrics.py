@@ -1,0 +1,120 @@
+"""Prometheus metrics of a running tunnel (``mls-tunnel ... --metrics 127.0.0.1:9464``), opt-in.
+
+The same report ``mls-tunnel status`` prints (:mod:`mlstls.control`), exported
+at scrape time by a collector (nothing is counted twice), on a small asyncio
+HTTP endpoint in the tunnel's own event loop: no thread shares the tunnel's
+state.  Needs the ``prometheus-client`` package (``pip install
+'mls-transport[metrics]'``).  Bind it to a loopback or management address: it
+names peers and their key fingerprints (no secrets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .errors import ConfigurationError
+
+Report = Callable[[], dict[str, Any]]
+MAX_REQUEST_HEAD = 8192
+REQUEST_TIMEOUT = 5.0
+
+
+class TunnelCollector:
+    """A prometheus_client collector reading ``report()`` at each scrape."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+
+    def describe(self) -> list[Any]:
+        return []  # no fixed set: the collector is not checked against a description at registration
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        report = self.report()
+        peer = ["peer"]
+        metrics: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "up": GaugeMetricFamily("mls_tunnel_link_up", "1 if the link to this peer is up", labels=peer),
+            "epoch": GaugeMetricFamily("mls_tunnel_epoch", "MLS epoch of the keys in use", labels=peer),
+            "streams": GaugeMetricFamily("mls_tunnel_streams", "open tunnelled connections", labels=peer),
+            "rekeys": CounterMetricFamily("mls_tunnel_rekeys", "PCS rekeys that took effect", labels=peer),
+            "bytes": CounterMetricFamily("mls_tunnel_bytes", "bytes through the link", labels=["peer", "direction"]),
+            "refused": CounterMetricFamily("mls_tunnel_streams_refused", "streams refused (service unknown or "
+                                           "closed to the peer)", labels=peer),
+            "reconnects": CounterMetricFamily("mls_tunnel_reconnects", "link connections after the first",
+                                              labels=peer),
+            "resumptions": CounterMetricFamily("mls_tunnel_resumptions", "stored sessions resumed", labels=peer),
+        }
+        for link in report["links"]:
+            name = [link["peer"] or "?"]
+            metrics["up"].add_metric(name, 1 if link["state"] in ("up", "connected", "resumed") else 0)
+            if link["epoch"] is not None:
+                metrics["epoch"].add_metric(name, link["epoch"])
+            metrics["streams"].add_metric(name, link["streams"])
+            metrics["rekeys"].add_metric(name, link["rekeys"])
+            metrics["bytes"].add_metric([*name, "in"], link["bytes_in"])
+            metrics["bytes"].add_metric([*name, "out"], link["bytes_out"])
+            metrics["refused"].add_metric(name, link["streams_refused"])
+            metrics["reconnects"].add_metric(name, link["reconnects"])
+            metrics["resumptions"].add_metric(name, link["resumptions"])
+        yield from metrics.values()
+        failures = CounterMetricFamily("mls_tunnel_handshake_failures", "failed MLS handshakes by alert",
+                                       labels=["reason"])
+        for reason, count in sorted(report["handshake_failures"].items()):
+            failures.add_metric([reason], count)
+        yield failures
+        reloads = CounterMetricFamily("mls_tunnel_reloads", "configuration reloads", labels=["result"])
+        reloads.add_metric(["applied"], report["reloads"]["applied"])
+        reloads.add_metric(["refused"], report["reloads"]["refused"])
+        yield reloads
+
+
+def exposition(report: Report) -> tuple[bytes, str]:
+    """The metrics in Prometheus' text format, and its content type."""
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    except ImportError:  # checked at start by check_available; kept for library users
+        raise ConfigurationError("--metrics needs the prometheus-client package: "
+                                 "pip install 'mls-transport[metrics]'") from None
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TunnelCollector(report))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def check_available() -> None:
+    """ConfigurationError with the fix if prometheus-client is not installed."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ConfigurationError("--metrics needs the prometheus-client package: "
+                                 "pip install 'mls-transport[metrics]'") from None
+
+
+async def serve_metrics(host: str, port: int, report: Report) -> asyncio.Server:
+    """``GET /metrics`` on ``host``:``port`` (HTTP/1.0, one request per connection)."""
+    check_available()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+                method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")
+                path = rest.split(b" ", 1)[0]
+                if method != b"GET" or path.split(b"?", 1)[0] != b"/metrics":
+                    body, status, kind = b"not found: try /metrics\n", b"404 Not Found", "text/plain"
+                else:
+                    (body, kind), status = exposition(report), b"200 OK"
+                writer.write(b"HTTP/1.0 " + status + b"\r\nContent-Type: " + kind.encode() +
+                             b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    try:
+        return await asyncio.start_server(handle, host, port, limit=MAX_REQUEST_HEAD)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen for --metrics on {host}:{port}: "
+                                 f"{(exc.strerror or str(exc)).lower()}") from None
