@@ -68,6 +68,7 @@ class ProfileConfig:
     never calls it; the bootstrap does and passes the time in.  Tests inject a fixed clock."""
 
     def __post_init__(self) -> None:
+        self._check_types()
         for suite_id in (self.cipher_suite, *self.accepted_suites):
             if suite_id not in SUPPORTED_SUITES:
                 raise ConfigurationError(f"cipher suite {suite_id} is not supported (choose from "
@@ -96,6 +97,29 @@ class ProfileConfig:
                 "insecure_accept_any_peer=True to accept anyone (never in production)")
         if self.authentication_service is not None and self.insecure_accept_any_peer:
             raise ConfigurationError("insecure_accept_any_peer=True contradicts the authentication_service given")
+
+    def _check_types(self) -> None:
+        """Wrong types fail here, naming the field, not deep inside a handshake as an internal error."""
+        if not isinstance(self.credential, Credential):
+            raise ConfigurationError(f"credential must be a Credential (Credential.basic(b\"name\") or "
+                                     f"Credential.x509(chain)), not {type(self.credential).__name__}")
+        if not isinstance(self.signature_priv, bytes | bytearray):
+            raise ConfigurationError(f"signature_priv must be bytes (mls2p.identity.load_or_create_key), not "
+                                     f"{type(self.signature_priv).__name__}")
+        if isinstance(self.accepted_suites, list):
+            object.__setattr__(self, "accepted_suites", tuple(self.accepted_suites))
+        if not isinstance(self.accepted_suites, tuple):
+            raise ConfigurationError(f"accepted_suites must be a tuple of suite numbers, not "
+                                     f"{type(self.accepted_suites).__name__}")
+        suites = [("cipher_suite", self.cipher_suite)] + [("accepted_suites", v) for v in self.accepted_suites]
+        for name, value in suites:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigurationError(f"{name} must be a suite number (an int), not {value!r}")
+        if not isinstance(self.insecure_accept_any_peer, bool):
+            raise ConfigurationError(f"insecure_accept_any_peer must be True or False, not "
+                                     f"{self.insecure_accept_any_peer!r}")
+        if not isinstance(self.rekey, RekeyPolicy):
+            raise ConfigurationError(f"rekey must be a RekeyPolicy, not {type(self.rekey).__name__}")
 
     @property
     def suite_preference(self) -> tuple[int, ...]:

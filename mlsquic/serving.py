@@ -61,6 +61,7 @@ from .config import MlsQuicConfiguration
 from .connection import MlsQuicConnection
 from .epochs import EpochKeyedConnection
 from .errors import ConfigurationError
+from .protocol import MlsQuicProtocol
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
 RetryMode = Literal["always", "never", "auto"]
@@ -95,7 +96,7 @@ def _check(configuration: object, *, is_client: bool) -> MlsQuicConfiguration:
 
 @contextlib.asynccontextmanager
 async def connect(host: str, port: int, *, configuration: MlsQuicConfiguration,
-                  create_protocol: Callable[..., QuicConnectionProtocol] = QuicConnectionProtocol,
+                  create_protocol: Callable[..., QuicConnectionProtocol] = MlsQuicProtocol,
                   stream_handler: Any = None, wait_connected: bool = True,
                   local_port: int = 0) -> AsyncIterator[QuicConnectionProtocol]:
     """Connect to an mlsquic server, like ``aioquic.asyncio.connect``; yields the protocol."""
@@ -421,7 +422,7 @@ class MlsQuicServer(asyncio.DatagramProtocol):
 
 
 async def serve(host: str, port: int, *, configuration: MlsQuicConfiguration,
-                create_protocol: Callable[..., QuicConnectionProtocol] = QuicConnectionProtocol,
+                create_protocol: Callable[..., QuicConnectionProtocol] = MlsQuicProtocol,
                 stream_handler: Any = None, max_handshakes: int = MAX_HANDSHAKES,
                 max_handshakes_per_address: int = MAX_HANDSHAKES_PER_ADDRESS,
                 retry: RetryMode | bool = DEFAULT_RETRY) -> MlsQuicServer:

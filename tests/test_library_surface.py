@@ -339,3 +339,30 @@ def test_tls_settings_fields_are_checked_by_name(field: str, value: object) -> N
     with pytest.raises(ConfigurationError, match=rf"TlsSettings\.{field} must be"):
         TlsSettings(**{field: value})  # type: ignore[arg-type]
     assert TlsSettings(cafile=Path("ca.pem")).cafile == Path("ca.pem")  # os.PathLike, as for ssl
+
+
+@pytest.mark.parametrize(("field", "value", "fragment"), [
+    ("credential", "client", "credential must be a Credential"),
+    ("signature_priv", "key", "signature_priv must be bytes"),
+    ("cipher_suite", True, "cipher_suite must be a suite number"),
+    ("accepted_suites", (1, "3"), "accepted_suites must be a suite number"),
+    ("insecure_accept_any_peer", "yes", "insecure_accept_any_peer must be True or False"),
+    ("rekey", 30, "rekey must be a RekeyPolicy"),
+])
+def test_profile_config_refuses_wrong_types_naming_the_field(field: str, value: Any, fragment: str) -> None:
+    import dataclasses
+
+    from mls2p.errors import ConfigurationError as ProfileConfigurationError
+
+    good = config(b"client")
+    with pytest.raises(ProfileConfigurationError, match=fragment):
+        dataclasses.replace(good, **{field: value})
+
+
+async def test_mlsquic_serve_and_connect_give_mls_quic_protocols_by_default() -> None:
+    import inspect
+
+    from mlsquic import MlsQuicProtocol, connect, serve
+
+    for function in (connect, serve):
+        assert inspect.signature(function).parameters["create_protocol"].default is MlsQuicProtocol
