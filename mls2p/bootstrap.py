@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from mlscore.errors import ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
 
 from .config import ProfileConfig
-from .errors import PeerRateExceeded, PeerSkippedTurn, StateError, StoreError, UnexpectedMessage
+from .errors import PeerRateExceeded, PeerSkippedTurn, StateError, StoreError, StoreUnavailable, UnexpectedMessage
 from .policy import PeerCommitBudget, RekeyMeter
 from .session import KeysChanged, SendMessage, SessionAction, TwoPartySession, peer_leaves
 from .store import SessionStore
@@ -41,6 +42,9 @@ from .trust import RecordsConfirmedPeers
 from .wire import ProfileMessage, ProfileMessageType
 
 log = logging.getLogger(__name__)
+
+STORE_RETRY = 1.0
+"""Seconds before work the store could not take (our rekey, the peer's commit) is tried again."""
 
 
 class ProfileEndpoint:
@@ -66,6 +70,12 @@ class ProfileEndpoint:
         """CommitRequests sent: the policy was due on the peer's turn."""
         self.unanswered_requests = 0
         """CommitRequests the peer left unanswered for ``RekeyPolicy.turn_timeout``."""
+        self.abandoned_rekeys = 0
+        """Our commits abandoned because the store could not take them (the keys stayed; tried again later)."""
+        self.deferred_commits = 0
+        """Peer commits that waited because the store could not take the new epoch."""
+        self._store_retry_at: float | None = None  # the store was unavailable: work it refused waits until then
+        self._withheld: list[SessionAction] | None = None  # a peer commit's answer, until its epoch is stored
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
@@ -149,8 +159,33 @@ class ProfileEndpoint:
                 and session.turn is Turn.OURS)
 
     def _process(self, message: ProfileMessage, now: float) -> list[SessionAction]:
-        assert self.session is not None
-        actions = self.session.receive(message, now=self._wall_now())
+        session = self.session
+        assert session is not None
+        if message.msg_type == ProfileMessageType.COMMIT_REQUEST:  # answered with our commit, or ignored
+            return self._after_receive(self._our_commit(lambda: session.receive(message, now=self._wall_now()),
+                                                        now), now)
+        # The peer keeps its old keys until our EpochKeyUpdate, so the new epoch of its ConnectionUpdate can wait
+        # in memory if the store cannot take it yet, its EpochKeyUpdate and key change withheld (a message's keys
+        # are used up once it is read: it could not be read again later).  Any other write failure ends the
+        # connection, and the client resumes.
+        writer = self._writer if message.msg_type == ProfileMessageType.CONNECTION_UPDATE else None
+        if writer is not None:
+            writer.deferring = True
+        try:
+            actions = session.receive(message, now=self._wall_now())
+        finally:
+            if writer is not None:
+                writer.deferring = False
+        if writer is not None and writer.unstored:
+            self._withheld = actions
+            self._store_retry_at = now + STORE_RETRY
+            self.deferred_commits += 1
+            log.info("the peer's commit waits for the session store (retried in %.1f s); the keys stay as they are",
+                     STORE_RETRY)
+            return []
+        return self._after_receive(actions, now)
+
+    def _after_receive(self, actions: list[SessionAction], now: float) -> list[SessionAction]:
         if any(isinstance(action, KeysChanged) for action in actions):
             self.meter.restart(now)
             if self.is_client or self.resumed:  # the peer made this epoch, or proved it holds it
@@ -166,6 +201,8 @@ class ProfileEndpoint:
         trigger of the rekey policy.
         """
         actions: list[SessionAction] = []
+        if self._withheld is not None and not self._store_waits(now):
+            actions += self._store_withheld(now)
         if self._held is not None and self.peer_budget.take(now):
             held, self._held = self._held, None
             actions += self._process(held, now)
@@ -174,16 +211,42 @@ class ProfileEndpoint:
             actions += self.want_new_keys(now)
         return actions
 
+    def _store_withheld(self, now: float) -> list[SessionAction]:
+        """Try again to store the epoch of a peer commit we read; once stored, its answer goes out."""
+        assert self._writer is not None and self.session is not None and self._withheld is not None
+        try:
+            self._writer.flush(self.session)
+        except StoreUnavailable:
+            self._store_retry_at = now + STORE_RETRY
+            self.deferred_commits += 1
+            return []
+        actions, self._withheld = self._withheld, None
+        return self._after_receive(actions, now)
+
+    def _our_commit(self, step: Callable[[], list[SessionAction]], now: float | None) -> list[SessionAction]:
+        """Run a step that commits (or asks for a commit); if the store cannot take it, abandon it: the keys
+        stay as they are (the session is unchanged) and the policy tries again after STORE_RETRY."""
+        try:
+            return step()
+        except StoreUnavailable as exc:
+            self.abandoned_rekeys += 1
+            if now is not None:
+                self._store_retry_at = now + STORE_RETRY
+            log.info("rekey abandoned, the keys stay as they are: %s", exc)
+            return []
+
     def next_timer(self, now: float) -> float | None:
         """When :meth:`poll` has something to do (None: nothing waits)."""
         times = []
+        if self._store_retry_at is not None and (self._store_waits(now) or self._withheld is not None):
+            times.append(self._store_retry_at)
         if self._held is not None:
             times.append(self.peer_budget.ready_at(now))
         if self._request_waits():
             assert self._asked_at is not None
             times.append(self._asked_at + self.profile.rekey.turn_timeout)
         due_at = self.meter.due_at()
-        if due_at is not None and self._may_rekey():
+        if due_at is not None and self._may_rekey() and not self._store_waits(now):
             times.append(due_at)
         return min(times, default=None)
 
@@ -208,7 +271,7 @@ class ProfileEndpoint:
                                   "(its turn); the rekey policy closes such connections")
         log.warning("the peer did not commit within %s s of our request (its turn): committing ourselves "
                     "(%d unanswered on this connection)", policy.turn_timeout, self.unanswered_requests)
-        return session.update(now=self._wall_now())
+        return self._our_commit(lambda: session.update(now=self._wall_now()), now)
 
     def check_peer(self) -> None:
         """Ask the trust configuration in force whether it still accepts the peer (RevokedPeer if not).
@@ -262,9 +325,10 @@ class ProfileEndpoint:
         if not self.confirmed:
             self._rekey_waiting = True
             return []
-        if self.session.state is not State.SYNCED or self._held is not None:
+        if self.session.state is not State.SYNCED or self._held is not None or self._withheld is not None:
             return []  # one commit at a time: a held peer commit goes first
-        return self.session.update(now=self._wall_now())
+        session = self.session
+        return self._our_commit(lambda: session.update(now=self._wall_now()), None)
 
     def want_new_keys(self, now: float) -> list[SessionAction]:
         """The rekey policy (or a key-usage limit) wants new keys: our commit on our turn, a CommitRequest on
@@ -272,8 +336,9 @@ class ProfileEndpoint:
         or while our request waits for its answer."""
         if not self._may_rekey():
             return []
-        assert self.session is not None
-        actions = self.session.rekey(now=self._wall_now())
+        session = self.session
+        assert session is not None
+        actions = self._our_commit(lambda: session.rekey(now=self._wall_now()), now)
         if any(isinstance(a, SendMessage) and a.msg_type == ProfileMessageType.COMMIT_REQUEST for a in actions):
             self._asked_at = now
             self.commit_requests += 1
@@ -282,11 +347,22 @@ class ProfileEndpoint:
     def _may_rekey(self) -> bool:
         session = self.session
         return (session is not None and self.confirmed and session.synced and session.turn is not Turn.ASKED
-                and self._held is None)
+                and self._held is None and self._withheld is None)
 
     def rekey_due(self, now: float) -> bool:
         """Whether the rekey policy wants new keys now and nothing it started is still waiting (a query)."""
-        return self._may_rekey() and self.meter.due(now)
+        return self._may_rekey() and not self._store_waits(now) and self.meter.due(now)
+
+    def _store_waits(self, now: float) -> bool:
+        """The store was unavailable and its retry time has not come (a passed one is forgotten once nothing
+        held waits for it)."""
+        if self._store_retry_at is None:
+            return False
+        if now < self._store_retry_at:
+            return True
+        if self._withheld is None:
+            self._store_retry_at = None
+        return False
 
     def record_sent(self, count: int) -> None:
         """Count application bytes sent under the current keys, for the byte-count policy."""
@@ -322,6 +398,11 @@ class StoreWriter:
         self.store = store
         self.enabled = enabled
         self.failed = False
+        self.deferring = False
+        """Set by the endpoint while a write may wait: StoreUnavailable then marks the state unstored."""
+        self.unstored = False
+        """The session's state could not be written yet (it waits in memory; see :meth:`flush`)."""
+        self._late: tuple[bytes, bytes, Any] | None = None  # a save that timed out: (group, state, its call)
         self._stored = loaded
         self._group_id = group_id
 
@@ -336,20 +417,52 @@ class StoreWriter:
             return
         try:
             self._write(session)
+        except StoreUnavailable:
+            if self.deferring:
+                self.unstored = True
+                return
+            raise  # nothing was written (as far as we know) and the session stays as it was: writes may go on
         except StoreError:
             self.failed = True
             raise
+        self.unstored = False
+
+    def flush(self, session: TwoPartySession) -> None:
+        """Write a state that waited in memory (StoreUnavailable again if the store still cannot take it)."""
+        if self.unstored:
+            self.__call__(session)
 
     def _write(self, session: TwoPartySession) -> None:
         state = session.to_state()
         group_id = session.group_id
         if state is not None and group_id is not None:
+            self._settle_late()
             if state != self._stored:
-                self.store.save(group_id, state, replaces=self._stored)
+                try:
+                    self.store.save(group_id, state, replaces=self._stored)
+                except StoreUnavailable as exc:
+                    if exc.late is not None:
+                        self._late = (group_id, state, exc.late)
+                    raise
                 self._stored, self._group_id = state, group_id
         elif session.state is State.CLOSED and self._group_id is not None:
             self.store.delete(self._group_id, replaces=self._stored)
             self._stored = self._group_id = None
+
+
+    def _settle_late(self) -> None:
+        """A save that timed out may have landed since: if it did, it is what is stored now (the next fenced
+        write replaces it); while it is still outstanding, no other write may race it.  One that ended in an
+        error may have landed too (Redis runs a command it had received before its client gave up), so
+        then the stored state is read back once."""
+        if self._late is None:
+            return
+        group_id, state, call = self._late
+        if not call.done():
+            raise StoreUnavailable("an earlier write to the session store is still outstanding")
+        if call.exception() is None or self.store.load(group_id) == state:
+            self._stored = state
+        self._late = None
 
 
 def persist_to(store: SessionStore, *, loaded: bytes | None = None,

@@ -9,6 +9,7 @@ so a TLS alert and a QUIC CRYPTO_ERROR (0x100 + alert) always say the same.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 from mlscore.errors import (
     ConfigurationError,
@@ -48,6 +49,16 @@ class PeerSkippedTurn(RemoteError):
 
 class StoreError(LocalError):
     """The session store could not read or write."""
+
+
+class StoreUnavailable(StoreError):
+    """The store did not answer within its deadline, or is known to be down (its circuit is open): this
+    connection's session is unchanged, and the operation can be tried again later.
+
+    ``late``: for a call that timed out, the call itself (a ``concurrent.futures.Future``), which may still
+    complete: a write that lands late must be known to the next one, whose fence names what is stored."""
+
+    late: Any = None
 
 
 class StaleStateError(StoreError):
@@ -127,6 +138,7 @@ __all__ = [
     "StaleStateError",
     "StateError",
     "StoreError",
+    "StoreUnavailable",
     "StoredStateError",
     "UnexpectedMessage",
     "alert_for",

@@ -72,6 +72,13 @@ class _Progress:
 _Outcome = tuple[_Progress, list[SessionAction]]
 
 
+def _destroy_unless_kept(progress: _Progress, kept: set[int]) -> None:
+    """Wipe the secrets of ``progress``'s groups that the state in force does not hold."""
+    for group in progress.group_objects():
+        if id(group) not in kept:
+            group.destroy()
+
+
 class TwoPartySession:
     """One side of a two-party MLS group, across connections."""
 
@@ -281,22 +288,23 @@ class TwoPartySession:
             for group in new.group_objects():
                 self._authorize(group, now)
         except RevokedPeer:
-            kept = current.groups()
-            for group in new.group_objects():
-                if id(group) not in kept:
-                    group.destroy()
+            _destroy_unless_kept(new, current.groups())
             raise
 
     def _swap(self, transition: Transition, new: _Progress) -> None:
+        """Move to ``new``; the store callback runs first, and if it raises the session stays as it was
+        (the new state's own groups are destroyed, the old ones kept): a write that failed changes nothing."""
         assert new.state is transition.next_state, (transition, new.state)
         old = self._progress
         self._progress = new
-        keep = new.groups()
-        for group in (old.group, old.pending.group if old.pending else None):
-            if group is not None and id(group) not in keep:
-                group.destroy()
         if old != new and self._on_state_change is not None:
-            self._on_state_change(self)
+            try:
+                self._on_state_change(self)
+            except BaseException:
+                self._progress = old
+                _destroy_unless_kept(new, old.groups())
+                raise
+        _destroy_unless_kept(old, new.groups())
 
     # -- actions: (current progress, message body, now) -> (next progress, what to do) -----------
 

@@ -97,15 +97,20 @@ class SessionStore(Protocol):
 
 
 def open_store(location: str | os.PathLike[str], *, keyring: str | os.PathLike[str] | None = None,
-               max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS) -> SessionStore:
+               max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS,
+               deadline: float | None = None) -> SessionStore:
     """The store a server's ``--store`` names: a Redis URL (sealed with ``keyring``) or a folder.
 
     A Redis store is shared by a fleet and needs a sealing keyring
-    (:mod:`mls2p.sealing`); it is checked to answer before this returns.
-    Sessions not written for ``max_idle_seconds`` expire (None: never).
+    (:mod:`mls2p.sealing`); it is checked to answer before this returns, and
+    comes wrapped in a :class:`~mls2p.store_guard.GuardedStore`, so a Redis
+    that hangs holds the caller's event loop for at most ``deadline`` seconds
+    per cool-down (default :data:`~mls2p.store_guard.DEADLINE`).  Sessions not
+    written for ``max_idle_seconds`` expire (None: never).
     """
     from .redis_store import URL_SCHEMES, RedisSessionStore
     from .sealing import load_keyring
+    from .store_guard import DEADLINE, GuardedStore
 
     text = os.fspath(location)
     if "://" in text and not text.startswith(URL_SCHEMES):
@@ -117,7 +122,7 @@ def open_store(location: str | os.PathLike[str], *, keyring: str | os.PathLike[s
                                      "keys of every client are kept there, sealed ('mls-tunnel store-key' makes one)")
         store = RedisSessionStore.from_url(text, load_keyring(keyring), max_idle_seconds=max_idle_seconds)
         store.ping()
-        return store
+        return GuardedStore(store, deadline=DEADLINE if deadline is None else deadline)
     if keyring is not None:
         raise ConfigurationError("--store-keyring seals a Redis store; a folder store is private to this machine "
                                  "(mode 0700) and is not sealed")

@@ -222,7 +222,8 @@ def test_open_store_picks_and_checks_the_store(tmp_path, redis_server) -> None:
     keys.write_text(new_key_line("k") + "\n")
     keys.chmod(0o600)
     assert isinstance(open_store(tmp_path / "folder"), FileSessionStore)
-    assert type(open_store(redis_server.url, keyring=keys)).__name__ == "RedisSessionStore"
+    guarded = open_store(redis_server.url, keyring=keys)
+    assert type(guarded).__name__ == "GuardedStore" and type(guarded.store).__name__ == "RedisSessionStore"
     with pytest.raises(ConfigurationError, match="needs a sealing keyring"):
         open_store(redis_server.url)
     with pytest.raises(ConfigurationError, match="a folder store is private"):
@@ -463,5 +464,5 @@ def test_open_store_passes_the_idle_limit_on(tmp_path, redis_server) -> None:
     keys = tmp_path / "keys"
     keys.write_text(new_key_line("k") + "\n")
     keys.chmod(0o600)
-    assert open_store(redis_server.url, keyring=keys, max_idle_seconds=60).max_idle_seconds == 60
-    assert open_store(redis_server.url, keyring=keys, max_idle_seconds=None).max_idle_seconds is None
+    assert open_store(redis_server.url, keyring=keys, max_idle_seconds=60).store.max_idle_seconds == 60
+    assert open_store(redis_server.url, keyring=keys, max_idle_seconds=None).store.max_idle_seconds is None
