@@ -258,7 +258,9 @@ async def run_client(args: argparse.Namespace, profile_: ProfileConfig) -> None:
     stored = store.group_ids() if store is not None else []
     configuration = MlsQuicConfiguration(profile=profile_, mode=args.mode, is_client=True,
                                          alpn_protocols=["demo"], cafile=args.cafile, server_name=args.server_name,
-                                         idle_timeout=max(args.connect_timeout, 5.0), store=store,
+                                         # longer than the connect timeout, so that a server that never answers
+                                         # is reported as such, not as a connection "refused" by the idle timer
+                                         idle_timeout=args.connect_timeout + 5.0, store=store,
                                          resume_group_id=stored[-1] if stored else None)
     protocol_factory = DemoClient
     started = time.perf_counter()

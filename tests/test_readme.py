@@ -57,3 +57,12 @@ def test_the_readme_snippets_run_as_written(tmp_path) -> None:
     quic = subprocess.run([sys.executable, "quic.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=GUARD)
     assert quic.returncode == 0 and "hello over QUIC-MLS at MLS epoch 1" in quic.stdout, quic.stderr
+
+
+def test_the_docs_start_page_has_the_readme_set_up_commands() -> None:
+    """docs/README.md repeats the two set-up commands (the built site does not include README.md): the same ones."""
+    block = re.compile(r"^# 1\..*?\n(.*?)\n\n# 2\..*?\n(.*?)\n", re.DOTALL | re.MULTILINE)
+    readme = block.search(README.read_text())
+    docs = block.search((README.parent / "docs" / "README.md").read_text())
+    assert readme is not None and docs is not None
+    assert docs.groups() == readme.groups()
