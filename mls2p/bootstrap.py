@@ -33,7 +33,15 @@ from mlscore.errors import ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
 
 from .config import ProfileConfig
-from .errors import PeerRateExceeded, PeerSkippedTurn, StateError, StoreError, StoreUnavailable, UnexpectedMessage
+from .errors import (
+    NOT_DURABLE,
+    PeerRateExceeded,
+    PeerSkippedTurn,
+    StateError,
+    StoreError,
+    StoreUnavailable,
+    UnexpectedMessage,
+)
 from .policy import PeerCommitBudget, RekeyMeter
 from .session import KeysChanged, SendMessage, SessionAction, TwoPartySession, peer_leaves
 from .store import SessionStore
@@ -403,6 +411,7 @@ class StoreWriter:
         self.unstored = False
         """The session's state could not be written yet (it waits in memory; see :meth:`flush`)."""
         self._late: tuple[bytes, bytes, Any] | None = None  # a save that timed out: (group, state, its call)
+        self._rewrite = False  # what is stored is not durable yet (too few replicas acknowledged it): write again
         self._stored = loaded
         self._group_id = group_id
 
@@ -437,14 +446,14 @@ class StoreWriter:
         group_id = session.group_id
         if state is not None and group_id is not None:
             self._settle_late()
-            if state != self._stored:
+            if state != self._stored or self._rewrite:
                 try:
                     self.store.save(group_id, state, replaces=self._stored)
                 except StoreUnavailable as exc:
                     if exc.late is not None:
                         self._late = (group_id, state, exc.late)
                     raise
-                self._stored, self._group_id = state, group_id
+                self._stored, self._group_id, self._rewrite = state, group_id, False
         elif session.state is State.CLOSED and self._group_id is not None:
             self.store.delete(self._group_id, replaces=self._stored)
             self._stored = self._group_id = None
@@ -460,8 +469,12 @@ class StoreWriter:
         group_id, state, call = self._late
         if not call.done():
             raise StoreUnavailable("an earlier write to the session store is still outstanding")
-        if call.exception() is None or self.store.load(group_id) == state:
+        error = call.exception()
+        if error is None or self.store.load(group_id) == state:
+            # It is what is stored now; unless it ended well it may not be durable (a replica may not have it):
+            # write it again before it counts.
             self._stored = state
+            self._rewrite = error is not None or call.result() == NOT_DURABLE
         self._late = None
 
 

@@ -61,6 +61,11 @@ class StoreUnavailable(StoreError):
     late: Any = None
 
 
+NOT_DURABLE = "landed, not durable"
+"""The result of a ``StoreUnavailable.late`` call whose write reached the store but not enough of its replicas:
+it is what is stored now (the next fenced write replaces it), but it must be written again to count as stored."""
+
+
 class StaleStateError(StoreError):
     """A fenced write found newer state than this connection read: the session continued elsewhere."""
 

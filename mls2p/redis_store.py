@@ -35,9 +35,10 @@ each key's remaining TTL: a key rotation must not revive abandoned sessions.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError, StaleStateError, StoredStateError, StoreError
+from .errors import NOT_DURABLE, ConfigurationError, StaleStateError, StoredStateError, StoreError, StoreUnavailable
 from .sealing import StateSealer
 from .store import DEFAULT_MAX_IDLE_SECONDS, check_max_idle
 
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
     import redis
 
 VERSION_LABEL = b"mls2p state version\x00"
-URL_SCHEMES = ("redis://", "rediss://", "unix://")
+URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
 
 # KEYS[1] session; ARGV: expected version ("" = none stored), new version, sealed state, TTL in
 # milliseconds ("0": none, PERSIST; "" or absent: leave the key's TTL as it is, for reseal).  HSET keeps
@@ -96,8 +98,14 @@ class RedisSessionStore:
     """
 
     def __init__(self, client: redis.Redis, sealer: StateSealer, *, prefix: str = "mls2p",
-                 max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS) -> None:
+                 max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS, replicas: int = 0,
+                 replica_timeout: float = 0.1) -> None:
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise ConfigurationError(f"replicas must be a count (0 or more), not {replicas!r}")
         self.client = client
+        self.replicas = replicas
+        """Replicas that must acknowledge each write (Redis WAIT) before it counts as stored."""
+        self.replica_timeout = replica_timeout
         self.sealer = sealer
         self.prefix = prefix
         self.max_idle_seconds = check_max_idle(max_idle_seconds)
@@ -114,8 +122,12 @@ class RedisSessionStore:
 
     @classmethod
     def from_url(cls, url: str, sealer: StateSealer, *, timeout: float = 0.5, prefix: str = "mls2p",
-                 max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS) -> RedisSessionStore:
-        """``redis://[user:password@]host:port/db``, ``rediss://`` (TLS) or ``unix:///path.sock``."""
+                 max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS, replicas: int = 0,
+                 replica_timeout: float = 0.1) -> RedisSessionStore:
+        """``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path.sock``, or through
+        Sentinel: ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`` (``rediss+sentinel``:
+        TLS to the primary); the user and password are the primary's (an ACL user), the Sentinels are asked
+        without.  ``replicas``: see :attr:`replicas`."""
         try:
             import redis
             from redis.backoff import ExponentialBackoff
@@ -127,13 +139,17 @@ class RedisSessionStore:
             raise ConfigurationError(f"{_safe(url)!r} is not a Redis URL ({', '.join(URL_SCHEMES)})")
         # A call blocks its node's event loop: at most about 3 x timeout plus 0.1 s of backoff in all.
         retry = Retry(ExponentialBackoff(cap=0.05, base=0.02), retries=2)
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": retry,
+                                   "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
         try:
-            client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                          retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-                                          health_check_interval=30)
+            if url.startswith(SENTINEL_SCHEMES):
+                client = _through_sentinel(url, options)
+            else:
+                client = redis.Redis.from_url(url, health_check_interval=30, **options)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {_safe(url)!r}: {exc}") from None
-        return cls(client, sealer, prefix=prefix, max_idle_seconds=max_idle_seconds)
+        return cls(client, sealer, prefix=prefix, max_idle_seconds=max_idle_seconds, replicas=replicas,
+                   replica_timeout=replica_timeout)
 
     def __repr__(self) -> str:
         return f"RedisSessionStore(prefix={self.prefix!r}, {self.sealer!r})"
@@ -146,6 +162,21 @@ class RedisSessionStore:
         if not self._run(self._save, group_id, version_of(replaces), version_of(state), sealed, self._ttl):
             raise StaleStateError(f"the stored state of group {group_id.hex()} changed since this connection "
                                   "read it: the session continued elsewhere")
+        if self.replicas:
+            self._replicated()
+
+    def _replicated(self) -> None:
+        """WAIT for :attr:`replicas` acknowledgements; StoreUnavailable if fewer came in time.  The write is on the
+        primary either way (``late`` says so), so the writer's next fenced write replaces it; what is not
+        acknowledged by the replicas may be lost in a failover, so the caller does not count it as stored."""
+        acked = int(self._command(lambda: self.client.wait(self.replicas, max(1, round(self.replica_timeout * 1000)))))
+        if acked < self.replicas:
+            error = StoreUnavailable(f"only {acked} of {self.replicas} Redis replica(s) acknowledged the write within "
+                                     f"{self.replica_timeout * 1000:.0f} ms")
+            landed: Future[str] = Future()
+            landed.set_result(NOT_DURABLE)
+            error.late = landed
+            raise error
 
     def load(self, group_id: bytes) -> bytes | None:
         sealed = self._command(lambda: self.client.hget(self.key(group_id), "b"))
@@ -209,6 +240,32 @@ class RedisSessionStore:
         except Exception as exc:  # redis-py's own surprise at a peer that is not Redis (seen: AttributeError)
             raise StoreError(f"the Redis session store failed: {type(exc).__name__}: {exc} "
                              "(is that address a Redis server?)") from None
+
+
+def _through_sentinel(url: str, options: dict[str, Any]) -> redis.Redis:
+    """The primary a Sentinel URL names: ``redis+sentinel://[user:password@]h:p[,h:p...]/service[/db]``."""
+    from urllib.parse import unquote, urlsplit
+
+    from redis.sentinel import Sentinel
+
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    path = [piece for piece in parts.path.split("/") if piece]
+    if not hosts or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError("expected redis+sentinel://host:port[,host:port...]/service[/db]")
+    sentinels = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{item!r} is not host:port")
+        sentinels.append((host.strip("[]"), int(port)))
+    user, _, password = parts.netloc.rpartition("@")[0].partition(":")
+    primary = {**options, "db": int(path[1]) if len(path) == 2 else 0,
+               "username": unquote(user) or None, "password": unquote(password) or None,
+               "ssl": url.startswith("rediss+")}
+    sentinel = Sentinel(sentinels, socket_timeout=options["socket_timeout"],
+                        socket_connect_timeout=options["socket_connect_timeout"])
+    return sentinel.master_for(path[0], **primary)
 
 
 def _safe(url: str) -> str:

@@ -98,7 +98,7 @@ class SessionStore(Protocol):
 
 def open_store(location: str | os.PathLike[str], *, keyring: str | os.PathLike[str] | None = None,
                max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS,
-               deadline: float | None = None) -> SessionStore:
+               deadline: float | None = None, replicas: int = 0, replica_timeout: float = 0.1) -> SessionStore:
     """The store a server's ``--store`` names: a Redis URL (sealed with ``keyring``) or a folder.
 
     A Redis store is shared by a fleet and needs a sealing keyring
@@ -106,7 +106,8 @@ def open_store(location: str | os.PathLike[str], *, keyring: str | os.PathLike[s
     comes wrapped in a :class:`~mls2p.store_guard.GuardedStore`, so a Redis
     that hangs holds the caller's event loop for at most ``deadline`` seconds
     per cool-down (default :data:`~mls2p.store_guard.DEADLINE`).  Sessions not
-    written for ``max_idle_seconds`` expire (None: never).
+    written for ``max_idle_seconds`` expire (None: never).  ``replicas``: Redis replicas that must
+    acknowledge each write (WAIT, up to ``replica_timeout`` seconds) before it counts as stored.
     """
     from .redis_store import URL_SCHEMES, RedisSessionStore
     from .sealing import load_keyring
@@ -120,9 +121,11 @@ def open_store(location: str | os.PathLike[str], *, keyring: str | os.PathLike[s
         if keyring is None:
             raise ConfigurationError("a Redis store needs a sealing keyring (--store-keyring FILE): the session "
                                      "keys of every client are kept there, sealed ('mls-tunnel store-key' makes one)")
-        store = RedisSessionStore.from_url(text, load_keyring(keyring), max_idle_seconds=max_idle_seconds)
+        store = RedisSessionStore.from_url(text, load_keyring(keyring), max_idle_seconds=max_idle_seconds,
+                                           replicas=replicas, replica_timeout=replica_timeout)
         store.ping()
-        return GuardedStore(store, deadline=DEADLINE if deadline is None else deadline)
+        default = DEADLINE + (replica_timeout if replicas else 0.0)  # a write waits for its replicas too
+        return GuardedStore(store, deadline=default if deadline is None else deadline)
     if keyring is not None:
         raise ConfigurationError("--store-keyring seals a Redis store; a folder store is private to this machine "
                                  "(mode 0700) and is not sealed")

@@ -120,6 +120,9 @@ class GuardedStore:
         except (StaleStateError, StoredStateError):
             self._healthy()  # the store answered: it is up, and said no
             raise
+        except StoreUnavailable:
+            self.counters.failures += 1  # the store answered, but could not take the write as asked (replicas)
+            raise
         except StoreError as exc:
             self.counters.failures += 1
             self._trip(str(exc))

@@ -10,13 +10,14 @@ clocks; the blocking store below is released by the test, never by a timer.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 import pytest
 
 import mlstls.testing
 from mls2p import RekeyPolicy
 from mls2p.bootstrap import STORE_RETRY, StoreWriter
-from mls2p.errors import StaleStateError, StoreError, StoreUnavailable
+from mls2p.errors import NOT_DURABLE, StaleStateError, StoreError, StoreUnavailable
 from mls2p.session import State
 from mls2p.store import MemorySessionStore
 from mls2p.store_guard import GuardedStore
@@ -255,3 +256,38 @@ def test_a_write_that_lands_late_is_known_to_the_next_one() -> None:
     writer(session)  # type: ignore[arg-type]
     assert inner.load(b"g") == b"three"
     guard.close()
+
+
+class NotDurable(MemorySessionStore):
+    """A primary whose replicas do not acknowledge (Redis WAIT): the write lands, the store says it is not durable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.durable = False
+        self.saves = 0
+
+    def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None:
+        super().save(group_id, state, replaces=replaces)
+        self.saves += 1
+        if not self.durable:
+            landed: Future[str] = Future()
+            landed.set_result(NOT_DURABLE)
+            error = StoreUnavailable("only 0 of 1 Redis replica(s) acknowledged the write")
+            error.late = landed
+            raise error
+
+
+def test_a_write_its_replicas_did_not_acknowledge_is_written_again_before_it_counts() -> None:
+    """Found by the failover test: a state on the primary only was taken as stored, the peer was answered, and
+    the failover lost the epoch the client had moved to."""
+    store = NotDurable()
+    writer = StoreWriter(store)
+    session = FakeSession()
+    session.value = b"epoch 5"
+    with pytest.raises(StoreUnavailable):
+        writer(session)  # type: ignore[arg-type]
+    store.durable = True
+    writer(session)  # type: ignore[arg-type]  # the same state: written again, this time acknowledged
+    assert store.saves == 2 and store.load(b"g") == b"epoch 5"
+    writer(session)  # type: ignore[arg-type]  # durable now: nothing more to write
+    assert store.saves == 2
