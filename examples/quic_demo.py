@@ -229,7 +229,7 @@ def session_store(args: argparse.Namespace) -> SessionStore | None:
         raise ConfigurationError("--store is for resumption, a QUIC-MLS (--mode mls) feature")
     if args.role == "client" and "://" in args.store:
         raise ConfigurationError("a client keeps its sessions in a folder (--store DIR); Redis is for servers")
-    return open_store(args.store, keyring=args.store_keyring)
+    return open_store(args.store, keyring=args.store_keyring, replicas=args.store_replicas)
 
 
 async def run_server(args: argparse.Namespace, profile_: ProfileConfig) -> MlsQuicServer:
@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", help="keep sessions for resumption: a folder, or (server) redis://host:port/db "
                                         "shared by a fleet of servers")
     parser.add_argument("--store-keyring", help="server: a Redis store's sealing keyring ('<id> <hex key>' lines)")
+    parser.add_argument("--store-replicas", type=int, default=0, metavar="N",
+                        help="server: Redis replicas that must acknowledge each write (WAIT) before it counts as "
+                             "stored (docs/fleet.md, failover)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch change, show tracebacks")
     args = parser.parse_args(argv)
     args.suites = suite_preference(args.suite)
