@@ -50,8 +50,11 @@ def test_mls_locks_the_thief_out_at_the_first_confirmed_commit(outcomes: dict[st
     o = outcomes[name]
     assert o.heals and o.healed_at is not None and o.rekey_marks
     # The committer switches when the peer's EpochKeyUpdate arrives: the records sent between its commit
-    # and that confirmation (a round trip) still use the old keys, none after it.
-    assert o.rekey_marks[0] <= o.healed_at <= o.rekey_marks[0] + 4, (o.healed_at, o.rekey_marks)
+    # and that confirmation (a round trip: up to 4 records on an idle machine, more on a loaded one, so the
+    # mlstls runs count it) still use the old keys, none after it.
+    round_trip = o.confirmation_lags[0] if o.confirmation_lags else 4
+    assert o.rekey_marks[0] <= o.healed_at <= o.rekey_marks[0] + max(4, round_trip) + 2, (
+        o.healed_at, o.rekey_marks, o.confirmation_lags)
     assert o.cost.cpu_seconds > 0 and 400 < o.cost.wire_bytes < 2000 and o.cost.round_trips == 1
 
 

@@ -55,6 +55,9 @@ class Outcome:
     readable_after_theft: list[bool] = field(default_factory=list)
     seconds_after_theft: list[float] = field(default_factory=list)
     rekey_marks: list[int] = field(default_factory=list)  # index of the first record after each rekey
+    confirmation_lags: list[int] = field(default_factory=list)
+    """Per rekey, records the committer wrote before it saw the confirmation (the round trip, in records):
+    the old keys are used that long, however fast or loaded the machine."""
     healed_at: int | None = None  # first record after the theft the thief could not read
     healed_after_bytes: int | None = None
     healed_after_seconds: float | None = None

@@ -103,6 +103,7 @@ async def run_mlstls(settings: Settings, *, alongside: bool = False) -> list[Out
         profile(b"c"), tls=client_tls))
     loot: tuple[bytes, bytes | None, str | None] | None = None
     theft_time, rekey_times = 0.0, []
+    lags: list[int] = []  # records written after each rekey before its confirmation switched our keys
     for i in range(settings.records):
         if i == settings.theft_at:
             await asyncio.sleep(SETTLE)
@@ -110,8 +111,12 @@ async def run_mlstls(settings: Settings, *, alongside: bool = False) -> list[Out
         if i and i % settings.rekey_every == 0:
             await asyncio.sleep(SETTLE)
             rekey_times.append(time.perf_counter())
+            epoch_before = writer.epoch
             writer.rekey()
+            lags.append(0)
         writer.write(bytes(settings.record_size))
+        if lags and writer.epoch == epoch_before:
+            lags[-1] += 1
         await writer.drain()
         await asyncio.sleep(settings.interval)
     await asyncio.sleep(0.1)
@@ -138,6 +143,7 @@ async def run_mlstls(settings: Settings, *, alongside: bool = False) -> list[Out
         for when, header, body in records:
             outcome.record(when, thief.open(header, body) is not None, len(header) + len(body))
         outcome.mark_rekeys([r[0] for r in records], [t for t in rekey_times if t > theft_time])
+        outcome.confirmation_lags = [lag for t, lag in zip(rekey_times, lags, strict=True) if t > theft_time]
         outcomes.append(outcome)
     return outcomes
 
