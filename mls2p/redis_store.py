@@ -159,24 +159,37 @@ class RedisSessionStore:
 
     def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None:
         sealed = self.sealer.seal(group_id, state)
-        if not self._run(self._save, group_id, version_of(replaces), version_of(state), sealed, self._ttl):
+        args = [version_of(replaces), version_of(state), sealed, self._ttl]
+        if self.replicas:
+            written, acked = self._command(lambda: self._save_and_wait(group_id, args))
+        else:
+            written, acked = self._run(self._save, group_id, *args), 0
+        if not written:
             raise StaleStateError(f"the stored state of group {group_id.hex()} changed since this connection "
                                   "read it: the session continued elsewhere")
-        if self.replicas:
-            self._replicated()
-
-    def _replicated(self) -> None:
-        """WAIT for :attr:`replicas` acknowledgements; StoreUnavailable if fewer came in time.  The write is on the
-        primary either way (``late`` says so), so the writer's next fenced write replaces it; what is not
-        acknowledged by the replicas may be lost in a failover, so the caller does not count it as stored."""
-        acked = int(self._command(lambda: self.client.wait(self.replicas, max(1, round(self.replica_timeout * 1000)))))
         if acked < self.replicas:
-            error = StoreUnavailable(f"only {acked} of {self.replicas} Redis replica(s) acknowledged the write within "
-                                     f"{self.replica_timeout * 1000:.0f} ms")
-            landed: Future[str] = Future()
-            landed.set_result(NOT_DURABLE)
-            error.late = landed
-            raise error
+            self._not_durable(acked)
+
+    def _save_and_wait(self, group_id: bytes, args: list[bytes]) -> tuple[bool, int]:
+        """The fenced write and WAIT on one connection, in one round trip: WAIT counts the replicas that have
+        every write *of the connection it runs on*, so on another pooled connection it would prove nothing
+        (found by the failover test: a session three epochs ahead of the promoted replica)."""
+        pipe = self.client.pipeline(transaction=False)
+        self._save(keys=[self.key(group_id)], args=args, client=pipe)
+        pipe.wait(self.replicas, max(1, round(self.replica_timeout * 1000)))
+        written, acked = pipe.execute()
+        return bool(written), int(acked)
+
+    def _not_durable(self, acked: int) -> None:
+        """StoreUnavailable for a write fewer than :attr:`replicas` acknowledged in time.  It is on the primary
+        (``late`` says so), so the writer's next fenced write replaces it; what the replicas do not have may be
+        lost in a failover, so the caller does not count it as stored."""
+        error = StoreUnavailable(f"only {acked} of {self.replicas} Redis replica(s) acknowledged the write within "
+                                 f"{self.replica_timeout * 1000:.0f} ms")
+        landed: Future[str] = Future()
+        landed.set_result(NOT_DURABLE)
+        error.late = landed
+        raise error
 
     def load(self, group_id: bytes) -> bytes | None:
         sealed = self._command(lambda: self.client.hget(self.key(group_id), "b"))

@@ -59,7 +59,10 @@ class Node:
 def sentinel_config(folder: Path, primary: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "sentinel.conf"
-    path.write_text(f"sentinel monitor mls 127.0.0.1 {primary} 2\nsentinel down-after-milliseconds mls 400\n"
+    # 1.5 s: a busy CI machine stalls a process for a few hundred ms, and a Sentinel that took that for a
+    # failure failed the new primary back over to the old one, restarted and not yet resynchronised (its AOF
+    # held epoch 6 while clients were at 9): the run measured a flap, not the failover
+    path.write_text(f"sentinel monitor mls 127.0.0.1 {primary} 2\nsentinel down-after-milliseconds mls 1500\n"
                     "sentinel failover-timeout mls 2000\nsentinel parallel-syncs mls 1\n")
     return path
 
@@ -85,6 +88,18 @@ def ready(sentinels: list[Node]) -> bool:
     except (redis.RedisError, KeyError):
         return False
     return True
+
+
+def replica_online(port: int) -> bool:
+    """The primary at ``port`` has a replica that finished its synchronisation."""
+    import redis
+
+    try:
+        info = redis.Redis(port=port, socket_timeout=1).info("replication")
+    except redis.RedisError:
+        return False
+    return any(isinstance(value, dict) and value.get("state") == "online" for key, value in info.items()
+               if key.startswith("slave"))
 
 
 def primary_port(sentinel: Node) -> int:
@@ -138,8 +153,11 @@ async def run(tmp_path: Path, replicas: int) -> tuple[int, int]:
         await asyncio.sleep(1.5)  # rekeys under way, every state written through the primary
         first_primary = primary_port(sentinels[0])
         primary.kill()
-        await until(lambda: primary_port(sentinels[0]) != first_primary, "Sentinel promoted the replica")
+        await until(lambda: all(primary_port(node) != first_primary for node in sentinels),
+                    "every Sentinel follows the promoted replica")
+        new_primary = primary_port(sentinels[0])
         primary.start()  # back, and Sentinel turns it into a replica of the new primary
+        await until(lambda: replica_online(new_primary), "the old primary resynchronised as a replica")
         await asyncio.sleep(1.5)  # rekeys go on against the new primary
         await server.close()  # a new node: nothing in memory, every session from Redis
         server = await start_server()

@@ -466,3 +466,19 @@ def test_open_store_passes_the_idle_limit_on(tmp_path, redis_server) -> None:
     keys.chmod(0o600)
     assert open_store(redis_server.url, keyring=keys, max_idle_seconds=60).store.max_idle_seconds == 60
     assert open_store(redis_server.url, keyring=keys, max_idle_seconds=None).store.max_idle_seconds is None
+
+
+def test_a_write_no_replica_acknowledged_is_on_the_primary_but_not_stored(redis_server, request) -> None:
+    """replicas=1 and no replica: the fenced write lands (one round trip with its WAIT), the store says it is not
+    durable, and the writer's next write replaces it (mls2p.bootstrap.StoreWriter writes it again)."""
+    from mls2p.errors import NOT_DURABLE, StoreUnavailable
+    from mls2p.redis_store import RedisSessionStore
+
+    store = RedisSessionStore.from_url(redis_server.url, SEALER, prefix=f"t-{request.node.name}", replicas=1,
+                                       replica_timeout=0.01)
+    with pytest.raises(StoreUnavailable, match="only 0 of 1 Redis replica") as caught:
+        store.save(b"g", b"state", replaces=None)
+    assert caught.value.late.result() == NOT_DURABLE and store.round_trips == 1
+    assert store.load(b"g") == b"state"
+    with pytest.raises(StoreUnavailable):
+        store.save(b"g", b"state", replaces=b"state")  # written again (fenced on what is there): still alone
