@@ -68,7 +68,7 @@ from .control import CONTROL_SOCKET, ControlServer, query, render
 from .errors import TunnelError
 from .metrics import check_available, serve_metrics
 from .services import Service, parse_address, service_table, services_from_config
-from .tunnel import TunnelClient, TunnelServer, status_line
+from .tunnel import TunnelClient, TunnelServer, printable, status_line
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,9 @@ def _store(args: argparse.Namespace) -> SessionStore:
     return FileSessionStore(sessions)
 
 
-def _profile(args: argparse.Namespace, private: bytes) -> tuple[ProfileConfig, SessionStore]:
-    service, insecure = _trust(args)
+def _profile(args: argparse.Namespace, private: bytes,
+             trust: tuple[TrustPolicy | None, bool] | None = None) -> tuple[ProfileConfig, SessionStore]:
+    service, insecure = trust if trust is not None else _trust(args)
     store = _store(args)
     profile = ProfileConfig(credential=Credential.basic(args.identity.encode()), signature_priv=private,
                             cipher_suite=args.suites[0], accepted_suites=args.suites, authentication_service=service,
@@ -200,36 +201,99 @@ def _services(args: argparse.Namespace) -> dict[str, Service]:
     return service_table(mode=args.mode, shorthand=shorthand, configured=args.services_config)
 
 
-class Running:
-    """A running tunnel end: what ``status`` reports, and the reload (SIGHUP) that changes it in place."""
+def _check_service_peers(args: argparse.Namespace, services: Mapping[str, Service],
+                         trust: TrustPolicy | None) -> None:
+    """A service's ``peers`` names identities: refused where nobody is authenticated, and a warning where a
+    name is only as good as its first use."""
+    named = {name: service.peers for name, service in services.items() if service.peers is not None}
+    if not named:
+        return
+    first = sorted(named)[0]
+    if args.insecure_accept_any_peer:
+        raise ConfigurationError(f"[services.{first}] peers cannot be used with --insecure-accept-any-peer: "
+                                 "nobody is authenticated, so any peer may call itself by a name listed there "
+                                 "(trust peers by key with --allow or --trust-file)")
+    pinned = trust.pins if trust is not None else {}
+    unpinned = sorted({peer for peers in named.values() for peer in peers if peer not in pinned})
+    if args.trust_on_first_use and unpinned:
+        log.warning("services' peers under --trust-on-first-use: the name%s %s %s only as good as %s first use "
+                    "(whoever first connects with a name owns it); pin %s with --allow or --trust-file",
+                    "s" if len(unpinned) > 1 else "", ", ".join(printable(p) for p in unpinned),
+                    "are" if len(unpinned) > 1 else "is", "their" if len(unpinned) > 1 else "its",
+                    "them" if len(unpinned) > 1 else "it")
 
-    def __init__(self, args: argparse.Namespace, endpoint: TunnelServer | TunnelClient, trust: TrustPolicy | None,
-                 key: str) -> None:
+
+class Running:
+    """A running tunnel end: what ``status`` reports, and the reload (SIGHUP) that changes it in place.
+
+    It exists from before the endpoint starts (the control socket answers from the first moment); a SIGHUP
+    that arrives before the endpoint is up is remembered and applied once it is (:meth:`hangup`).
+    """
+
+    def __init__(self, args: argparse.Namespace, key: str,
+                 read_args: Callable[[], argparse.Namespace] | None = None) -> None:
         self.args = args
-        self.endpoint = endpoint
-        self.trust = trust
+        self.endpoint: TunnelServer | TunnelClient | None = None
+        self.trust: TrustPolicy | None = None
         self.key = key
+        self.read_args = read_args
         self.started = time.monotonic()
         self.reloads: dict[str, Any] = {"applied": 0, "refused": 0, "last_error": None, "last_seconds": None}
         self._lock = asyncio.Lock()
+        self._hangup_pending = False
+        self._tasks: set[asyncio.Task[bool]] = set()
 
     def report(self) -> dict[str, Any]:
-        services = self.endpoint.services if isinstance(self.endpoint, TunnelServer) else {
-            name: service for name, (service, _) in self.endpoint.listeners.items()}
+        if self.endpoint is None:
+            services: Mapping[str, Service] = {}
+        elif isinstance(self.endpoint, TunnelServer):
+            services = self.endpoint.services
+        else:
+            services = {name: service for name, (service, _) in self.endpoint.listeners.items()}
         return {"version": 1, "mode": self.args.mode, "pid": os.getpid(), "identity": self.args.identity,
                 "key": self.key, "uptime_seconds": round(time.monotonic() - self.started, 1),
                 "services": [service.describe() for service in services.values()],
-                "links": self.endpoint.snapshot(), "handshake_failures": dict(self.endpoint.handshake_failures),
+                "links": self.endpoint.snapshot() if self.endpoint is not None else [],
+                "handshake_failures": dict(self.endpoint.handshake_failures) if self.endpoint is not None else {},
                 "reloads": dict(self.reloads)}
 
+    def hangup(self) -> None:
+        """SIGHUP: reload now, or once the endpoint is up (never the signal's default action: the end)."""
+        if self.read_args is None:
+            return
+        if self.endpoint is None:
+            if not self._hangup_pending:
+                log.warning("SIGHUP while starting: the configuration is reloaded once the tunnel is up")
+            self._hangup_pending = True
+            return
+        task = asyncio.get_running_loop().create_task(self.reload(self.read_args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def up(self, endpoint: TunnelServer | TunnelClient, trust: TrustPolicy | None) -> None:
+        """The endpoint is up: from now on a SIGHUP reloads; one that came while starting reloads now."""
+        self.endpoint, self.trust = endpoint, trust
+        if self._hangup_pending:
+            self._hangup_pending = False
+            self.hangup()
+
     async def reload(self, read_args: Callable[[], argparse.Namespace]) -> bool:
-        """Read the configuration again and apply it; a mistake keeps the configuration in force (logged)."""
+        """Read the configuration again, from scratch, and apply it; a mistake keeps the configuration in force
+        (logged "reload refused" and counted), whatever the mistake: never an exit."""
         async with self._lock:
             began = time.perf_counter()
             try:
                 applied = await self._apply(read_args())
-            except (ConfigurationError, OSError) as exc:
-                text = str(exc) if isinstance(exc, ConfigurationError) else f"cannot listen: {exc}"
+            except (Exception, SystemExit) as exc:  # a mistake, or argparse's exit on a bad value
+                if isinstance(exc, ConfigurationError | MLSError):
+                    text = str(exc)
+                elif isinstance(exc, OSError):
+                    text = f"cannot listen: {exc}"
+                elif isinstance(exc, SystemExit):  # argparse: it printed why on stderr
+                    text = "the command line and configuration file do not parse (see the message above)"
+                else:  # a bug must not end the tunnel either
+                    log.debug("reload failed", exc_info=True)
+                    text = f"{type(exc).__name__}: {exc}"
                 self.reloads["refused"] += 1
                 self.reloads["last_error"] = text
                 log.error("reload refused, the configuration in force is unchanged: %s", text)
@@ -241,6 +305,7 @@ class Running:
             return True
 
     async def _apply(self, args: argparse.Namespace) -> str:
+        assert self.endpoint is not None
         services = _services(args)  # everything is checked before anything is applied
         fresh: TrustPolicy | None = None
         if self.trust is not None:
@@ -249,6 +314,8 @@ class Running:
                 raise ConfigurationError("--insecure-accept-any-peer cannot be switched on by a reload")
         elif not args.insecure_accept_any_peer:
             raise ConfigurationError("switching from --insecure-accept-any-peer to pins takes a restart")
+        if args.mode == "server":
+            _check_service_peers(args, services, fresh)
         for option in RESTART_ONLY + (("listen",) if args.mode == "server" else ()):
             if getattr(args, option, None) != getattr(self.args, option, None):
                 log.warning("--%s changed: it takes effect at the next start (the running value stays)",
@@ -278,6 +345,12 @@ def _announce(args: argparse.Namespace, folder: Path, key: str) -> None:
 
 
 async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namespace] | None = None) -> int:
+    loop = asyncio.get_running_loop()
+    running = Running(args, "", read_args)
+    if read_args is not None:
+        # From the first moment, before anything connects: a SIGHUP while starting (systemctl reload while
+        # the server is down, say) must not end the tunnel (the default action); it reloads once up.
+        loop.add_signal_handler(signal.SIGHUP, running.hangup)
     listen = _address(args.listen, listening=True) if args.mode == "server" else None
     remote = _address(args.connect) if args.mode == "client" else None
     services = _services(args)  # every address first: a typo is reported before any write
@@ -285,39 +358,41 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
         check_available()
     folder = _state_folder(args)
     private = _own_key(folder, args.suite)
-    key = fingerprint(private, args.suite)
+    key = running.key = fingerprint(private, args.suite)
     _announce(args, folder, key)
-    profile, store = _profile(args, private)
-    trust = profile.authentication_service if isinstance(profile.authentication_service, TrustPolicy) else None
-    endpoint: TunnelServer | TunnelClient
+    trust, insecure = _trust(args)  # checked (nothing written yet) before the control socket is made
     if args.mode == "server":
-        assert listen is not None
-        endpoint = TunnelServer(MlsTlsConfiguration(profile, False, store), services)
-        port = await endpoint.start(*listen)
-        print(f"mls-tunnel server on {listen[0]}:{port} -> " + ", ".join(
-            f"{s.name} {s.address[0]}:{s.address[1]}" for s in services.values()), flush=True)
-    else:
-        assert remote is not None
-        group_ids = store.group_ids()
-        config = MlsTlsConfiguration(profile, True, store, resume_group_id=group_ids[0] if group_ids else None)
-        endpoint = TunnelClient(config, remote, retry_refused=args.retry_refused,
-                                max_retry_delay=args.max_retry_delay)
-        timeout = None if args.retry_forever else args.connect_timeout
-        ports = await endpoint.start_services(services, connect_timeout=timeout)
-        print("mls-tunnel client on " + ", ".join(
-            f"{services[n].address[0]}:{p} ({n})" for n, p in ports.items()) + f" -> {args.connect}", flush=True)
-    running = Running(args, endpoint, trust, key)
-    loop = asyncio.get_running_loop()
-    if read_args is not None:  # SIGHUP (systemctl reload): re-read and apply, whatever the trust mode
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(running.reload(read_args)))
+        _check_service_peers(args, services, trust)
+    # The single-instance check (the control socket) comes before the store and the network: a second
+    # tunnel on this folder must not resume the first one's session (resetting its link) before it stops.
     control = ControlServer(Path(args.control_socket) if args.control_socket else folder / CONTROL_SOCKET,
                             running.report)
+    await control.start()
     metrics: asyncio.Server | None = None
-    purged_at = -PURGE_INTERVAL
+    endpoint: TunnelServer | TunnelClient | None = None
     try:
-        await control.start()
+        profile, store = _profile(args, private, (trust, insecure))
         if args.metrics:
             metrics = await serve_metrics(*_address(args.metrics, listening=True), running.report)
+        if args.mode == "server":
+            assert listen is not None
+            endpoint = TunnelServer(MlsTlsConfiguration(profile, False, store), services)
+            port = await endpoint.start(*listen)
+            print(f"mls-tunnel server on {listen[0]}:{port} -> " + ", ".join(
+                f"{s.name} {s.address[0]}:{s.address[1]}" for s in services.values()), flush=True)
+        else:
+            assert remote is not None
+            group_ids = store.group_ids()
+            config = MlsTlsConfiguration(profile, True, store, resume_group_id=group_ids[0] if group_ids else None)
+            endpoint = TunnelClient(config, remote, retry_refused=args.retry_refused,
+                                    max_retry_delay=args.max_retry_delay)
+            timeout = None if args.retry_forever else args.connect_timeout
+            ports = await endpoint.start_services(services, connect_timeout=timeout)
+            print("mls-tunnel client on " + ", ".join(
+                f"{services[n].address[0]}:{p} ({n})" for n, p in ports.items()) + f" -> {args.connect}",
+                flush=True)
+        running.up(endpoint, trust)
+        purged_at = -PURGE_INTERVAL
         if args.status_interval > 0:
             status_log.setLevel(logging.INFO)
         while True:
@@ -336,11 +411,13 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
                 for link in endpoint.snapshot():
                     status_log.info("status: %s", status_line(link))
     finally:
-        print("mls-tunnel: shutting down", flush=True)
+        if running.endpoint is not None:
+            print("mls-tunnel: shutting down", flush=True)
         if metrics is not None:
             metrics.close()
         await control.close()
-        await endpoint.close()
+        if endpoint is not None:
+            await endpoint.close()
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -430,8 +507,54 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_value(parser: argparse.ArgumentParser, name: str, key: str, value: Any, source: str) -> Any:
+    """A ``--config`` value checked (and converted) as its option's command-line value would be: a wrong type
+    is a ConfigurationError naming the key, never an argparse exit or a TypeError later."""
+    action = next((a for a in parser._actions if a.dest == name), None)
+    if action is None:
+        return value
+
+    def wrong(expected: str) -> ConfigurationError:
+        return ConfigurationError(f"{source}: {key} must be {expected}, not {value!r}")
+
+    def one(item: Any) -> Any:
+        kind = action.type
+        if kind is None:
+            if not isinstance(item, str):
+                raise wrong("a string")
+            return item
+        number = "a whole number" if kind is int else "a number"
+        if isinstance(item, bool):
+            raise wrong(number)
+        if isinstance(item, str):
+            try:
+                item = kind(item)  # type: ignore[operator]
+            except (TypeError, ValueError):
+                raise wrong(number) from None
+        elif kind is float and isinstance(item, int | float):
+            item = float(item)
+        elif not (kind is int and isinstance(item, int)):
+            raise wrong(number)
+        if action.choices is not None and item not in action.choices:
+            raise ConfigurationError(f"{source}: {key} must be one of {', '.join(map(str, action.choices))}, "
+                                     f"not {value!r}")
+        return item
+
+    if action.nargs == 0:  # a flag: --retry-forever, --insecure-accept-any-peer ...
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        return [one(item) for item in (value if isinstance(value, list) else [value])]
+    return one(value)
+
+
 def _with_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse; options from ``--config`` (TOML) stand in for those not given on the command line."""
+    """Parse; options from ``--config`` (TOML) stand in for those not given on the command line.
+
+    The parser is left as it was: every call (a reload's too) reads the file from scratch, so an option
+    deleted from the file is back to its default (a deleted ``allow`` line revokes).
+    """
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
         try:
@@ -442,6 +565,8 @@ def _with_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{args.config} is not valid TOML: {exc}") from None
         known = vars(args)
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        command = subparsers.choices[args.mode]
         defaults: dict[str, Any] = {}
         if args.mode in ("server", "client"):
             defaults["services_config"] = services_from_config(options.pop("services", {}), mode=args.mode,
@@ -450,10 +575,16 @@ def _with_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
             name = key.replace("-", "_")
             if name not in known or name in ("mode", "config"):
                 raise ConfigurationError(f"{args.config}: unknown option {key!r}")
-            defaults[name] = value
-        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        subparsers.choices[args.mode].set_defaults(**defaults)
-        args = parser.parse_args(argv)
+            defaults[name] = _config_value(command, name, key, value, args.config)
+        saved = dict(command._defaults), [(action, action.default) for action in command._actions]
+        command.set_defaults(**defaults)
+        try:
+            args = parser.parse_args(argv)
+        finally:  # set_defaults changes the parser: put it back, for the next read
+            command._defaults.clear()
+            command._defaults.update(saved[0])
+            for action, default in saved[1]:
+                action.default = default
     if args.mode in ("server", "client"):
         args.services_config = getattr(args, "services_config", None)
         args.suites = suite_preference(args.suite)
@@ -493,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if store.reseal_skipped else 0
         if args.mode == "status":
             return run_command(functools.partial(_status, args), prog="mls-tunnel", verbose=verbose)
-        read_args = functools.partial(_with_config_file, parser, argv)
+        read_args = functools.partial(_with_config_file, _parser(), argv)  # a reload reads from scratch
         return run_command(functools.partial(_run, args, read_args), prog="mls-tunnel", verbose=verbose)
 
     return run_command(command, prog="mls-tunnel", verbose=verbose)

@@ -129,6 +129,8 @@ class MlsTlsConnection:
         self._now: float = 0.0
         self.wakeup: Callable[[], None] | None = None
         """Sends what the connection queued outside ``receive_data`` (the asyncio protocol sets its flush)."""
+        self._recheck_trust = False
+        """The trust configuration was replaced during the handshake: check the peer again at confirmation."""
         watch_trust(configuration.profile.authentication_service, self)
 
     def __repr__(self) -> str:
@@ -268,10 +270,14 @@ class MlsTlsConnection:
     def trust_changed(self) -> None:
         """The trust configuration was replaced (mls2p.trust.TrustPolicy.replace): close if the peer is out.
 
-        Only a confirmed connection is checked here; one still in its handshake meets the new
-        configuration when its session reaches the next epoch.
+        A confirmed connection is checked at once; one still in its handshake (whose peer was validated
+        under the configuration replaced) is checked again when it is confirmed, before any of the peer's
+        data is delivered.
         """
-        if self.closed or not self.endpoint.confirmed:
+        if self.closed:
+            return
+        if not self.endpoint.confirmed:
+            self._recheck_trust = True
             return
         try:
             self.endpoint.check_peer()
@@ -334,7 +340,17 @@ class MlsTlsConnection:
                 raise UnexpectedMessage("key switch without a confirmed new epoch")
             self._recv, self._pending_recv = self._pending_recv, None
             return
-        self._act(self.endpoint.receive(frame, self._now))
+        actions = self.endpoint.receive(frame, self._now)
+        if self.endpoint.confirmed:
+            self._check_trust_again()  # (a client, or a resuming server, is confirmed by a profile message)
+        self._act(actions)
+
+    def _check_trust_again(self) -> None:
+        """The trust configuration changed while the handshake ran: the peer must pass the one in force now
+        (MLSError, which closes the connection, if not)."""
+        if self._recheck_trust:
+            self._recheck_trust = False
+            self.endpoint.check_peer()
 
     # -- acting on the session -----------------------------------------------------------
 
@@ -376,6 +392,14 @@ class MlsTlsConnection:
             if self.endpoint.confirmed:
                 self._events.append(HandshakeCompleted(epoch, self.endpoint.resumed))
             return
+        if self.write_closed:
+            # Our close_notify is out (a rekey of ours was in flight when we half-closed): nothing more may
+            # follow it, not even the key switch.  Only the peer's records move to the new epoch, at its
+            # key switch; ours stay as they were (we send nothing more).
+            self._pending_recv = theirs
+            log.info("MLS-TLS epoch %d confirmed after our close_notify: only the peer's records switch (%s)",
+                     epoch, reason)
+            return
         self._send_handshake(KEY_SWITCH_FRAME)
         self._send, self._pending_recv = mine, theirs
         self._events.append(EpochChanged(epoch, reason))
@@ -397,6 +421,7 @@ class MlsTlsConnection:
 
     def _confirmed(self) -> None:
         """A phase-1 server's client has proven it holds the keys: store, tell the application, rekey."""
+        self._check_trust_again()
         actions = self.endpoint.peer_confirmed()
         assert self._send is not None
         self._events.append(HandshakeCompleted(self._send.epoch, self.endpoint.resumed))

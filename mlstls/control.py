@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -51,11 +52,22 @@ class ControlServer:
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        if self.path.exists() or self.path.is_symlink():
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            raise ConfigurationError(f"cannot use the control socket path {self.path}: "
+                                     f"{(exc.strerror or str(exc)).lower()}") from None
+        if mode is not None:
+            if not stat.S_ISSOCK(mode):  # never delete what is not a socket: an operator's file, a link
+                raise ConfigurationError(f"the control socket path {self.path} exists and is not a socket: "
+                                         "give --control-socket a path that is free (it is never replaced)")
             try:
                 _, writer = await asyncio.open_unix_connection(str(self.path))
             except OSError:
-                self.path.unlink()  # a socket left by a tunnel that was killed
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()  # a socket left by a tunnel that was killed
             else:
                 writer.close()
                 raise ConfigurationError(f"another mls-tunnel is running with the control socket {self.path} "
@@ -135,9 +147,15 @@ def render(report: dict[str, Any]) -> str:
     for link in report["links"]:
         epoch = "-" if link["epoch"] is None else link["epoch"]
         ago = "-" if link["last_rekey_seconds_ago"] is None else f"{link['last_rekey_seconds_ago']:.0f} s ago"
-        lines += [f"  peer {link['peer'] or '?'} ({link['fingerprint'] or 'no key yet'}): {link['state']}",
+        lines += [f"  peer {_printable(link['peer'] or '?')} ({link['fingerprint'] or 'no key yet'}): "
+                  f"{link['state']}",
                   f"    epoch {epoch}, rekeys {link['rekeys']}, last rekey {ago}",
                   f"    bytes in {link['bytes_in']}, out {link['bytes_out']}; streams {link['streams']} "
                   f"(refused {link['streams_refused']}); reconnects {link['reconnects']}",
-                  f"    last error: {link['last_error'] or '-'}"]
+                  f"    last error: {_printable(link['last_error'] or '-')}"]
     return "\n".join(lines)
+
+
+def _printable(text: object) -> str:
+    """One line for a terminal, whatever a report holds (a peer names itself)."""
+    return "".join(char if char.isprintable() else "?" for char in str(text))

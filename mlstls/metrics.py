@@ -20,6 +20,8 @@ from .errors import ConfigurationError
 Report = Callable[[], dict[str, Any]]
 MAX_REQUEST_HEAD = 8192
 REQUEST_TIMEOUT = 5.0
+MAX_DISCARD = 1 << 20
+"""Bytes of an oversized request read (and dropped) after the 431 answer, before closing."""
 
 
 class TunnelCollector:
@@ -48,18 +50,23 @@ class TunnelCollector:
                                               labels=peer),
             "resumptions": CounterMetricFamily("mls_tunnel_resumptions", "stored sessions resumed", labels=peer),
         }
-        for link in report["links"]:
-            name = [link["peer"] or "?"]
-            metrics["up"].add_metric(name, 1 if link["state"] in ("up", "connected", "resumed") else 0)
-            if link["epoch"] is not None:
-                metrics["epoch"].add_metric(name, link["epoch"])
-            metrics["streams"].add_metric(name, link["streams"])
-            metrics["rekeys"].add_metric(name, link["rekeys"])
-            metrics["bytes"].add_metric([*name, "in"], link["bytes_in"])
-            metrics["bytes"].add_metric([*name, "out"], link["bytes_out"])
-            metrics["refused"].add_metric(name, link["streams_refused"])
-            metrics["reconnects"].add_metric(name, link["reconnects"])
-            metrics["resumptions"].add_metric(name, link["resumptions"])
+        for who, links in _per_peer(report["links"]).items():
+            name = [who]
+            metrics["up"].add_metric(name, max(1 if link["state"] in ("up", "connected", "resumed") else 0
+                                               for link in links))
+            epochs = [link["epoch"] for link in links if link["epoch"] is not None]
+            if epochs:
+                metrics["epoch"].add_metric(name, max(epochs))
+
+            def total(field: str, links: list[dict[str, Any]] = links) -> int:
+                return sum(int(link[field]) for link in links)
+            metrics["streams"].add_metric(name, total("streams"))
+            metrics["rekeys"].add_metric(name, total("rekeys"))
+            metrics["bytes"].add_metric([*name, "in"], total("bytes_in"))
+            metrics["bytes"].add_metric([*name, "out"], total("bytes_out"))
+            metrics["refused"].add_metric(name, total("streams_refused"))
+            metrics["reconnects"].add_metric(name, total("reconnects"))
+            metrics["resumptions"].add_metric(name, total("resumptions"))
         yield from metrics.values()
         failures = CounterMetricFamily("mls_tunnel_handshake_failures", "failed MLS handshakes by alert",
                                        labels=["reason"])
@@ -70,6 +77,15 @@ class TunnelCollector:
         reloads.add_metric(["applied"], report["reloads"]["applied"])
         reloads.add_metric(["refused"], report["reloads"]["refused"])
         yield reloads
+
+
+def _per_peer(links: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Links grouped by peer name: one series per peer, however many links it has (two processes sharing
+    one identity, say): counters and gauges are summed, ``up`` and ``epoch`` are the highest."""
+    peers: dict[str, list[dict[str, Any]]] = {}
+    for link in links:
+        peers.setdefault(link["peer"] or "?", []).append(link)
+    return peers
 
 
 def exposition(report: Report) -> tuple[bytes, str]:
@@ -100,7 +116,11 @@ async def serve_metrics(host: str, port: int, report: Report) -> asyncio.Server:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             with contextlib.suppress(TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+                except asyncio.LimitOverrunError:
+                    await _too_large(reader, writer)
+                    return
                 method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")
                 path = rest.split(b" ", 1)[0]
                 if method != b"GET" or path.split(b"?", 1)[0] != b"/metrics":
@@ -118,3 +138,19 @@ async def serve_metrics(host: str, port: int, report: Report) -> asyncio.Server:
     except OSError as exc:
         raise ConfigurationError(f"cannot listen for --metrics on {host}:{port}: "
                                  f"{(exc.strerror or str(exc)).lower()}") from None
+
+
+async def _too_large(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A request head over MAX_REQUEST_HEAD: answer 431, then read what the client still sends (at most
+    MAX_DISCARD bytes, for REQUEST_TIMEOUT) so that closing does not reset the connection under our answer."""
+    body = b"request head too large\n"
+    writer.write(b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+    discarded = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            while discarded < MAX_DISCARD and (data := await reader.read(1 << 16)):
+                discarded += len(data)

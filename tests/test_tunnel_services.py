@@ -20,7 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from mls2p.store import MemorySessionStore
+from mls2p.testing import config
+from mlstls import MlsTlsConfiguration, tunnel
+from mlstls.services import Service
 from mlstls.testing import free_port
+from mlstls.tunnel import TunnelClient, TunnelServer
 
 GUARD = 60.0
 COMMAND = [sys.executable, "-m", "mlstls.cli"]
@@ -301,3 +306,127 @@ async def test_two_tunnels_cannot_share_a_state_folder(tmp_path: Path) -> None:
         assert first.process is not None and first.process.returncode is None
     finally:
         await first.stop()
+
+
+# -- in one process: flow control per stream, renamed services, unexpected failures, typed options --------
+
+async def _until(predicate, guard: float = GUARD) -> None:
+    """Wait for ``predicate`` (polled); AssertionError after ``guard`` seconds (a hang guard, not a speed test)."""
+    for _ in range(int(guard / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached within the hang guard")
+
+
+async def _in_process(services: dict[str, int]) -> tuple[TunnelServer, TunnelClient]:
+    server = TunnelServer(MlsTlsConfiguration(config(b"server"), False, MemorySessionStore()),
+                          {name: Service(name, ("127.0.0.1", port)) for name, port in services.items()})
+    port = await server.start("127.0.0.1", 0)
+    client = TunnelClient(MlsTlsConfiguration(config(b"client"), True, MemorySessionStore()), ("127.0.0.1", port),
+                          retry_delay=0.01)
+    return server, client
+
+
+async def test_a_reader_that_falls_behind_pauses_its_own_stream_and_loses_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloading to an application that stops reading: its stream is paused (the server stops reading the
+    target), never closed and never a byte lost, while another stream of the link goes on."""
+    # Small limits, so that the transfer is far larger than what a stream may have waiting: without the
+    # pause it would be closed ("does not read it").  The window shrinks too (the queue limit must exceed it).
+    monkeypatch.setattr(tunnel, "MAX_UNACKED", 4 << 20)
+    monkeypatch.setattr(tunnel, "MAX_STREAM_QUEUE", 8 << 20)
+    size = 24 << 20
+    payload = os.urandom(size)
+
+    async def source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(payload)
+        await writer.drain()
+        writer.close()
+
+    big = await asyncio.start_server(source, "127.0.0.1", 0)
+    small = await asyncio.start_server(echo, "127.0.0.1", 0)
+    server, client = await _in_process({"big": big.sockets[0].getsockname()[1],
+                                        "echo": small.sockets[0].getsockname()[1]})
+    try:
+        ports = await client.start_services({n: Service(n, ("127.0.0.1", 0)) for n in ("big", "echo")},
+                                            connect_timeout=GUARD)
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports["big"])  # ... and reads nothing yet
+        await _until(lambda: len(server.links) == 1)
+        link = next(iter(server.links.values()))
+        await _until(lambda: any(not state.may_send.is_set() for state in link._state.values()))  # paused
+        assert client.link._queued <= tunnel.MAX_STREAM_QUEUE
+        assert await exchange(ports["echo"], b"meanwhile") == b"meanwhile"  # the link is not held up
+        received = await asyncio.wait_for(reader.read(), 4 * GUARD)
+        assert len(received) == size and hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+        writer.close()
+    finally:
+        await client.close()
+        await server.close()
+        big.close()
+        small.close()
+
+
+@pytest.mark.parametrize("swap", [False, True])
+async def test_a_client_reload_may_rename_services_on_their_addresses(swap: bool) -> None:
+    upper_target = await asyncio.start_server(upper, "127.0.0.1", 0)
+    echo_target = await asyncio.start_server(echo, "127.0.0.1", 0)
+    server, client = await _in_process({"echo": echo_target.sockets[0].getsockname()[1],
+                                        "upper": upper_target.sockets[0].getsockname()[1],
+                                        "renamed": upper_target.sockets[0].getsockname()[1]})
+    one, two = free_port(), free_port()
+    try:
+        await client.start_services({"echo": Service("echo", ("127.0.0.1", one)),
+                                     "upper": Service("upper", ("127.0.0.1", two))}, connect_timeout=GUARD)
+        assert await exchange(two, b"before") == b"BEFORE"
+        if swap:  # two services trade their addresses
+            fresh = {"echo": Service("echo", ("127.0.0.1", two)), "upper": Service("upper", ("127.0.0.1", one))}
+        else:  # one service renamed, on the same address
+            fresh = {"echo": Service("echo", ("127.0.0.1", one)), "renamed": Service("renamed", ("127.0.0.1", two))}
+        await client.set_services(fresh)
+        assert set(client.listeners) == set(fresh)
+        assert await exchange(two, b"after") == (b"after" if swap else b"AFTER")
+        assert await exchange(one, b"other") == (b"OTHER" if swap else b"other")
+    finally:
+        await client.close()
+        await server.close()
+        upper_target.close()
+        echo_target.close()
+
+
+async def test_a_client_survives_an_unexpected_failure_of_its_link(caplog: pytest.LogCaptureFixture) -> None:
+    target = await asyncio.start_server(echo, "127.0.0.1", 0)
+    server, client = await _in_process({"default": target.sockets[0].getsockname()[1]})
+    attach, calls = client.link.attach, []
+
+    async def fails_once(reader, writer) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        await attach(reader, writer)
+
+    client.link.attach = fails_once  # type: ignore[method-assign]
+    try:
+        port = await client.start("127.0.0.1", 0, connect_timeout=GUARD)  # up on the second connection
+        assert len(calls) >= 2 and client._runner is not None and not client._runner.done()
+        assert any("failed unexpectedly: RuntimeError: a bug" in r.getMessage() for r in caplog.records)
+        assert await exchange(port, b"still here") == b"still here"
+    finally:
+        await client.close()
+        await server.close()
+        target.close()
+
+
+@pytest.mark.parametrize(("line", "fragment"), [
+    ('rekey-seconds = "30s"', "rekey-seconds must be a number, not '30s'"),
+    ("rekey-seconds = [30]", "rekey-seconds must be a number"),
+    ('insecure-accept-any-peer = "yes"', "insecure-accept-any-peer must be true or false"),
+    ("suite = [999]", "suite must be one of"),
+    ("listen = 8443", "listen must be a string"),
+])
+def test_a_badly_typed_option_in_the_config_file_is_one_line(tmp_path: Path, line: str, fragment: str) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(f'listen = "127.0.0.1:0"\ntarget = "127.0.0.1:9"\nallow = ["c=sha256:{"0" * 64}"]\n'
+                      .replace('listen = "127.0.0.1:0"\n', "" if line.startswith("listen") else
+                               'listen = "127.0.0.1:0"\n') + line + "\n")
+    one_line(run("server", "--config", str(config), "--state-dir", str(tmp_path / "s")), 2, fragment)
