@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import functools
 import hashlib
-import ipaddress
 import logging
 import os
 import tempfile
@@ -37,10 +35,7 @@ from typing import Any, cast
 
 from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamDataReceived
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 import mlsquic
 from mls2p import ConfigurationError, ProfileConfig, RekeyPolicy
@@ -48,6 +43,7 @@ from mls2p.command import run_command
 from mls2p.config import suite_preference
 from mls2p.identity import fingerprint, load_or_create_key
 from mls2p.store import SessionStore, open_store
+from mls2p.testing import self_signed_certificate
 from mls2p.trust import parse_pin
 from mlscore.credentials import Credential, PinnedKeys, key_fingerprint
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
@@ -112,19 +108,7 @@ def make_certificate(cert: Path, key: Path, hostname: str) -> None:
     Self-signed, so the client trusts exactly this certificate (``--cafile`` the same file): fine for a demo
     between two machines one controls; a real deployment uses a certificate from its own CA.
     """
-    now = datetime.datetime.now(datetime.UTC)
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    try:
-        alternative: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(hostname))
-    except ValueError:
-        alternative = x509.DNSName(hostname)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-                   .not_valid_after(now + datetime.timedelta(days=CERTIFICATE_DAYS))
-                   .add_extension(x509.SubjectAlternativeName([alternative]), critical=False)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(private, hashes.SHA256()))
+    certificate, private = self_signed_certificate(hostname, days=CERTIFICATE_DAYS)
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     try:

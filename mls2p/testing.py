@@ -112,11 +112,10 @@ def _ca_builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCu
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key), critical=False))
 
 
-def self_signed_server_certificate(directory: str, hostname: str = "localhost",
-                                   now: datetime.datetime | None = None) -> tuple[str, str]:
-    """A self-signed ECDSA server certificate for ``hostname`` (PEM files: cert, key) for TLS tests."""
+def self_signed_certificate(hostname: str, *, days: int = 2, now: datetime.datetime | None = None
+                            ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed ECDSA certificate for ``hostname`` (a DNS name or an IP address) valid for ``days``."""
     import ipaddress
-    from pathlib import Path
 
     now = now or datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -126,11 +125,20 @@ def self_signed_server_certificate(directory: str, hostname: str = "localhost",
     except ValueError:
         alt = x509.DNSName(hostname)
     certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=days))
                    .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
                    .sign(key, hashes.SHA256()))
+    return certificate, key
+
+
+def self_signed_server_certificate(directory: str, hostname: str = "localhost",
+                                   now: datetime.datetime | None = None) -> tuple[str, str]:
+    """A self-signed ECDSA server certificate for ``hostname`` (PEM files: cert, key) for TLS tests."""
+    from pathlib import Path
+
+    certificate, key = self_signed_certificate(hostname, now=now)
     folder = Path(directory)
     cert_path, key_path = folder / f"{hostname}.pem", folder / f"{hostname}.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
