@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -113,10 +114,33 @@ TUNNEL_COMMAND = [sys.executable, "-m", "mlstls.cli"]
 GUARD = 60
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback TCP port free now, below the range outgoing connections take their source ports from.
+
+    A port from that range can be taken between this call and the bind by an outgoing connection, and a
+    client that retries connecting to it before its server listens can even connect to itself (TCP
+    simultaneous open): seen in CI, a tunnel client answered its own ClientHello while the server could not
+    bind.  Below the range no connection's source port can be it.
+    """
+    low, _ = _ephemeral_range()
+    chooser = random.Random()
+    for _ in range(200):
+        port = chooser.randrange(max(1024, low - 12000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class TunnelProcesses:

@@ -14,7 +14,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from mls2p.testing import config
 from mlsquic.testing import free_udp_port
 from mlstls import MlsTlsConfiguration
 from mlstls.errors import TunnelError
+from mlstls.testing import free_port
 from mlstls.tunnel import TunnelClient, TunnelServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,10 +46,6 @@ def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(command: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None

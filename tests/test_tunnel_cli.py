@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mlstls.testing import TunnelProcesses
+from mlstls.testing import TunnelProcesses, free_port
 
 TIMEOUT = 60
 COMMAND = [sys.executable, "-m", "mlstls.cli"]
@@ -25,10 +25,6 @@ def private_state_home(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fingerprint(state_dir: Path) -> str:
@@ -129,8 +125,8 @@ def test_every_mistake_is_one_line(tmp_path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         one_line_error(run("server", "--listen", f"127.0.0.1:{port}", "--target", "127.0.0.1:9",
-                           "--allow", "client=sha256:" + "b" * 64), 1, "address already in use",
-                       "choose another port")
+                           "--allow", "client=sha256:" + "b" * 64), 2, f"--listen 127.0.0.1:{port}",
+                       "address already in use", "choose another port")  # a configuration mistake: no restart
     one_line_error(run("client", "--listen", "127.0.0.1:0", "--connect", f"127.0.0.1:{free_port()}",
                        "--allow", FAKE_PIN, "--connect-timeout", "1"), 1, "cannot reach the tunnel server",
                    "is it running")
