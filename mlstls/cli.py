@@ -37,11 +37,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import functools
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -57,6 +59,7 @@ from mls2p.identity import fingerprint, load_or_create_key
 from mls2p.policy import RekeyPolicy
 from mls2p.redis_store import URL_SCHEMES, RedisSessionStore
 from mls2p.sealing import load_keyring, new_key_line
+from mls2p.session import TwoPartySession
 from mls2p.store import FileSessionStore, SessionStore, open_store
 from mls2p.trust import TrustOnFirstUse, TrustPolicy, merge_pins, parse_pin, read_pins
 from mlscore.credentials import Credential
@@ -67,8 +70,8 @@ from .config import MlsTlsConfiguration
 from .control import CONTROL_SOCKET, ControlServer, query, render
 from .errors import TunnelError
 from .metrics import check_available, serve_metrics
-from .services import Service, parse_address, service_table, services_from_config
-from .tunnel import TunnelClient, TunnelServer, printable, status_line
+from .services import DEFAULT_SERVICE, Service, parse_address, service_table, services_from_config
+from .tunnel import ListenError, TunnelClient, TunnelServer, printable, status_line
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,58 @@ PURGE_INTERVAL = 3600.0
 """Seconds between sweeps of expired sessions from a folder store."""
 
 
-_address = parse_address
+def _address(text: str, option: str, *, listening: bool = False) -> tuple[str, int]:
+    """``host:port`` of an option; a mistake names the option (``--listen: 'x' is not host:port ...``)."""
+    try:
+        return parse_address(text, listening=listening)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"--{option}: {exc}") from None
+
+
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another program (another mls-tunnel, say) uses that address: choose another port, or stop it",
+    errno.EADDRNOTAVAIL: "this machine has no such address",
+    errno.EACCES: "a port below 1024 needs privilege (CAP_NET_BIND_SERVICE)",
+}
+
+
+def _cannot_listen(where: str, address: tuple[str, int], error: OSError) -> ConfigurationError:
+    """A listen address that cannot be bound at start is a configuration mistake (exit status 2: a restart
+    cannot fix it): one line naming the option and the reason."""
+    if isinstance(error, ListenError):
+        error = error.error
+    if error.errno and not isinstance(error, socket.gaierror):  # getaddrinfo's codes are not errno values
+        reason = os.strerror(error.errno).lower()
+    else:
+        reason = (error.strerror or str(error) or type(error).__name__).lower()
+    hint = _LISTEN_HINTS.get(error.errno or 0)
+    return ConfigurationError(f"{where} {address[0]}:{address[1]}: cannot listen there: {reason}"
+                              + (f"; {hint}" if hint else ""))
+
+
+def _service_option(args: argparse.Namespace, service: Service) -> str:
+    """The option that defines a client's service: --listen, or its table in the configuration file."""
+    if service.name == DEFAULT_SERVICE and DEFAULT_SERVICE not in (args.services_config or {}):
+        return "--listen"
+    return f"{args.config}: [services.{service.name}] listen"
+
+
+def _services_from_config(tables: object, *, mode: str, source: str) -> dict[str, Service]:
+    """services_from_config, with an address mistake naming its service and key (``server.toml: [services.web]
+    target: 'localhost' is not host:port ...``)."""
+    try:
+        return services_from_config(tables, mode=mode, source=source)
+    except ConfigurationError as exc:
+        if "is not host:port" not in str(exc) or not isinstance(tables, Mapping):
+            raise
+        key = "target" if mode == "server" else "listen"
+        for name, table in tables.items():  # the same order: the first address that does not parse
+            if isinstance(table, Mapping) and key in table:
+                try:
+                    parse_address(table[key], listening=mode == "client")
+                except ConfigurationError as bad:
+                    raise ConfigurationError(f"{source}: [services.{name}] {key}: {bad}") from None
+        raise
 status_log = logging.getLogger("mlstls.status")
 """The periodic status lines (--status-interval): INFO, shown whatever the log level once asked for."""
 RESTART_ONLY = ("connect", "state_dir", "identity", "suites", "store", "store_keyring", "rekey_seconds",
@@ -198,6 +252,8 @@ def _profile(args: argparse.Namespace, private: bytes,
 
 def _services(args: argparse.Namespace) -> dict[str, Service]:
     shorthand = args.target if args.mode == "server" else args.listen
+    if shorthand:
+        _address(shorthand, "target" if args.mode == "server" else "listen", listening=args.mode == "client")
     return service_table(mode=args.mode, shorthand=shorthand, configured=args.services_config)
 
 
@@ -215,6 +271,14 @@ def _check_service_peers(args: argparse.Namespace, services: Mapping[str, Servic
                                  "(trust peers by key with --allow or --trust-file)")
     pinned = trust.pins if trust is not None else {}
     unpinned = sorted({peer for peers in named.values() for peer in peers if peer not in pinned})
+    if not args.trust_on_first_use:  # under pins only: a name no pin names can never be authenticated
+        for name in sorted(named):
+            unknown = sorted(peer for peer in named[name] if peer not in pinned)
+            if unknown:
+                log.warning("[services.%s] peers: %s %s named by no trust option (--allow, --trust-file): no "
+                            "peer can use the service under %s name (a typo?)", name,
+                            ", ".join(printable(p) for p in unknown), "are" if len(unknown) > 1 else "is",
+                            "those names" if len(unknown) > 1 else "that")
     if args.trust_on_first_use and unpinned:
         log.warning("services' peers under --trust-on-first-use: the name%s %s %s only as good as %s first use "
                     "(whoever first connects with a name owns it); pin %s with --allow or --trust-file",
@@ -239,6 +303,8 @@ class Running:
         self.read_args = read_args
         self.started = time.monotonic()
         self.reloads: dict[str, Any] = {"applied": 0, "refused": 0, "last_error": None, "last_seconds": None}
+        self.said = args
+        """The options of the last reload (the start's at first): a restart-only change is said once."""
         self._lock = asyncio.Lock()
         self._hangup_pending = False
         self._tasks: set[asyncio.Task[bool]] = set()
@@ -287,6 +353,8 @@ class Running:
             except (Exception, SystemExit) as exc:  # a mistake, or argparse's exit on a bad value
                 if isinstance(exc, ConfigurationError | MLSError):
                     text = str(exc)
+                elif isinstance(exc, ListenError):
+                    text = str(_cannot_listen(_service_option(self.said, exc.service), exc.service.address, exc))
                 elif isinstance(exc, OSError):
                     text = f"cannot listen: {exc}"
                 elif isinstance(exc, SystemExit):  # argparse: it printed why on stderr
@@ -317,16 +385,56 @@ class Running:
         if args.mode == "server":
             _check_service_peers(args, services, fresh)
         for option in RESTART_ONLY + (("listen",) if args.mode == "server" else ()):
-            if getattr(args, option, None) != getattr(self.args, option, None):
+            value = getattr(args, option, None)
+            # Once per changed value: not again at every later reload that leaves it so.
+            if value != getattr(self.args, option, None) and value != getattr(self.said, option, None):
                 log.warning("--%s changed: it takes effect at the next start (the running value stays)",
                             option.replace("_", "-"))
+        self.said = args
         if isinstance(self.endpoint, TunnelClient):
             closed = await self.endpoint.set_services(services)  # may fail to bind: nothing else changed yet
         else:
             closed = self.endpoint.set_services(services)
-        checked = self.trust.replace(fresh) if self.trust is not None and fresh is not None else 0
+        if self.trust is not None and fresh is not None:
+            self.trust.replace(fresh)  # tells every connection it knows, live or not yet collected
+            checked = self.endpoint.live_connections()
+        else:
+            checked = 0
         return (f"{len(services)} service(s), {closed} stream(s) of removed or changed services closed, "
-                f"{checked} connection(s) re-checked against the trust configuration")
+                f"{checked} live connection(s) re-checked against the trust configuration")
+
+
+def _stored_identity(store: SessionStore, group_id: bytes, profile: ProfileConfig) -> bytes | None:
+    """The identity this end has in a stored session (its own leaf's credential); None if unknown."""
+    try:
+        data = store.load(group_id)
+        if data is None:
+            return None
+        group = TwoPartySession.from_state(data, profile).group
+    except MLSError:  # unreadable: the resumption attempt reports it, as for any stored state
+        return None
+    if group is None:
+        return None
+    return group.own_leaf_node.credential.identity or None
+
+
+def _resumable(store: SessionStore, profile: ProfileConfig) -> bytes | None:
+    """The stored session a client resumes: none made under another --identity.
+
+    Resuming it would present a credential the server does not expect for this key (it refuses twice before
+    the client gives up on it); instead a fresh handshake runs at once, and the stored session is forgotten
+    once the new one is confirmed (TunnelClient forgets every other session then).
+    """
+    group_ids = store.group_ids()
+    if not group_ids:
+        return None
+    own = _stored_identity(store, group_ids[0], profile)
+    configured = profile.credential.identity
+    if own is not None and own != configured:
+        log.warning("the stored session belongs to identity %s, not %s: running a fresh authenticated handshake",
+                    printable(own), printable(configured))
+        return None
+    return group_ids[0]
 
 
 def _announce(args: argparse.Namespace, folder: Path, key: str) -> None:
@@ -351,43 +459,52 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
         # From the first moment, before anything connects: a SIGHUP while starting (systemctl reload while
         # the server is down, say) must not end the tunnel (the default action); it reloads once up.
         loop.add_signal_handler(signal.SIGHUP, running.hangup)
-    listen = _address(args.listen, listening=True) if args.mode == "server" else None
-    remote = _address(args.connect) if args.mode == "client" else None
+    listen = _address(args.listen, "listen", listening=True) if args.mode == "server" else None
+    remote = _address(args.connect, "connect") if args.mode == "client" else None
     services = _services(args)  # every address first: a typo is reported before any write
+    metrics_address = _address(args.metrics, "metrics", listening=True) if args.metrics else None
     if args.metrics:
         check_available()
     folder = _state_folder(args)
+    # The single-instance check (the control socket) comes before anything is printed, and before the store
+    # and the network: a second tunnel on this folder says only that (not the first one's port in use), and
+    # must not resume the first one's session (resetting its link) before it stops.
+    control = ControlServer(Path(args.control_socket) if args.control_socket else folder / CONTROL_SOCKET,
+                            running.report)
+    await control.check()
     private = _own_key(folder, args.suite)
     key = running.key = fingerprint(private, args.suite)
     _announce(args, folder, key)
     trust, insecure = _trust(args)  # checked (nothing written yet) before the control socket is made
     if args.mode == "server":
         _check_service_peers(args, services, trust)
-    # The single-instance check (the control socket) comes before the store and the network: a second
-    # tunnel on this folder must not resume the first one's session (resetting its link) before it stops.
-    control = ControlServer(Path(args.control_socket) if args.control_socket else folder / CONTROL_SOCKET,
-                            running.report)
-    await control.start()
+    await control.start()  # checks again (another tunnel may have started meanwhile), then serves
     metrics: asyncio.Server | None = None
     endpoint: TunnelServer | TunnelClient | None = None
+    stopping = False
     try:
         profile, store = _profile(args, private, (trust, insecure))
-        if args.metrics:
-            metrics = await serve_metrics(*_address(args.metrics, listening=True), running.report)
+        if metrics_address is not None:
+            metrics = await serve_metrics(*metrics_address, running.report)  # a busy address: exit status 2
         if args.mode == "server":
             assert listen is not None
             endpoint = TunnelServer(MlsTlsConfiguration(profile, False, store), services)
-            port = await endpoint.start(*listen)
+            try:
+                port = await endpoint.start(*listen)
+            except OSError as exc:
+                raise _cannot_listen("--listen", listen, exc) from None
             print(f"mls-tunnel server on {listen[0]}:{port} -> " + ", ".join(
                 f"{s.name} {s.address[0]}:{s.address[1]}" for s in services.values()), flush=True)
         else:
             assert remote is not None
-            group_ids = store.group_ids()
-            config = MlsTlsConfiguration(profile, True, store, resume_group_id=group_ids[0] if group_ids else None)
+            config = MlsTlsConfiguration(profile, True, store, resume_group_id=_resumable(store, profile))
             endpoint = TunnelClient(config, remote, retry_refused=args.retry_refused,
                                     max_retry_delay=args.max_retry_delay)
             timeout = None if args.retry_forever else args.connect_timeout
-            ports = await endpoint.start_services(services, connect_timeout=timeout)
+            try:
+                ports = await endpoint.start_services(services, connect_timeout=timeout)
+            except ListenError as exc:
+                raise _cannot_listen(_service_option(args, exc.service), exc.service.address, exc) from None
             print("mls-tunnel client on " + ", ".join(
                 f"{services[n].address[0]}:{p} ({n})" for n, p in ports.items()) + f" -> {args.connect}",
                 flush=True)
@@ -410,8 +527,13 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
             if args.status_interval > 0:
                 for link in endpoint.snapshot():
                     status_log.info("status: %s", status_line(link))
+    except asyncio.CancelledError:  # SIGINT or SIGTERM: a clean stop, said as such
+        stopping = True
+        raise
     finally:
-        if running.endpoint is not None:
+        # Only for a stop asked for: an ending for a reason (refused, say) is the one line that gives it, on
+        # stderr, never after "shutting down".
+        if running.endpoint is not None and stopping:
             print("mls-tunnel: shutting down", flush=True)
         if metrics is not None:
             metrics.close()
@@ -429,11 +551,21 @@ async def _status(args: argparse.Namespace) -> int:
         paths = [default_state_dir(mode) / CONTROL_SOCKET for mode in ("server", "client")]
         paths = [path for path in paths if path.exists()] or paths[:1]
     reports = [await query(path) for path in paths]
-    if args.json:
-        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
-    else:
-        print("\n\n".join(render(report) for report in reports))
+    text = json.dumps(reports[0] if len(reports) == 1 else reports, indent=2) if args.json else "\n\n".join(
+        render(report) for report in reports)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # the reader went (| head): end quietly, as other Unix tools do
+        _stdout_gone()
     return 0
+
+
+def _stdout_gone() -> None:
+    """stdout's reader closed it: point stdout at /dev/null, so that nothing fails again when it is flushed at
+    the exit (Python would print "Exception ignored ... BrokenPipeError")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -569,8 +701,8 @@ def _with_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
         command = subparsers.choices[args.mode]
         defaults: dict[str, Any] = {}
         if args.mode in ("server", "client"):
-            defaults["services_config"] = services_from_config(options.pop("services", {}), mode=args.mode,
-                                                               source=args.config)
+            defaults["services_config"] = _services_from_config(options.pop("services", {}), mode=args.mode,
+                                                                source=args.config)
         for key, value in options.items():
             name = key.replace("-", "_")
             if name not in known or name in ("mode", "config"):

@@ -44,34 +44,57 @@ class ControlServer:
     """Serve :func:`query` requests on ``path`` with ``report()``."""
 
     def __init__(self, path: Path, report: Callable[[], dict[str, Any]]) -> None:
-        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise ConfigurationError(f"the control socket path {path} is longer than {MAX_SOCKET_PATH} bytes (a Unix "
-                                     "socket's limit): give --control-socket with a shorter path")
         self.path = path
         self.report = report
         self.server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> None:
+    def _mode(self) -> int | None:
         try:
-            mode = os.lstat(self.path).st_mode
+            return os.lstat(self.path).st_mode
         except FileNotFoundError:
-            mode = None
+            return None
         except OSError as exc:
             raise ConfigurationError(f"cannot use the control socket path {self.path}: "
                                      f"{(exc.strerror or str(exc)).lower()}") from None
+
+    async def _answered(self) -> bool:
+        """Does a tunnel answer at the path (a socket is there and accepts)?"""
+        try:
+            _, writer = await asyncio.open_unix_connection(str(self.path))
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    def _another(self) -> ConfigurationError:
+        return ConfigurationError(f"another mls-tunnel is running with the control socket {self.path} "
+                                  "(each tunnel needs its own --state-dir)")
+
+    async def check(self) -> None:
+        """The single-instance check alone, before anything is printed or opened: ConfigurationError if another
+        tunnel answers at the path.  Creates and removes nothing (:meth:`start` does, and checks again)."""
+        if self._too_long():
+            return  # no tunnel can listen there: start() says why
+        mode = self._mode()
+        if mode is not None and stat.S_ISSOCK(mode) and await self._answered():
+            raise self._another()
+
+    def _too_long(self) -> bool:
+        return len(os.fsencode(self.path)) > MAX_SOCKET_PATH
+
+    async def start(self) -> None:
+        if self._too_long():
+            raise ConfigurationError(f"the control socket path {self.path} is longer than {MAX_SOCKET_PATH} bytes "
+                                     "(a Unix socket's limit): give --control-socket with a shorter path")
+        mode = self._mode()
         if mode is not None:
             if not stat.S_ISSOCK(mode):  # never delete what is not a socket: an operator's file, a link
                 raise ConfigurationError(f"the control socket path {self.path} exists and is not a socket: "
                                          "give --control-socket a path that is free (it is never replaced)")
-            try:
-                _, writer = await asyncio.open_unix_connection(str(self.path))
-            except OSError:
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()  # a socket left by a tunnel that was killed
-            else:
-                writer.close()
-                raise ConfigurationError(f"another mls-tunnel is running with the control socket {self.path} "
-                                         "(each tunnel needs its own --state-dir)")
+            if await self._answered():
+                raise self._another()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # a socket left by a tunnel that was killed
         previous = os.umask(0o177)  # the socket is born 0600: nobody else may connect, not even for a moment
         try:
             self.server = await asyncio.start_unix_server(self._serve, str(self.path), limit=MAX_REQUEST)
@@ -132,9 +155,11 @@ def render(report: dict[str, Any]) -> str:
     lines = [f"mls-tunnel {report['mode']} (pid {report['pid']}): identity {report['identity']}, "
              f"key {report['key']}, up {report['uptime_seconds']:.0f} s"]
     for service in report["services"]:
-        peers = "any trusted peer" if service["peers"] is None else ", ".join(service["peers"]) or "nobody"
-        where = "->" if report["mode"] == "server" else "listening on"
-        lines.append(f"  service {service['name']} {where} {service['address']} ({peers})")
+        if report["mode"] == "server":  # who may use it: a server's decision (a client's services have no peers)
+            peers = "any trusted peer" if service["peers"] is None else ", ".join(service["peers"]) or "nobody"
+            lines.append(f"  service {service['name']} -> {service['address']} ({peers})")
+        else:
+            lines.append(f"  service {service['name']} listening on {service['address']}")
     failures = report.get("handshake_failures") or {}
     if failures:
         lines.append("  handshake failures: " + ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))

@@ -111,6 +111,15 @@ TUNNEL_ALERTS = frozenset({AlertDescription.BAD_CERTIFICATE, AlertDescription.CE
 """Alerts that mean "your identity was refused": retrying cannot help without a change of configuration."""
 
 
+class ListenError(OSError):
+    """A client service's local address cannot be listened on: the system's error, and which ``service``."""
+
+    def __init__(self, service: Service, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error))
+        self.service = service
+        self.error = error
+
+
 def printable(name: bytes | str | None, limit: int = MAX_LOGGED_NAME) -> str:
     """``name`` as one short printable line (a peer chooses its identity: it must not forge log lines)."""
     if name is None:
@@ -129,6 +138,8 @@ class LinkStats:
     resumptions: int = 0
     fresh_handshakes: int = 0
     rekeys: int = 0
+    last_rekey: float | None = None
+    """time.monotonic() when the last rekey took effect; None until the first (the handshake is none)."""
     resets: int = 0
     last_error: str = ""
     started: float = field(default_factory=time.monotonic)
@@ -254,6 +265,7 @@ class TunnelLink:
         epoch = writer.epoch if epoch is None else epoch
         if epoch is not None and self._epoch_seen is not None and epoch > self._epoch_seen:
             self.stats.rekeys += epoch - self._epoch_seen
+            self.stats.last_rekey = time.monotonic()
         if epoch is not None:
             self._epoch_seen = epoch
 
@@ -586,8 +598,10 @@ class TunnelLink:
         if self.writer is not None:
             self._count_rekeys(self.writer)
         epoch = self.writer.epoch if self.writer is not None else None
-        last = self.writer.connection.last_rekey if self.writer is not None else None
-        ago = asyncio.get_running_loop().time() - last if last is not None else None
+        # The last rekey that took effect, not the handshake (which sets the connection's own clock): None
+        # until the first one.
+        last = self.stats.last_rekey
+        ago = time.monotonic() - last if last is not None else None
         return {"peer": printable(self.peer_identity, 256) if self.peer_identity else None,
                 "fingerprint": self.peer_fingerprint, "state": state, "epoch": epoch,
                 "last_rekey_seconds_ago": None if ago is None else round(ago, 1), "rekeys": self.stats.rekeys,
@@ -696,6 +710,10 @@ class TunnelServer:
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [link.snapshot("up" if link.link_ready.is_set() else "waiting") for link in self.links.values()]
+
+    def live_connections(self) -> int:
+        """Clients' connections now open (links that are down are not counted)."""
+        return sum(1 for link in self.links.values() if link.writer is not None and not link.writer.is_closing())
 
     async def close(self) -> None:
         if self.server is not None:
@@ -826,7 +844,15 @@ class TunnelClient:
         return closed
 
     async def _listen(self, name: str, service: Service) -> asyncio.Server:
-        return await asyncio.start_server(functools.partial(self._local, name), *service.address)
+        try:
+            return await asyncio.start_server(functools.partial(self._local, name), *service.address)
+        except OSError as exc:  # which service, for the one line that reports it
+            raise ListenError(service, exc) from exc
+
+    def live_connections(self) -> int:
+        """Connections to the server now open (0 or 1)."""
+        writer = self.link.writer
+        return int(writer is not None and not writer.is_closing())
 
     def _held_by(self, address: Address, names: list[str]) -> bool:
         """Does a listener of one of ``names`` hold ``address``'s port (a fixed one)?"""
