@@ -139,8 +139,8 @@ def _services_from_config(tables: object, *, mode: str, source: str) -> dict[str
         raise
 status_log = logging.getLogger("mlstls.status")
 """The periodic status lines (--status-interval): INFO, shown whatever the log level once asked for."""
-RESTART_ONLY = ("connect", "state_dir", "identity", "suites", "store", "store_keyring", "rekey_seconds",
-                "rekey_bytes", "metrics", "control_socket")
+RESTART_ONLY = ("connect", "state_dir", "identity", "suites", "store", "store_keyring", "store_replicas",
+                "rekey_seconds", "rekey_bytes", "metrics", "control_socket")
 """Options a reload cannot change (it says so and keeps the running value); a server's --listen too."""
 
 
@@ -231,7 +231,9 @@ def _store(args: argparse.Namespace) -> SessionStore:
                                      "differently per node: with a Redis --store give --allow or --trust-file")
         if not args.store.startswith(URL_SCHEMES):
             _writable(Path(args.store), "session folder")  # the folder open_store uses
-        return open_store(args.store, keyring=args.store_keyring)
+        return open_store(args.store, keyring=args.store_keyring, replicas=args.store_replicas)
+    if getattr(args, "store_replicas", 0):
+        raise ConfigurationError("--store-replicas is for a Redis --store (its replicas acknowledge each write)")
     if getattr(args, "store_keyring", None):
         raise ConfigurationError("--store-keyring seals a Redis --store: give --store redis://... too")
     sessions = Path(args.state_dir).expanduser() / "sessions"
@@ -612,6 +614,9 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--store", help="where sessions are kept: a folder, or redis://host:port/db shared by "
                                              "a fleet of servers (default: the state folder)")
             sub.add_argument("--store-keyring", help="a Redis store's sealing keyring ('<id> <hex key>' lines)")
+            sub.add_argument("--store-replicas", type=int, default=0, metavar="N",
+                             help="Redis replicas that must acknowledge each write (WAIT) before it counts as stored "
+                                  "(docs/fleet.md, failover; default 0)")
         sub.add_argument("--identity", default=DEFAULT_IDENTITY,
                          help=f"this end's name, which the peer pins (basic credential; default {DEFAULT_IDENTITY})")
         sub.add_argument("--allow", action="append", metavar="NAME=FINGERPRINT",

@@ -256,3 +256,10 @@ async def test_a_revoked_client_ends_with_the_reason_and_no_shutting_down_line(p
     assert not any("shutting down" in line for line in lines), lines[-3:]
     await pair.server.stop()
     assert "mls-tunnel: shutting down" in pair.server.text()  # a stop asked for still says so
+
+
+def test_store_replicas_needs_a_redis_store(tmp_path: Path) -> None:
+    """--store-replicas asks Redis replicas to acknowledge each write; with a folder store it is a mistake."""
+    done = run("server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--insecure-accept-any-peer",
+               "--state-dir", str(tmp_path / "s"), "--store-replicas", "1")
+    one_line(done, 2, "--store-replicas is for a Redis --store")
