@@ -46,8 +46,10 @@ if TYPE_CHECKING:
     import redis
 
 VERSION_LABEL = b"mls2p state version\x00"
-URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
+URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://", "redis+cluster://",
+               "rediss+cluster://")
 SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 # KEYS[1] session; ARGV: expected version ("" = none stored), new version, sealed state, TTL in
 # milliseconds ("0": none, PERSIST; "" or absent: leave the key's TTL as it is, for reseal).  HSET keeps
@@ -127,7 +129,9 @@ class RedisSessionStore:
         """``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path.sock``, or through
         Sentinel: ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`` (``rediss+sentinel``:
         TLS to the primary); the user and password are the primary's (an ACL user), the Sentinels are asked
-        without.  ``replicas``: see :attr:`replicas`."""
+        without.  Redis Cluster: ``redis+cluster://[user:password@]host:port[,host:port...]`` (any nodes; the
+        client learns the rest), ``rediss+cluster://`` for TLS.  ``replicas``: see :attr:`replicas` (not with
+        Cluster yet: WAIT must run on the connection of the write's node)."""
         try:
             import redis
             from redis.backoff import ExponentialBackoff
@@ -144,6 +148,11 @@ class RedisSessionStore:
         try:
             if url.startswith(SENTINEL_SCHEMES):
                 client = _through_sentinel(url, options)
+            elif url.startswith(CLUSTER_SCHEMES):
+                if replicas:
+                    raise ConfigurationError("replica acknowledgement (replicas) is not supported with Redis Cluster "
+                                             "yet: use Sentinel, or replicas=0")
+                client = _cluster(url, options)
             else:
                 client = redis.Redis.from_url(url, health_check_interval=30, **options)
         except ValueError as exc:
@@ -255,26 +264,56 @@ class RedisSessionStore:
                              "(is that address a Redis server?)") from None
 
 
+def _hosts(netloc: str) -> list[tuple[str, int]]:
+    """``h:p[,h:p...]`` (after any ``user:password@``) as (host, port) pairs."""
+    hosts = netloc.rpartition("@")[2]
+    found = []
+    for item in hosts.split(",") if hosts else []:
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{item!r} is not host:port")
+        found.append((host.strip("[]"), int(port)))
+    if not found:
+        raise ValueError("no host:port")
+    return found
+
+
+def _credentials(netloc: str) -> dict[str, Any]:
+    from urllib.parse import unquote
+
+    user, _, password = netloc.rpartition("@")[0].partition(":")
+    return {"username": unquote(user) or None, "password": unquote(password) or None}
+
+
+def _cluster(url: str, options: dict[str, Any]) -> redis.Redis:
+    """A Redis Cluster client from ``redis+cluster://[user:password@]h:p[,h:p...]``: every session is one key, in
+    one hash slot (the braces of :meth:`RedisSessionStore.key`), so the fenced scripts run on its node."""
+    from urllib.parse import urlsplit
+
+    from redis.cluster import ClusterNode, RedisCluster
+
+    parts = urlsplit(url)
+    if parts.path not in ("", "/"):
+        raise ValueError("a Redis Cluster URL has no database: redis+cluster://host:port[,host:port...]")
+    nodes = [ClusterNode(host, port) for host, port in _hosts(parts.netloc)]
+    cluster_options: dict[str, Any] = {key: value for key, value in options.items() if key != "retry_on_error"}
+    cluster_options.update(_credentials(parts.netloc), ssl=url.startswith("rediss+"))
+    client: Any = RedisCluster(startup_nodes=nodes, **cluster_options)
+    return client  # typed as redis.Redis where the store uses it: the commands it sends are the same
+
+
 def _through_sentinel(url: str, options: dict[str, Any]) -> redis.Redis:
     """The primary a Sentinel URL names: ``redis+sentinel://[user:password@]h:p[,h:p...]/service[/db]``."""
-    from urllib.parse import unquote, urlsplit
+    from urllib.parse import urlsplit
 
     from redis.sentinel import Sentinel
 
     parts = urlsplit(url)
-    hosts = parts.netloc.rpartition("@")[2]
     path = [piece for piece in parts.path.split("/") if piece]
-    if not hosts or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ValueError("expected redis+sentinel://host:port[,host:port...]/service[/db]")
-    sentinels = []
-    for item in hosts.split(","):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"{item!r} is not host:port")
-        sentinels.append((host.strip("[]"), int(port)))
-    user, _, password = parts.netloc.rpartition("@")[0].partition(":")
-    primary = {**options, "db": int(path[1]) if len(path) == 2 else 0,
-               "username": unquote(user) or None, "password": unquote(password) or None,
+    sentinels = _hosts(parts.netloc)
+    primary = {**options, "db": int(path[1]) if len(path) == 2 else 0, **_credentials(parts.netloc),
                "ssl": url.startswith("rediss+")}
     sentinel = Sentinel(sentinels, socket_timeout=options["socket_timeout"],
                         socket_connect_timeout=options["socket_connect_timeout"])
