@@ -12,12 +12,15 @@ the loop, and every link on it, for as long as its client waits.
   writes handle like a crash right after the write);
 * at most ``max_in_flight`` calls are outstanding: a hung store keeps its
   workers, and further calls fail at once instead of queueing behind them;
-* a call that times out or cannot reach the store opens the circuit: for
-  ``cool_down`` seconds (doubling up to ``max_cool_down`` while it stays down)
-  every call fails at once; then one call is let through to probe it.
+* a call that times out or cannot reach the store opens the circuit, and
+  every call fails at once until the store answers again.  A store with a
+  ``ping()`` (the Redis store) is probed by a thread of the guard's own every
+  ``cool_down`` seconds (doubling up to ``max_cool_down``), so no caller ever
+  waits for a probe; for a store without one, one call is let through after
+  each cool-down.
 
-So a hung store costs the loop at most one ``deadline`` per cool-down, instead
-of the client's whole timeout and retries per call.  What a failed call means
+So a hung Redis costs the loop one ``deadline``, once per outage, instead of
+the client's whole timeout and retries per call.  What a failed call means
 for a connection is the bootstrap's business: a rekey of ours is abandoned and
 tried later, a peer's commit waits (mls2p.bootstrap), a resumption fails at once.
 
@@ -79,12 +82,17 @@ class GuardedStore:
         self._in_flight = 0
         self._open_until: float | None = None  # the circuit is open (calls fail at once) until then
         self._next_cool_down = cool_down
+        self._ping: Callable[[], object] | None = getattr(store, "ping", None)
+        self._prober: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def __repr__(self) -> str:
         return f"GuardedStore({self.store!r}, deadline={self.deadline}, circuit={'open' if self.is_open else 'closed'})"
 
     @property
     def is_open(self) -> bool:
+        if self._ping is not None:
+            return self._open_until is not None  # until the prober hears the store answer
         return self._open_until is not None and self.clock() < self._open_until
 
     def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None:
@@ -139,9 +147,30 @@ class GuardedStore:
             first = self._open_until is None
             self._open_until = self.clock() + self._next_cool_down
             self._next_cool_down = min(self.max_cool_down, self._next_cool_down * 2)
+            start_prober = self._ping is not None and (self._prober is None or not self._prober.is_alive())
+            if start_prober:
+                self._prober = threading.Thread(target=self._probe, name="session-store-probe", daemon=True)
+                self._prober.start()
         self.counters.circuit_opened += 1
-        (log.warning if first else log.info)("session store unavailable (%s): store calls fail at once for the "
-                                             "next %.1f s", why, self._open_until - self.clock())
+        if self._ping is not None:
+            (log.warning if first else log.info)("session store unavailable (%s): store calls fail at once until "
+                                                 "it answers again", why)
+        else:
+            (log.warning if first else log.info)("session store unavailable (%s): store calls fail at once for the "
+                                                 "next %.1f s", why, self._open_until - self.clock())
+
+    def _probe(self) -> None:
+        """The prober thread: ping the store every cool-down (doubling) until it answers, then close the circuit."""
+        assert self._ping is not None
+        interval = self.cool_down
+        while not self._closing.wait(interval):
+            try:
+                self._ping()
+            except StoreError:
+                interval = min(self.max_cool_down, interval * 2)
+                continue
+            self._healthy()
+            return
 
     def _healthy(self) -> None:
         with self._lock:
@@ -152,5 +181,6 @@ class GuardedStore:
             log.warning("session store answers again")
 
     def close(self) -> None:
-        """Stop the workers (calls still outstanding are abandoned)."""
+        """Stop the workers and the prober (calls still outstanding are abandoned)."""
+        self._closing.set()
         self._pool.shutdown(wait=False, cancel_futures=True)

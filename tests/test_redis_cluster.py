@@ -36,7 +36,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
     for port in ports:
         folder: Path = tmp_path_factory.mktemp(f"node{port}")
         processes.append(subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--cluster-enabled", "yes",
+            # the bus port too (by default port + 10000: in the ephemeral range, where anything may hold it)
+            [binary, "--port", str(port), "--cluster-port", str(free_port()), "--bind", "127.0.0.1", "--dir",
+             str(folder), "--cluster-enabled", "yes",
              "--cluster-config-file", "nodes.conf", "--appendonly", "no", "--save", "", "--logfile", "log"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:

@@ -109,6 +109,43 @@ def test_a_hanging_store_costs_one_deadline_then_fails_at_once_until_it_answers(
     guard.close()
 
 
+class HangingWithPing(Hanging):
+    """A hanging store with a ping, as the Redis store has: the guard probes it in a thread of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pings = 0
+
+    def ping(self) -> None:
+        self.pings += 1
+        self.release.wait()
+
+
+def test_a_store_with_a_ping_is_probed_by_the_guard_never_by_a_caller() -> None:
+    """Once the circuit is open no caller waits again, however long the outage: one deadline per outage."""
+    inner = HangingWithPing()
+    guard = GuardedStore(inner, deadline=0.01, cool_down=0.01)
+    inner.release.clear()
+    with pytest.raises(StoreUnavailable, match="did not answer"):
+        guard.load(b"g")
+    for _ in range(200):
+        with pytest.raises(StoreUnavailable, match="marked down"):
+            guard.load(b"g")
+    assert inner.entered == 1 and guard.counters.timeouts == 1  # only the first call ever waited
+    for _ in range(int(GUARD / 0.01)):  # the prober is pinging (and hanging) meanwhile
+        if inner.pings:
+            break
+        threading.Event().wait(0.01)
+    assert inner.pings >= 1 and guard.is_open
+    inner.release.set()
+    for _ in range(int(GUARD / 0.01)):
+        if not guard.is_open:
+            break
+        threading.Event().wait(0.01)
+    assert not guard.is_open and guard.load(b"g") is None
+    guard.close()
+
+
 def test_outstanding_calls_are_bounded() -> None:
     inner = Hanging()
     inner.release.clear()
