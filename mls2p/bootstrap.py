@@ -203,7 +203,8 @@ class ProfileEndpoint:
     def poll(self, now: float) -> list[SessionAction]:
         """Timers (call from the transport's timer, at :meth:`next_timer`).
 
-        In order: a held peer commit once its budget allows, then a
+        In order: a peer commit whose epoch waits for the store (once the
+        retry time has come), a held peer commit once its budget allows, then a
         CommitRequest left unanswered for ``turn_timeout`` (per
         ``on_unanswered``: our own commit, or PeerSkippedTurn), then the time
         trigger of the rekey policy.

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError, TunnelError
+from .tunnel import printable
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +173,10 @@ def render(report: dict[str, Any]) -> str:
     for link in report["links"]:
         epoch = "-" if link["epoch"] is None else link["epoch"]
         ago = "-" if link["last_rekey_seconds_ago"] is None else f"{link['last_rekey_seconds_ago']:.0f} s ago"
-        lines += [f"  peer {_printable(link['peer'] or '?')} ({link['fingerprint'] or 'no key yet'}): "
+        lines += [f"  peer {printable(link['peer'] or '?', limit=None)} ({link['fingerprint'] or 'no key yet'}): "
                   f"{link['state']}",
                   f"    epoch {epoch}, rekeys {link['rekeys']}, last rekey {ago}",
                   f"    bytes in {link['bytes_in']}, out {link['bytes_out']}; streams {link['streams']} "
                   f"(refused {link['streams_refused']}); reconnects {link['reconnects']}",
-                  f"    last error: {_printable(link['last_error'] or '-')}"]
+                  f"    last error: {printable(link['last_error'] or '-', limit=None)}"]
     return "\n".join(lines)
-
-
-def _printable(text: object) -> str:
-    """One line for a terminal, whatever a report holds (a peer names itself)."""
-    return "".join(char if char.isprintable() else "?" for char in str(text))

@@ -384,10 +384,12 @@ ClientConnected = Callable[[asyncio.StreamReader, MlsTlsWriter], Awaitable[None]
 
 
 class _RateLimitedLog:
-    """At most one warning per ``interval`` seconds; the lines held back are counted in the next one."""
+    """At most one warning per ``interval`` seconds on ``logger``; the lines held back are counted in the next
+    one (the package's refusal lines: handshakes here, streams in mlstls.tunnel)."""
 
-    def __init__(self, interval: float = 1.0) -> None:
+    def __init__(self, interval: float = 1.0, logger: logging.Logger = log) -> None:
         self.interval = interval
+        self.logger = logger
         self._last = -interval
         self._held = 0
 
@@ -397,7 +399,7 @@ class _RateLimitedLog:
             self._held += 1
             return
         held, self._held, self._last = self._held, 0, now
-        log.warning("%s%s", line, f" ({held} more since the last report)" if held else "")
+        self.logger.warning("%s%s", line, f" ({held} more since the last report)" if held else "")
 
 
 _REFUSALS = _RateLimitedLog()

@@ -51,7 +51,7 @@ from .config import MlsTlsConfiguration
 from .errors import HandshakeError, TunnelError
 from .link import MAX_FRAME_PAYLOAD, Frame, FrameType, ReliableLink
 from .services import DEFAULT_SERVICE, Address, Service, decode_open, encode_open
-from .streams import MlsTlsWriter, open_connection, start_server
+from .streams import MlsTlsWriter, _RateLimitedLog, open_connection, start_server
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +120,14 @@ class ListenError(OSError):
         self.error = error
 
 
-def printable(name: bytes | str | None, limit: int = MAX_LOGGED_NAME) -> str:
-    """``name`` as one short printable line (a peer chooses its identity: it must not forge log lines)."""
+def printable(name: bytes | str | None, limit: int | None = MAX_LOGGED_NAME) -> str:
+    """``name`` as one short printable line (a peer chooses its identity: it must not forge log lines or
+    terminal output); ``limit`` None keeps its length."""
     if name is None:
         return "?"
     text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
     text = "".join(char if char.isprintable() else "?" for char in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -165,23 +166,6 @@ class _Stream:
         self.tasks: set[asyncio.Task[None]] = set()
 
 
-class _RateLimitedLog:
-    """At most one line per ``interval`` seconds; the lines held back are counted in the next one."""
-
-    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL) -> None:
-        self.interval = interval
-        self._last = -interval
-        self._held = 0
-
-    def warning(self, text: str) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            self._held += 1
-            return
-        held, self._held, self._last = self._held, 0, now
-        log.warning("%s%s", text, f" ({held} more since the last report)" if held else "")
-
-
 class TunnelLink:
     """One side of the link: streams multiplexed over whatever MLS-TLS connection is current.
 
@@ -215,7 +199,7 @@ class TunnelLink:
         self._epoch_seen: int | None = None
         self._closed_by_peer: set[int] = set()  # streams whose CLOSE arrived while ours had not ended
         self._closed_by_us: set[int] = set()  # streams we sent CLOSE for while the peer's had not ended
-        self._refusals = _RateLimitedLog()
+        self._refusals = _RateLimitedLog(REFUSAL_LOG_INTERVAL, log)
 
     # -- the MLS-TLS connection underneath --------------------------------------------
 
@@ -378,7 +362,7 @@ class TunnelLink:
     def _refused(self, reason: str) -> None:
         """Count a refused stream and log it (at most one line a second per link)."""
         self.streams_refused += 1
-        self._refusals.warning(f"refused a stream of peer {printable(self.peer_identity)}: {reason}")
+        self._refusals.log(f"refused a stream of peer {printable(self.peer_identity)}: {reason}")
 
     def _open_target(self, stream: int, payload: bytes) -> None:
         """Server: find the stream's service and start reaching its target (or refuse the stream, saying why)."""
