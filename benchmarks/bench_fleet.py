@@ -12,7 +12,9 @@ Two parts, both against a redis-server this benchmark starts itself:
   server`` processes on loopback.  Baseline, in the same run: one node with
   its sessions in a local folder.  Measured: 3 nodes sharing Redis behind a
   round-robin balancer, so every resumption lands on another node than the
-  last.  Rounds alternate between the two; medians.
+  last, with the sessions in one Redis, in Redis through Sentinel (a primary,
+  a replica, three Sentinels; without and with WAIT for the replica), and in
+  a three-primary Redis Cluster.  Rounds alternate between the modes; medians.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 
 from benchmarks.fleet import FleetKeys, FleetNodes, RedisServer, TcpBalancer, echo_server, write_private
+from benchmarks.redis_topologies import ClusterRedis, SentinelRedis
 from benchmarks.report import Figure, versions, write_json
 from mls2p.command import run_command
 from mls2p.errors import ConfigurationError
@@ -91,53 +94,76 @@ async def resume_and_rekey(keys: FleetKeys, address: tuple[str, int], store: Mem
     return resumed, rekeyed
 
 
+TOPOLOGIES = {
+    "local": "one node, folder store",
+    "fleet": "3 nodes, one Redis",
+    "sentinel": "3 nodes, Redis via Sentinel",
+    "sentinel_wait": "3 nodes, Sentinel, WAIT 1 replica",
+    "cluster": "3 nodes, Redis Cluster (3 primaries)",
+}
+"""Where the sessions are, per mode (every fleet behind its own round-robin balancer: another node each time)."""
+
+
 async def report(args: argparse.Namespace) -> int:
     keys = FleetKeys.generate()
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as name:
         root = Path(name)
         redis = RedisServer(root / "redis")
-        try:
-            redis.start()
-        except FileNotFoundError:
-            raise ConfigurationError("redis-server is not installed (Debian: apt-get install redis-server)"
-                                     ) from None
+        sentinel = SentinelRedis(root / "sentinel")
+        cluster = ClusterRedis(root / "cluster")
         target, target_address = await echo_server()
         keyring = write_private(root / "store.keys", new_key_line("bench") + "\n")
-        local = FleetNodes(root / "local", "tunnel", redis_url=None, keyring=None, keys=keys,
-                           target=target_address, count=1)
-        fleet = FleetNodes(root / "fleet", "tunnel", redis_url=redis.url, keyring=keyring, keys=keys,
-                           target=target_address)
-        balancer = TcpBalancer(fleet.addresses)
+        urls = {"fleet": redis.url, "sentinel": sentinel.url, "sentinel_wait": sentinel.url, "cluster": cluster.url}
+        nodes = {mode: FleetNodes(root / mode, "tunnel", redis_url=urls.get(mode), keyring=keyring if mode in urls
+                                  else None, keys=keys, target=target_address, count=1 if mode == "local" else 3,
+                                  store_replicas=1 if mode == "sentinel_wait" else 0)
+                 for mode in TOPOLOGIES}
+        balancers = {mode: TcpBalancer(fleet.addresses) for mode, fleet in nodes.items() if mode != "local"}
         try:
+            try:
+                redis.start()
+                sentinel.start()
+                cluster.start()
+            except FileNotFoundError:
+                raise ConfigurationError("redis-server is not installed (Debian: apt-get install redis-server)"
+                                         ) from None
             trips = round_trips(RedisSessionStore.from_url(redis.url, load_keyring(keyring), prefix="trips"))
-            local.start_all()
-            fleet.start_all()
-            port = await balancer.start()
-            stores = {"local": MemorySessionStore(), "fleet": MemorySessionStore()}
-            addresses = {"local": local.addresses[0], "fleet": ("127.0.0.1", port)}
-            samples: dict[str, list[tuple[float, float]]] = {"local": [], "fleet": []}
+            addresses = {"local": nodes["local"].addresses[0]}
+            for mode, fleet in nodes.items():
+                fleet.start_all()
+                if mode in balancers:
+                    addresses[mode] = ("127.0.0.1", await balancers[mode].start())
+            stores = {mode: MemorySessionStore() for mode in TOPOLOGIES}
+            samples: dict[str, list[tuple[float, float]]] = {mode: [] for mode in TOPOLOGIES}
             for mode in samples:  # phase 1, not measured
                 await resume_and_rekey(keys, addresses[mode], stores[mode])
             for _ in range(args.rounds):
                 for mode in samples:
                     samples[mode].append(await resume_and_rekey(keys, addresses[mode], stores[mode]))
         finally:
-            await balancer.close()
-            local.stop_all()
-            fleet.stop_all()
+            for balancer in balancers.values():
+                await balancer.close()
+            for fleet in nodes.values():
+                fleet.stop_all()
             target.close()
             redis.stop()
+            sentinel.stop()
+            cluster.stop()
     figures: dict[str, Figure] = {"rounds": args.rounds, **versions("redis"), "redis_server_version": _redis_version()}
     for name, count in trips.items():
         figures[f"redis_round_trips_{name}"] = count
-    for mode, label in (("local", "one node, folder store"), ("fleet", "3 nodes, Redis, another node each time")):
+    for mode, label in TOPOLOGIES.items():
         figures[f"resume_ms_{mode}"] = 1000 * statistics.median(s[0] for s in samples[mode])
         figures[f"rekey_ms_{mode}"] = 1000 * statistics.median(s[1] for s in samples[mode])
-        print(f"{label:42} resume {figures[f'resume_ms_{mode}']:7.2f} ms   rekey {figures[f'rekey_ms_{mode}']:7.2f} ms")
-    figures["resume_fleet_vs_local"] = float(figures["resume_ms_fleet"]) / float(figures["resume_ms_local"])
-    figures["rekey_fleet_vs_local"] = float(figures["rekey_ms_fleet"]) / float(figures["rekey_ms_local"])
-    print(f"{'ratio (fleet / local)':42} resume {figures['resume_fleet_vs_local']:7.2f}      "
-          f"rekey {figures['rekey_fleet_vs_local']:7.2f}")
+        ratios = ""
+        if mode != "local":
+            for what in ("resume", "rekey"):
+                figures[f"{what}_{mode}_vs_local"] = (float(figures[f"{what}_ms_{mode}"])
+                                                      / float(figures[f"{what}_ms_local"]))
+            ratios = (f"   (x{figures[f'resume_{mode}_vs_local']:.2f}, x{figures[f'rekey_{mode}_vs_local']:.2f} "
+                      "of local)")
+        print(f"{label:38} resume {figures[f'resume_ms_{mode}']:7.2f} ms   rekey {figures[f'rekey_ms_{mode}']:7.2f} ms"
+              + ratios)
     print("Redis round trips per server operation:", ", ".join(f"{k} {v}" for k, v in trips.items()))
     write_json(args.json, figures)
     return 0

@@ -218,8 +218,9 @@ class FleetNodes:
     """
 
     def __init__(self, root: Path, kind: str, *, redis_url: str | None, keyring: Path | None, keys: FleetKeys,
-                 target: Address | None = None, count: int = 3) -> None:
+                 target: Address | None = None, count: int = 3, store_replicas: int = 0) -> None:
         self.root, self.kind, self.redis_url, self.keyring, self.keys = root, kind, redis_url, keyring, keys
+        self.store_replicas = store_replicas
         self.target = target
         self.ports = [free_port() if kind == "tunnel" else free_udp_port() for _ in range(count)]
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * count
@@ -234,6 +235,8 @@ class FleetNodes:
         common = ["--allow", f"client={self.keys.fingerprint(self.keys.client)}", "--rekey-seconds", "3600"]
         if self.redis_url is not None:
             common += ["--store", self.redis_url, "--store-keyring", str(self.keyring)]
+            if self.store_replicas:
+                common += ["--store-replicas", str(self.store_replicas)]
         elif self.kind == "quic":
             common += ["--store", str(self.root / f"node{index}" / "sessions")]
         if self.kind == "tunnel":

@@ -35,7 +35,9 @@ SMOKE_RUNS = {  # module: (tiny arguments, keys its JSON must have)
     "bench_tunnel_restart": (["--rounds", "1"], ["first_start_seconds", "both_killed_seconds"]),
     "mlsrs_baseline": (["--rounds", "5"], ["mlsrs_available"]),
     "bench_fleet": (["--rounds", "2"], ["redis_round_trips_resumption", "redis_round_trips_client_rekey",
-                                        "resume_fleet_vs_local", "rekey_fleet_vs_local", "redis_server_version"]),
+                                        "resume_fleet_vs_local", "rekey_fleet_vs_local",
+                                        "resume_sentinel_vs_local", "rekey_sentinel_wait_vs_local",
+                                        "resume_cluster_vs_local", "rekey_cluster_vs_local", "redis_server_version"]),
 }
 
 

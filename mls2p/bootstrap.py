@@ -82,8 +82,11 @@ class ProfileEndpoint:
         """Our commits abandoned because the store could not take them (the keys stayed; tried again later)."""
         self.deferred_commits = 0
         """Peer commits that waited because the store could not take the new epoch."""
+        self.late_confirmations = 0
+        """Our commits the peer confirmed whose new epoch the store took only later (see :meth:`_process`)."""
         self._store_retry_at: float | None = None  # the store was unavailable: work it refused waits until then
         self._withheld: list[SessionAction] | None = None  # a peer commit's answer, until its epoch is stored
+        self._commit_owed = False  # the peer's CommitRequest was answered by a commit the store could not take
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
@@ -171,12 +174,15 @@ class ProfileEndpoint:
         assert session is not None
         if message.msg_type == ProfileMessageType.COMMIT_REQUEST:  # answered with our commit, or ignored
             return self._after_receive(self._our_commit(lambda: session.receive(message, now=self._wall_now()),
-                                                        now), now)
+                                                        now, owed=True), now)
         # The peer keeps its old keys until our EpochKeyUpdate, so the new epoch of its ConnectionUpdate can wait
         # in memory if the store cannot take it yet, its EpochKeyUpdate and key change withheld (a message's keys
-        # are used up once it is read: it could not be read again later).  Any other write failure ends the
-        # connection, and the client resumes.
-        writer = self._writer if message.msg_type == ProfileMessageType.CONNECTION_UPDATE else None
+        # are used up once it is read: it could not be read again later).  The peer's EpochKeyUpdate confirming
+        # our commit needs no write before we act on it: the store holds that commit, pending, and a resumption
+        # from it recovers the epoch (the profile's commit in flight), so the keys change and the write waits.
+        # Any other write failure ends the connection, and the client resumes.
+        deferrable = (ProfileMessageType.CONNECTION_UPDATE, ProfileMessageType.EPOCH_KEY_UPDATE)
+        writer = self._writer if message.msg_type in deferrable else None
         if writer is not None:
             writer.deferring = True
         try:
@@ -184,7 +190,12 @@ class ProfileEndpoint:
         finally:
             if writer is not None:
                 writer.deferring = False
-        if writer is not None and writer.unstored:
+        if writer is not None and writer.unstored and message.msg_type == ProfileMessageType.EPOCH_KEY_UPDATE:
+            self._store_retry_at = now + STORE_RETRY
+            self.late_confirmations += 1
+            log.info("the new epoch is stored once the session store answers (retried in %.1f s); until then it "
+                     "holds our commit, pending, from which a resumption recovers it", STORE_RETRY)
+        elif writer is not None and writer.unstored:
             self._withheld = actions
             self._store_retry_at = now + STORE_RETRY
             self.deferred_commits += 1
@@ -196,6 +207,7 @@ class ProfileEndpoint:
     def _after_receive(self, actions: list[SessionAction], now: float) -> list[SessionAction]:
         if any(isinstance(action, KeysChanged) for action in actions):
             self.meter.restart(now)
+            self._commit_owed = False  # new keys: whatever the peer asked for happened
             if self.is_client or self.resumed:  # the peer made this epoch, or proved it holds it
                 actions += self._confirm()
         return actions
@@ -204,7 +216,8 @@ class ProfileEndpoint:
         """Timers (call from the transport's timer, at :meth:`next_timer`).
 
         In order: a peer commit whose epoch waits for the store (once the
-        retry time has come), a held peer commit once its budget allows, then a
+        retry time has come; likewise a confirmed epoch of ours), our answer to the peer's CommitRequest that the
+        store could not take (likewise), a held peer commit once its budget allows, then a
         CommitRequest left unanswered for ``turn_timeout`` (per
         ``on_unanswered``: our own commit, or PeerSkippedTurn), then the time
         trigger of the rekey policy.
@@ -212,6 +225,13 @@ class ProfileEndpoint:
         actions: list[SessionAction] = []
         if self._withheld is not None and not self._store_waits(now):
             actions += self._store_withheld(now)
+        elif self._unstored() and not self._store_waits(now):
+            self._store_late_confirmation(now)
+        if self._commit_owed and not self._store_waits(now) and self._may_rekey():
+            self._commit_owed = False  # the peer asked for it: it waits for our commit, not its own timer
+            session = self.session
+            assert session is not None
+            actions += self._our_commit(lambda: session.update(now=self._wall_now()), now, owed=True)
         if self._held is not None and self.peer_budget.take(now):
             held, self._held = self._held, None
             actions += self._process(held, now)
@@ -232,13 +252,28 @@ class ProfileEndpoint:
         actions, self._withheld = self._withheld, None
         return self._after_receive(actions, now)
 
-    def _our_commit(self, step: Callable[[], list[SessionAction]], now: float | None) -> list[SessionAction]:
+    def _unstored(self) -> bool:
+        """A confirmed epoch waits in memory for the store (see :meth:`_process`)."""
+        return self._withheld is None and self._writer is not None and self._writer.unstored
+
+    def _store_late_confirmation(self, now: float) -> None:
+        assert self._writer is not None and self.session is not None
+        try:
+            self._writer.flush(self.session)
+        except StoreUnavailable:
+            self._store_retry_at = now + STORE_RETRY
+
+    def _our_commit(self, step: Callable[[], list[SessionAction]], now: float | None, *,
+                    owed: bool = False) -> list[SessionAction]:
         """Run a step that commits (or asks for a commit); if the store cannot take it, abandon it: the keys
-        stay as they are (the session is unchanged) and the policy tries again after STORE_RETRY."""
+        stay as they are (the session is unchanged) and the policy tries again after STORE_RETRY.  A commit
+        ``owed`` to the peer (the answer to its CommitRequest) is tried again then whatever the policy says:
+        the peer waits for it."""
         try:
             return step()
         except StoreUnavailable as exc:
             self.abandoned_rekeys += 1
+            self._commit_owed = self._commit_owed or owed
             if now is not None:
                 self._store_retry_at = now + STORE_RETRY
             log.info("rekey abandoned, the keys stay as they are: %s", exc)
@@ -247,7 +282,8 @@ class ProfileEndpoint:
     def next_timer(self, now: float) -> float | None:
         """When :meth:`poll` has something to do (None: nothing waits)."""
         times = []
-        if self._store_retry_at is not None and (self._store_waits(now) or self._withheld is not None):
+        if self._store_retry_at is not None and (self._store_waits(now) or self._withheld is not None
+                                                 or self._commit_owed or self._unstored()):
             times.append(self._store_retry_at)
         if self._held is not None:
             times.append(self.peer_budget.ready_at(now))
@@ -369,7 +405,7 @@ class ProfileEndpoint:
             return False
         if now < self._store_retry_at:
             return True
-        if self._withheld is None:
+        if self._withheld is None and not self._commit_owed and not self._unstored():
             self._store_retry_at = None
         return False
 
@@ -378,8 +414,15 @@ class ProfileEndpoint:
         self.meter.record_sent(count)
 
     def connection_lost(self) -> None:
+        """The transport broke.  A store that cannot take the session's state now changes nothing: what it holds
+        is still a point a resumption recovers from (an epoch waiting to be stored is either the peer's commit,
+        which the peer holds pending too, or ours that the store holds pending)."""
         if self.session is not None:
-            self.session.connection_lost()
+            try:
+                self.session.connection_lost()
+            except StoreUnavailable as exc:
+                log.info("the session store could not take the state at the connection's end (%s): it keeps the "
+                         "last state it took", exc)
 
     # -- persistence ---------------------------------------------------------------------------
 

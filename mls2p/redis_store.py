@@ -35,12 +35,13 @@ each key's remaining TTL: a key rotation must not revive abandoned sessions.
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from .errors import NOT_DURABLE, ConfigurationError, StaleStateError, StoredStateError, StoreError, StoreUnavailable
 from .sealing import StateSealer
-from .store import DEFAULT_MAX_IDLE_SECONDS, check_max_idle
+from .store import DEFAULT_MAX_IDLE_SECONDS, REPLICA_TIMEOUT, check_max_idle
 
 if TYPE_CHECKING:
     import redis
@@ -101,7 +102,7 @@ class RedisSessionStore:
 
     def __init__(self, client: redis.Redis, sealer: StateSealer, *, prefix: str = "mls2p",
                  max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS, replicas: int = 0,
-                 replica_timeout: float = 0.1) -> None:
+                 replica_timeout: float = REPLICA_TIMEOUT) -> None:
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
             raise ConfigurationError(f"replicas must be a count (0 or more), not {replicas!r}")
         self.client = client
@@ -125,7 +126,7 @@ class RedisSessionStore:
     @classmethod
     def from_url(cls, url: str, sealer: StateSealer, *, timeout: float = 0.5, prefix: str = "mls2p",
                  max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS, replicas: int = 0,
-                 replica_timeout: float = 0.1) -> RedisSessionStore:
+                 replica_timeout: float = REPLICA_TIMEOUT) -> RedisSessionStore:
         """``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path.sock``, or through
         Sentinel: ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`` (``rediss+sentinel``:
         TLS to the primary); the user and password are the primary's (an ACL user), the Sentinels are asked
@@ -252,6 +253,24 @@ class RedisSessionStore:
     def ping(self) -> None:
         """Check that Redis answers (StoreError if not): servers call it at start."""
         self._command(self.client.ping)
+
+    def check_writable(self) -> None:
+        """Check that a write would count as stored now: Redis answers and, with :attr:`replicas`, that many
+        replicas acknowledge a write (a probe key beside the sessions, expiring in a minute, and WAIT on its
+        connection).  StoreError if Redis does not answer, StoreUnavailable if too few replicas do.  The session
+        store guard (mls2p.store_guard) calls it from its own thread while it holds the circuit open."""
+        if not self.replicas:
+            self.ping()
+            return
+
+        def probe() -> int:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(f"{self.prefix}:probe", os.urandom(8).hex(), px=60_000)
+            pipe.wait(self.replicas, max(1, round(self.replica_timeout * 1000)))
+            return int(pipe.execute()[1])
+        acked = self._command(probe)
+        if acked < self.replicas:
+            raise StoreUnavailable(f"only {acked} of {self.replicas} Redis replica(s) acknowledge writes")
 
     def _command(self, call: Any) -> Any:
         self.round_trips += 1

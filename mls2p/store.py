@@ -96,9 +96,15 @@ class SessionStore(Protocol):
     def group_ids(self) -> list[bytes]: ...
 
 
+REPLICA_TIMEOUT = 0.05
+"""Seconds a write waits for its replicas' acknowledgement (Redis WAIT) when replicas are asked for: a same-site
+replica acknowledges in about a millisecond, and the wait holds the writer's event loop (mls2p.store_guard)."""
+
+
 def open_store(location: str | os.PathLike[str], *, keyring: str | os.PathLike[str] | None = None,
                max_idle_seconds: float | None = DEFAULT_MAX_IDLE_SECONDS,
-               deadline: float | None = None, replicas: int = 0, replica_timeout: float = 0.1) -> SessionStore:
+               deadline: float | None = None, replicas: int = 0,
+               replica_timeout: float = REPLICA_TIMEOUT) -> SessionStore:
     """The store a server's ``--store`` names: a Redis URL (sealed with ``keyring``) or a folder.
 
     A Redis store is shared by a fleet and needs a sealing keyring

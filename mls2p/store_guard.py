@@ -13,9 +13,11 @@ the loop, and every link on it, for as long as its client waits.
 * at most ``max_in_flight`` calls are outstanding: a hung store keeps its
   workers, and further calls fail at once instead of queueing behind them;
 * a call that times out or cannot reach the store opens the circuit, and
-  every call fails at once until the store answers again.  A store with a
+  every call fails at once until the store answers again; so does a write
+  that too few replicas acknowledged (``replicas``: each held its caller for
+  the store's replica timeout), until they acknowledge again.  A store with a
   ``ping()`` (the Redis store) is probed by a thread of the guard's own every
-  ``cool_down`` seconds (doubling up to ``max_cool_down``), so no caller ever
+  ``cool_down`` seconds (doubling up to ``max_cool_down``, a second), so no caller ever
   waits for a probe; for a store without one, one call is let through after
   each cool-down.
 
@@ -30,6 +32,7 @@ clock, and the sans-I/O session never sees it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -50,7 +53,9 @@ DEADLINE = 0.05
 """Seconds a store call may hold the caller: a same-site Redis answers in about a millisecond."""
 MAX_IN_FLIGHT = 4
 COOL_DOWN = 0.5
-MAX_COOL_DOWN = 8.0
+MAX_COOL_DOWN = 1.0
+"""At most this long between probes: a probe is one round trip from the guard's own thread, and a longer wait
+would keep the circuit open (rekeys put off) that long after the store is back."""
 
 
 @dataclass
@@ -82,7 +87,9 @@ class GuardedStore:
         self._in_flight = 0
         self._open_until: float | None = None  # the circuit is open (calls fail at once) until then
         self._next_cool_down = cool_down
-        self._ping: Callable[[], object] | None = getattr(store, "ping", None)
+        # the prober's check: "would a write count as stored?" (with replica acknowledgement, more than a ping)
+        self._ping: Callable[[], object] | None = getattr(store, "check_writable", None) or getattr(store, "ping",
+                                                                                                    None)
         self._prober: threading.Thread | None = None
         self._closing = threading.Event()
 
@@ -94,6 +101,10 @@ class GuardedStore:
         if self._ping is not None:
             return self._open_until is not None  # until the prober hears the store answer
         return self._open_until is not None and self.clock() < self._open_until
+
+    def report(self) -> dict[str, Any]:
+        """For status and metrics: whether calls go through now, and the counters."""
+        return {"available": not self.is_open, **dataclasses.asdict(self.counters)}
 
     def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None:
         self._call(lambda: self.store.save(group_id, state, replaces=replaces))
@@ -128,8 +139,12 @@ class GuardedStore:
         except (StaleStateError, StoredStateError):
             self._healthy()  # the store answered: it is up, and said no
             raise
-        except StoreUnavailable:
-            self.counters.failures += 1  # the store answered, but could not take the write as asked (replicas)
+        except StoreUnavailable as exc:
+            # The store answered, but could not take the write as asked: too few replicas acknowledged it, each
+            # such write having held its caller for the replica timeout.  Open the circuit too: the prober asks
+            # for acknowledgements, and calls fail at once until replicas answer.
+            self.counters.failures += 1
+            self._trip(str(exc))
             raise
         except StoreError as exc:
             self.counters.failures += 1
@@ -138,9 +153,15 @@ class GuardedStore:
         self._healthy()
         return result
 
-    def _finished(self, _: Future[Any]) -> None:
+    def _finished(self, call: Future[Any]) -> None:
+        """A worker finished a call (in its thread).  One that answered closes the circuit, even after its caller
+        gave up on it: a store that was only slow for a moment (a loaded machine) is up again at once, while a
+        hung one never gets here."""
         with self._lock:
             self._in_flight -= 1
+        if not call.cancelled() and (call.exception() is None
+                                     or isinstance(call.exception(), (StaleStateError, StoredStateError))):
+            self._healthy()
 
     def _trip(self, why: str) -> None:
         with self._lock:
@@ -166,7 +187,7 @@ class GuardedStore:
         while not self._closing.wait(interval):
             try:
                 self._ping()
-            except StoreError:
+            except StoreError:  # StoreUnavailable too: replicas still do not acknowledge
                 interval = min(self.max_cool_down, interval * 2)
                 continue
             self._healthy()

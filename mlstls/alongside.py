@@ -30,6 +30,7 @@ from collections.abc import Callable
 from cryptography import x509
 from OpenSSL import SSL
 
+from mls2p.bootstrap import ProfileEndpoint
 from mls2p.session import TwoPartySession
 from mlscore.errors import CredentialError, MLSError
 
@@ -142,6 +143,11 @@ class AlongsideConnection:
     @property
     def session(self) -> TwoPartySession | None:
         return self.inner.session if self.inner else None
+
+    @property
+    def endpoint(self) -> ProfileEndpoint | None:
+        """The inner connection's profile endpoint (None until MLS starts inside TLS)."""
+        return self.inner.endpoint if self.inner else None
 
     @property
     def established(self) -> bool:

@@ -61,6 +61,7 @@ from mls2p.redis_store import URL_SCHEMES, RedisSessionStore
 from mls2p.sealing import load_keyring, new_key_line
 from mls2p.session import TwoPartySession
 from mls2p.store import FileSessionStore, SessionStore, open_store
+from mls2p.store_guard import GuardedStore
 from mls2p.trust import TrustOnFirstUse, TrustPolicy, merge_pins, parse_pin, read_pins
 from mlscore.credentials import Credential
 from mlscore.crypto import SUPPORTED_SUITES
@@ -323,7 +324,12 @@ class Running:
                 "services": [service.describe() for service in services.values()],
                 "links": self.endpoint.snapshot() if self.endpoint is not None else [],
                 "handshake_failures": dict(self.endpoint.handshake_failures) if self.endpoint is not None else {},
-                "reloads": dict(self.reloads)}
+                "reloads": dict(self.reloads), "store": self._store_report()}
+
+    def _store_report(self) -> dict[str, Any] | None:
+        """The shared session store's health (a Redis store is guarded: mls2p.store_guard); None for others."""
+        store = self.endpoint.configuration.store if self.endpoint is not None else None
+        return store.report() if isinstance(store, GuardedStore) else None
 
     def hangup(self) -> None:
         """SIGHUP: reload now, or once the endpoint is up (never the signal's default action: the end)."""

@@ -168,6 +168,11 @@ def render(report: dict[str, Any]) -> str:
     if reloads.get("applied") or reloads.get("refused"):
         lines.append(f"  reloads: {reloads['applied']} applied, {reloads['refused']} refused"
                      + (f" (last refused: {reloads['last_error']})" if reloads.get("last_error") else ""))
+    store = report.get("store")
+    if store:
+        lines.append(f"  session store: {'available' if store['available'] else 'UNAVAILABLE'}; calls "
+                     f"{store['calls']}, timeouts {store['timeouts']}, failures {store['failures']}, refused at once "
+                     f"{store['fast_failures']}")
     if not report["links"]:
         lines.append("  no links")
     for link in report["links"]:
@@ -175,7 +180,11 @@ def render(report: dict[str, Any]) -> str:
         ago = "-" if link["last_rekey_seconds_ago"] is None else f"{link['last_rekey_seconds_ago']:.0f} s ago"
         lines += [f"  peer {printable(link['peer'] or '?', limit=None)} ({link['fingerprint'] or 'no key yet'}): "
                   f"{link['state']}",
-                  f"    epoch {epoch}, rekeys {link['rekeys']}, last rekey {ago}",
+                  f"    epoch {epoch}, rekeys {link['rekeys']}, last rekey {ago}"
+                  + (f" (put off for the store: {link['rekeys_abandoned']} ours, {link['commits_deferred']} the "
+                     f"peer's; stored late {link['epochs_stored_late']})"
+                     if link.get("rekeys_abandoned") or link.get("commits_deferred") or link.get("epochs_stored_late")
+                     else ""),
                   f"    bytes in {link['bytes_in']}, out {link['bytes_out']}; streams {link['streams']} "
                   f"(refused {link['streams_refused']}); reconnects {link['reconnects']}",
                   f"    last error: {printable(link['last_error'] or '-', limit=None)}"]

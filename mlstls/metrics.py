@@ -49,6 +49,12 @@ class TunnelCollector:
             "reconnects": CounterMetricFamily("mls_tunnel_reconnects", "link connections after the first",
                                               labels=peer),
             "resumptions": CounterMetricFamily("mls_tunnel_resumptions", "stored sessions resumed", labels=peer),
+            "rekeys_abandoned": CounterMetricFamily("mls_tunnel_rekeys_abandoned", "our rekeys given up because "
+                                                    "the session store could not take them", labels=peer),
+            "commits_deferred": CounterMetricFamily("mls_tunnel_commits_deferred", "peer commits that waited "
+                                                    "for the session store", labels=peer),
+            "epochs_stored_late": CounterMetricFamily("mls_tunnel_epochs_stored_late", "confirmed commits of ours "
+                                                      "the session store took only later", labels=peer),
         }
         for who, links in _per_peer(report["links"]).items():
             name = [who]
@@ -67,7 +73,21 @@ class TunnelCollector:
             metrics["refused"].add_metric(name, total("streams_refused"))
             metrics["reconnects"].add_metric(name, total("reconnects"))
             metrics["resumptions"].add_metric(name, total("resumptions"))
+            metrics["rekeys_abandoned"].add_metric(name, total("rekeys_abandoned"))
+            metrics["commits_deferred"].add_metric(name, total("commits_deferred"))
+            metrics["epochs_stored_late"].add_metric(name, total("epochs_stored_late"))
         yield from metrics.values()
+        store = report.get("store")
+        if store:
+            available = GaugeMetricFamily("mls_tunnel_store_available", "1 while the session store takes calls")
+            available.add_metric([], 1 if store["available"] else 0)
+            yield available
+            calls = CounterMetricFamily("mls_tunnel_store_calls", "session store calls by outcome",
+                                        labels=["outcome"])
+            calls.add_metric(["made"], store["calls"])
+            for outcome in ("timeouts", "failures", "fast_failures"):
+                calls.add_metric([outcome], store[outcome])
+            yield calls
         failures = CounterMetricFamily("mls_tunnel_handshake_failures", "failed MLS handshakes by alert",
                                        labels=["reason"])
         for reason, count in sorted(report["handshake_failures"].items()):

@@ -142,6 +142,12 @@ class LinkStats:
     last_rekey: float | None = None
     """time.monotonic() when the last rekey took effect; None until the first (the handshake is none)."""
     resets: int = 0
+    rekeys_abandoned: int = 0
+    """Our rekeys given up because the session store could not take them (the keys stayed; tried later)."""
+    commits_deferred: int = 0
+    """Times the peer's commit waited because the session store could not take its epoch."""
+    epochs_stored_late: int = 0
+    """Our confirmed commits whose new epoch the session store took only later (the keys changed on time)."""
     last_error: str = ""
     started: float = field(default_factory=time.monotonic)
 
@@ -230,6 +236,10 @@ class TunnelLink:
             log.info("link connection ended: %s", exc)
         finally:
             self._count_rekeys(writer)
+            abandoned, deferred, late = _store_waits(writer)
+            self.stats.rekeys_abandoned += abandoned
+            self.stats.commits_deferred += deferred
+            self.stats.epochs_stored_late += late
             if self.writer is writer:
                 self.link_ready.clear()
                 self.reliable.disconnected()
@@ -586,6 +596,7 @@ class TunnelLink:
         # until the first one.
         last = self.stats.last_rekey
         ago = time.monotonic() - last if last is not None else None
+        abandoned, deferred, late = _store_waits(self.writer) if self.writer is not None else (0, 0, 0)
         return {"peer": printable(self.peer_identity, 256) if self.peer_identity else None,
                 "fingerprint": self.peer_fingerprint, "state": state, "epoch": epoch,
                 "last_rekey_seconds_ago": None if ago is None else round(ago, 1), "rekeys": self.stats.rekeys,
@@ -593,7 +604,19 @@ class TunnelLink:
                 "streams_refused": self.streams_refused, "reconnects": self.stats.reconnects,
                 "resumptions": self.stats.resumptions, "fresh_handshakes": self.stats.fresh_handshakes,
                 "failed_connects": self.stats.failed_connects, "resets": self.stats.resets,
+                "rekeys_abandoned": self.stats.rekeys_abandoned + abandoned,
+                "commits_deferred": self.stats.commits_deferred + deferred,
+                "epochs_stored_late": self.stats.epochs_stored_late + late,
                 "last_error": self.stats.last_error or None}
+
+
+def _store_waits(writer: MlsTlsWriter) -> tuple[int, int, int]:
+    """(our rekeys abandoned, peer commits deferred, epochs stored late) on ``writer``'s connection because the
+    store could not take them at once (docs/fleet.md)."""
+    endpoint = writer.connection.endpoint
+    if endpoint is None:
+        return 0, 0, 0
+    return endpoint.abandoned_rekeys, endpoint.deferred_commits, endpoint.late_confirmations
 
 
 def status_line(link: dict[str, Any]) -> str:

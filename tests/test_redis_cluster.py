@@ -6,59 +6,28 @@ Every session is one key in one hash slot, so the fenced scripts run on the slot
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from benchmarks.redis_topologies import ClusterRedis
 from mls2p.errors import ConfigurationError, StaleStateError
 from mls2p.redis_store import RedisSessionStore
 from mls2p.sealing import SealingKey, StateSealer
-from mlstls.testing import free_port
 
 from .redis_server import require_redis
 
 SEALER = StateSealer([SealingKey("k1", bytes(range(32)))])
-GUARD = 60.0
-
-
-def _answers(port: int) -> bool:
-    return subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
-    binary = require_redis()
-    ports = [free_port() for _ in range(3)]
-    processes = []
-    for port in ports:
-        folder: Path = tmp_path_factory.mktemp(f"node{port}")
-        processes.append(subprocess.Popen(
-            # the bus port too (by default port + 10000: in the ephemeral range, where anything may hold it)
-            [binary, "--port", str(port), "--cluster-port", str(free_port()), "--bind", "127.0.0.1", "--dir",
-             str(folder), "--cluster-enabled", "yes",
-             "--cluster-config-file", "nodes.conf", "--appendonly", "no", "--save", "", "--logfile", "log"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    redis = ClusterRedis(tmp_path_factory.mktemp("cluster"), require_redis())
     try:
-        deadline = time.monotonic() + GUARD
-        while not all(_answers(port) for port in ports):
-            assert time.monotonic() < deadline, "redis cluster nodes did not start"
-            time.sleep(0.05)
-        created = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
-                                  "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True,
-                                 timeout=GUARD)
-        assert created.returncode == 0, created.stdout + created.stderr
-        while b"cluster_state:ok" not in subprocess.run(["redis-cli", "-p", str(ports[0]), "cluster", "info"],
-                                                        capture_output=True).stdout:
-            assert time.monotonic() < deadline, "the cluster did not come up"
-            time.sleep(0.05)
-        yield ports
+        redis.start()
+        yield [node.port for node in redis.nodes]
     finally:
-        for process in processes:
-            process.kill()
-            process.wait()
+        redis.stop()
 
 
 def test_the_store_contract_holds_on_a_cluster(cluster: list[int]) -> None:

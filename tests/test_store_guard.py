@@ -21,7 +21,7 @@ from mls2p.errors import NOT_DURABLE, StaleStateError, StoreError, StoreUnavaila
 from mls2p.session import State
 from mls2p.store import MemorySessionStore
 from mls2p.store_guard import GuardedStore
-from mls2p.testing import Pair, sent
+from mls2p.testing import Pair, config, sent
 from mlstls.connection import ConnectionTerminated, EpochChanged
 from mlstls.testing import TlsPair
 
@@ -328,3 +328,158 @@ def test_a_write_its_replicas_did_not_acknowledge_is_written_again_before_it_cou
     assert store.saves == 2 and store.load(b"g") == b"epoch 5"
     writer(session)  # type: ignore[arg-type]  # durable now: nothing more to write
     assert store.saves == 2
+
+
+def test_a_commit_request_the_store_could_not_answer_is_answered_once_it_can(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client rekeys every second, the server only when asked: a CommitRequest whose answer (the server's
+    commit) the store could not take must be answered when the store is back, not left for the client's
+    turn_timeout (30 s) while the keys stay old (found by the fleet hang test)."""
+    monkeypatch.setattr(mlstls.testing, "MemorySessionStore", Switchable)
+    pair = TlsPair(client_profile=config(b"client", rekey=RekeyPolicy(max_seconds=1.0, turn_timeout=30)),
+                   server_profile=config(b"server", rekey=RekeyPolicy(max_seconds=3600, turn_timeout=30)))
+    pair.client.connect(pair.now)
+    pair.pump()
+    pair.advance(1.1)  # the client's turn first: its own commit
+    pair.advance(0.1)
+    assert _epochs(pair, "server") == [2]
+    _store(pair, "server").down = True
+    pair.advance(1.1)  # the client's policy is due on the server's turn: a CommitRequest the server cannot answer
+    assert pair.client.endpoint.commit_requests == 1 and pair.server.endpoint.abandoned_rekeys == 1
+    pair.advance(STORE_RETRY + 0.1)  # tried again, still down
+    assert pair.server.endpoint.abandoned_rekeys == 2 and _epochs(pair, "server") == [2]
+    _store(pair, "server").down = False
+    pair.advance(STORE_RETRY + 0.1)
+    pair.advance(0.1)
+    assert _epochs(pair, "server") == [2, 3] and _epochs(pair, "client") == [2, 3]  # well before turn_timeout
+    assert pair.client.endpoint.unanswered_requests == 0
+
+
+class NotDurableWithCheck(NotDurable):
+    """The Redis store's shape with replica acknowledgement: a check that asks the replicas, as the prober does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks = 0
+
+    def check_writable(self) -> None:
+        self.checks += 1
+        if not self.durable:
+            raise StoreUnavailable("only 0 of 1 Redis replica(s) acknowledge writes")
+
+
+def test_replicas_that_do_not_acknowledge_open_the_circuit_until_they_do() -> None:
+    """Each unacknowledged write holds its caller for the replica timeout (WAIT): after the first, calls fail at
+    once while the prober asks the replicas, and go through again once they acknowledge (found by review of the
+    hang test: a stopped replica cost the loop 100 ms per write, every write)."""
+    inner = NotDurableWithCheck()
+    guard = GuardedStore(inner, deadline=1.0, cool_down=0.01)
+    with pytest.raises(StoreUnavailable, match="acknowledged"):
+        guard.save(b"g", b"epoch 1", replaces=None)
+    assert guard.is_open
+    for _ in range(5):
+        with pytest.raises(StoreUnavailable, match="marked down"):
+            guard.save(b"g", b"epoch 1", replaces=b"epoch 1")
+    assert inner.saves == 1  # none of them reached the store
+    for _ in range(int(GUARD / 0.01)):
+        if inner.checks:
+            break
+        threading.Event().wait(0.01)
+    assert inner.checks >= 1 and guard.is_open  # asked, and the replicas still do not answer
+    inner.durable = True
+    for _ in range(int(GUARD / 0.01)):
+        if not guard.is_open:
+            break
+        threading.Event().wait(0.01)
+    assert not guard.is_open
+    guard.save(b"g", b"epoch 2", replaces=b"epoch 1")
+    assert inner.load(b"g") == b"epoch 2"
+    guard.close()
+
+
+class DownAfterOneSave(Switchable):
+    """Takes one more save, then goes down (the store hangs between our commit and its confirmation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves_left: int | None = None
+
+    def save(self, group_id: bytes, state: bytes, *, replaces: bytes | None) -> None:
+        if self.saves_left is not None:
+            self.down = self.saves_left <= 0
+            self.saves_left -= 1
+        super().save(group_id, state, replaces=replaces)
+
+
+def test_a_confirmation_the_store_cannot_take_keeps_the_connection_and_is_stored_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the fleet hang test: the server's commit was stored (pending), the store hung, and the client's
+    EpochKeyUpdate ended the connection because the new epoch could not be written; the link was down for the
+    whole outage.  The pending commit in the store already recovers the epoch, so the keys change now and the
+    write waits for the store."""
+    monkeypatch.setattr(mlstls.testing, "MemorySessionStore", DownAfterOneSave)
+    pair = TlsPair(rekey=RekeyPolicy(max_seconds=3600, turn_timeout=30))
+    pair.client.connect(pair.now)
+    pair.pump()
+    store = _store(pair, "server")
+    assert isinstance(store, DownAfterOneSave)
+    group = pair.server.session.group_id  # type: ignore[union-attr]
+    store.saves_left = 1
+    pair.server.rekey()  # its pending commit is stored; the client's confirmation then finds the store down
+    pair.pump()
+    assert _epochs(pair, "server") == [2] and _epochs(pair, "client") == [2]
+    assert pair.server.endpoint.late_confirmations == 1
+    assert not any(isinstance(e, ConnectionTerminated) for side in ("client", "server") for e in pair.events[side])
+    pending = store.load(group)  # what a resumption would start from: our commit, pending
+    pair.client.send_data(b"new keys, store down", pair.now)
+    pair.pump()
+    assert pair.received["server"].endswith(b"new keys, store down")
+    pair.advance(STORE_RETRY + 0.1)  # still down: it waits
+    assert store.load(group) == pending
+    store.saves_left, store.down = None, False
+    pair.advance(STORE_RETRY + 0.1)
+    assert store.load(group) == pair.server.session.to_state() != pending  # type: ignore[union-attr]
+
+
+def test_a_store_that_was_only_slow_is_up_again_as_soon_as_its_call_returns() -> None:
+    """Found by the fleet test on a loaded machine: one Redis call slower than the deadline opened the circuit
+    for the whole cool-down, and every resumption meanwhile failed.  The late answer itself closes it."""
+    clock = [0.0]
+    inner = Hanging()
+    guard = GuardedStore(inner, deadline=0.01, cool_down=100.0, clock=lambda: clock[0])
+    inner.release.clear()
+    with pytest.raises(StoreUnavailable, match="did not answer"):
+        guard.load(b"g")
+    assert guard.is_open
+    inner.release.set()  # the slow call returns (in its worker): no cool-down, no probe needed
+    for _ in range(int(GUARD / 0.01)):
+        if not guard.is_open:
+            break
+        threading.Event().wait(0.01)
+    assert not guard.is_open and guard.load(b"g") is None
+    guard.close()
+
+
+def test_a_connection_lost_while_an_epoch_waits_for_the_store_resumes_from_what_it_holds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seams of a late confirmation: the connection ends while the store is still down (that must not raise
+    out of the transport's connection_lost), then the client resumes from the server's stored pending commit."""
+    monkeypatch.setattr(mlstls.testing, "MemorySessionStore", DownAfterOneSave)
+    pair = TlsPair(rekey=RekeyPolicy(max_seconds=3600, turn_timeout=30))
+    pair.client.connect(pair.now)
+    pair.pump()
+    store = _store(pair, "server")
+    assert isinstance(store, DownAfterOneSave)
+    store.saves_left = 1
+    pair.server.rekey()
+    pair.pump()
+    assert pair.server.endpoint.late_confirmations == 1 and pair.client.epoch == 2
+    pair.reconnect()  # the server's connection_lost finds the store still down: no exception
+    store.saves_left, store.down = None, False
+    pair.client.connect(pair.now)
+    pair.pump()
+    assert pair.client.established and pair.server.established
+    assert pair.server.endpoint.resumed and pair.server.epoch == pair.client.epoch >= 2
+    pair.client.send_data(b"after the resumption", pair.now)
+    pair.pump()
+    assert pair.received["server"].endswith(b"after the resumption")
