@@ -34,9 +34,10 @@ class Result:
     detail: str = ""
 
 
-def _ours(name: bytes) -> KeyPackageBundle:
-    signature_priv, _ = get_suite(SUITE).generate_signature_key_pair()
-    return create_key_package(SUITE, Credential.basic(name), signature_priv)
+def our_key_package(name: bytes, suite: int = SUITE) -> KeyPackageBundle:
+    """A fresh KeyPackage of ours (basic credential ``name``, new signature key) for an interop peer."""
+    signature_priv, _ = get_suite(suite).generate_signature_key_pair()
+    return create_key_package(suite, Credential.basic(name), signature_priv)
 
 
 CONFIG = GroupConfig(handshake_wire_format=WireFormat.PUBLIC_MESSAGE)
@@ -79,7 +80,7 @@ def run(rounds: int = ROUNDS) -> list[Result]:
     def mlsrs_creates() -> None:
         peer = MlsRsPeer.new(b"mls-rs")
         peer.create_group()
-        bundle = _ours(b"mlscore")
+        bundle = our_key_package(b"mlscore")
         _, welcome = peer.add(MLSMessage(bundle.key_package).to_bytes())
         peer.merge_pending()
         ours = Group.join(welcome, bundle, config=CONFIG)
@@ -88,7 +89,7 @@ def run(rounds: int = ROUNDS) -> list[Result]:
 
     def mlscore_creates() -> None:
         peer = MlsRsPeer.new(b"mls-rs")
-        ours = Group.create(_ours(b"mlscore"), config=CONFIG)
+        ours = Group.create(our_key_package(b"mlscore"), config=CONFIG)
         their_kp = MLSMessage.from_bytes(peer.key_package()).body
         assert isinstance(their_kp, KeyPackage)
         result = ours.commit([Add(their_kp)], force_path=False)

@@ -340,6 +340,18 @@ SignatureKey = bytes | SigningKey
 
 # -- the cipher suite --------------------------------------------------------------
 
+def _kem(kem_id: int, derivation: str | None) -> HpkeKem:
+    """The KEM of ``kem_id`` deriving key pairs by ``derivation`` (None: the KEM's only or default rule)."""
+    if derivation is None:
+        return _KEMS[kem_id]
+    if kem_id != XWing.kem_id:
+        raise UnsupportedError(f"KEM {kem_id:#06x} has one DeriveKeyPair rule: give no derivation")
+    try:
+        return XWing(derivation)
+    except CryptoError as exc:
+        raise UnsupportedError(str(exc)) from None
+
+
 class CipherSuite:
     """One MLS cipher suite: hash/KDF, AEAD, HPKE and signature scheme.
 
@@ -348,10 +360,12 @@ class CipherSuite:
     """
 
     def __init__(self, suite_id: int, name: str, kem_id: int, hash_name: str, aead: str,
-                 signature: _SignatureScheme) -> None:
+                 signature: _SignatureScheme, derivation: str | None = None) -> None:
         self.id = suite_id
         self.name = name
-        self._kem = _KEMS[kem_id]
+        self._kem = _kem(kem_id, derivation)
+        self.derivation = derivation
+        """The KEM's DeriveKeyPair rule where it has several (X-Wing: "labelled" or "plain"); None: its only one."""
         self.kem_id = kem_id
         self.hash_name = hash_name
         self.hash_len = hashlib.new(hash_name).digest_size
@@ -554,11 +568,15 @@ HASHES = ("sha256", "sha384", "sha512")
 
 XWING_SUITE = 0x004D
 """OpenMLS's provisional code point for MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (no MLS code point
-for a post-quantum suite is registered yet)."""
+for a post-quantum suite is registered yet), with the plain DeriveKeyPair rule of OpenMLS's release (0.9.0,
+hpke-rs 0.7.0); docs/pq.md has the evidence and what changes when OpenMLS releases the labelled rule."""
+TSMLS_XWING_SUITES = (0x0053, 0x0054)
+"""ts-mls's X-Wing suites 83 (AES-256-GCM) and 84 (ChaCha20-Poly1305), both SHA-512 and Ed25519, deriving node
+keys by the X-Wing draft's plain rule (docs/pq.md)."""
 
 
-def register_suite(suite_id: int, name: str, *, kem_id: int, hash_name: str, aead: str, signature: str
-                   ) -> CipherSuite:
+def register_suite(suite_id: int, name: str, *, kem_id: int, hash_name: str, aead: str, signature: str,
+                   derivation: str | None = None) -> CipherSuite:
     """Make ``suite_id`` a cipher suite of this process (a provisional code point another stack uses).
 
     For example the SHA-512 X-Wing suite some stacks ship::
@@ -566,10 +584,14 @@ def register_suite(suite_id: int, name: str, *, kem_id: int, hash_name: str, aea
         register_suite(0xF0A1, "MLS_256_XWING_AES256GCM_SHA512_Ed25519", kem_id=0x647A,
                        hash_name="sha512", aead="aes256gcm", signature="ed25519")
 
-    Both peers must register the same suite under the same code point.  The
-    seven RFC 9420 suites cannot be redefined.  Register before building any
-    configuration that names the suite (command-line ``--suite`` choices are
-    read when the parser is built).
+    Both peers must register the same suite under the same code point.
+    ``derivation`` picks the KEM's DeriveKeyPair rule where there are several
+    (X-Wing: ``"labelled"``, draft-ietf-hpke-pq, the default; or ``"plain"``,
+    the X-Wing draft's SHAKE256(ikm, 32)): it is part of the suite, since it
+    decides every node key of an UpdatePath.  The seven RFC 9420 suites
+    cannot be redefined.  Register before building any configuration that
+    names the suite (command-line ``--suite`` choices are read when the parser
+    is built).
     """
     if suite_id in RFC9420_SUITES or not 0 < suite_id < 0x10000:
         raise UnsupportedError(f"cipher suite {suite_id} is registered by RFC 9420 or out of range")
@@ -578,9 +600,10 @@ def register_suite(suite_id: int, name: str, *, kem_id: int, hash_name: str, aea
                                f"and signature {signature} must be among {sorted(_KEMS)}, {HASHES}, {AEADS}, "
                                f"{sorted(SIGNATURE_SCHEMES)}")
     existing = _SUITES.get(suite_id)
-    suite = CipherSuite(suite_id, name, kem_id, hash_name, aead, SIGNATURE_SCHEMES[signature])
-    if existing is not None and existing.name != name:
-        raise UnsupportedError(f"cipher suite {suite_id:#06x} is already {existing.name}")
+    suite = CipherSuite(suite_id, name, kem_id, hash_name, aead, SIGNATURE_SCHEMES[signature], derivation)
+    if existing is not None and (existing.name, existing.derivation) != (name, derivation):
+        raise UnsupportedError(f"cipher suite {suite_id:#06x} is already {existing.name}"
+                               + (f" (DeriveKeyPair {existing.derivation})" if existing.derivation else ""))
     _SUITES[suite_id] = existing or suite
     global SUPPORTED_SUITES
     SUPPORTED_SUITES = tuple(sorted(_SUITES))
@@ -589,7 +612,11 @@ def register_suite(suite_id: int, name: str, *, kem_id: int, hash_name: str, aea
 
 SUPPORTED_SUITES: tuple[int, ...] = RFC9420_SUITES
 register_suite(XWING_SUITE, "MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519", kem_id=XWing.kem_id,
-               hash_name="sha256", aead="chacha20poly1305", signature="ed25519")
+               hash_name="sha256", aead="chacha20poly1305", signature="ed25519", derivation="plain")
+register_suite(0x0053, "MLS_256_XWING_AES256GCM_SHA512_Ed25519", kem_id=XWing.kem_id, hash_name="sha512",
+               aead="aes256gcm", signature="ed25519", derivation="plain")
+register_suite(0x0054, "MLS_256_XWING_CHACHA20POLY1305_SHA512_Ed25519", kem_id=XWing.kem_id, hash_name="sha512",
+               aead="chacha20poly1305", signature="ed25519", derivation="plain")
 
 
 def get_suite(suite_id: int) -> CipherSuite:

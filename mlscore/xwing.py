@@ -12,7 +12,12 @@ X25519, SHAKE256 and SHA3-256 as the drafts define them:
   ephemeral X25519 public key (32);
 * the shared secret is ``SHA3-256(ss_M || ss_X || ct_X || pk_X || label)``;
 * HPKE's DeriveKeyPair(ikm) is ``SHAKE256.LabeledDerive(ikm, "DeriveKeyPair",
-  "", 32)`` (draft-ietf-hpke-pq), then the key pair of that seed.
+  "", 32)`` (draft-ietf-hpke-pq), then the key pair of that seed: the
+  ``"labelled"`` rule.  The X-Wing draft's own "Use in HPKE" section takes the
+  seed as plain ``SHAKE256(ikm, 32)``, and deployed stacks do (ts-mls with
+  hpke-js): the ``"plain"`` rule.  The two give different node keys from the
+  same path secret, so the rule is part of a cipher suite's definition
+  (:data:`DERIVATION_RULES`, docs/pq.md).
 
 Checked against the X-Wing draft's vectors and the HPKE working group's
 vectors for KEM 0x647A (tests/test_xwing.py, data in tests/data/xwing).
@@ -40,6 +45,7 @@ PUBLIC_LENGTH = MLKEM_PUBLIC_LENGTH + 32
 CIPHERTEXT_LENGTH = MLKEM_CIPHERTEXT_LENGTH + 32
 SHARED_SECRET_LENGTH = 32
 _HPKE_SUITE_ID = b"KEM" + KEM_ID.to_bytes(2, "big")
+DERIVATION_RULES = ("labelled", "plain")
 
 
 def _x25519_public(private: x25519.X25519PrivateKey) -> bytes:
@@ -68,6 +74,14 @@ class XWing:
     public_len = PUBLIC_LENGTH
     enc_len = CIPHERTEXT_LENGTH
 
+    def __init__(self, derivation: str = "labelled") -> None:
+        if derivation not in DERIVATION_RULES:
+            raise CryptoError(f"X-Wing DeriveKeyPair rule must be one of {DERIVATION_RULES}, not {derivation!r}")
+        self.derivation = derivation
+
+    def __repr__(self) -> str:
+        return f"XWing(derivation={self.derivation!r})"
+
     def public_key_of(self, private: bytes) -> bytes:
         return _expand(private)[2]
 
@@ -76,8 +90,10 @@ class XWing:
         return bytes(seed), self.public_key_of(seed)
 
     def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
-        """HPKE DeriveKeyPair (draft-ietf-hpke-pq): SHAKE256.LabeledDerive, then the seed's key pair."""
-        label = b"DeriveKeyPair"
+        """HPKE DeriveKeyPair by this instance's rule, then the seed's key pair."""
+        if self.derivation == "plain":  # the X-Wing draft's "Use in HPKE": SHAKE256(ikm, 32)
+            return self.key_pair_from_seed(hashlib.shake_256(ikm).digest(SEED_LENGTH))
+        label = b"DeriveKeyPair"  # draft-ietf-hpke-pq: SHAKE256.LabeledDerive(ikm, "DeriveKeyPair", "", 32)
         labeled = (ikm + b"HPKE-v1" + _HPKE_SUITE_ID + len(label).to_bytes(2, "big") + label
                    + SEED_LENGTH.to_bytes(2, "big"))
         return self.key_pair_from_seed(hashlib.shake_256(labeled).digest(SEED_LENGTH))

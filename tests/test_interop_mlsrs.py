@@ -23,7 +23,7 @@ def test_mlsrs_rejects_a_tampered_commit_from_us() -> None:
 
     peer = mlsrs.MlsRsPeer.new(b"mls-rs")
     peer.create_group()
-    bundle = mlsrs._ours(b"mlscore")
+    bundle = mlsrs.our_key_package(b"mlscore")
     _, welcome = peer.add(MLSMessage(bundle.key_package).to_bytes())
     peer.merge_pending()
     ours = Group.join(welcome, bundle, config=mlsrs.CONFIG)

@@ -10,6 +10,7 @@ the group, profile and transport runs below are our own code on both sides).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -103,6 +104,40 @@ def test_another_x_wing_suite_under_a_provisional_code_point() -> None:
                        signature="ed25519")
     with pytest.raises(UnsupportedError, match="cannot build"):
         register_suite(0xF0A2, "NOPE", kem_id=0x9999, hash_name="sha256", aead="aes128gcm", signature="ed25519")
+
+
+# -- the DeriveKeyPair rule is part of a suite ------------------------------------------------------------
+
+def test_the_two_derive_key_pair_rules() -> None:
+    """labelled (draft-ietf-hpke-pq) and plain (the X-Wing draft's "Use in HPKE": SHAKE256(ikm, 32)) give
+    different node keys from one path secret, which is why a peer on the other rule refused every UpdatePath."""
+    ikm = bytes(range(32))
+    plain = XWing("plain").derive_key_pair(ikm)
+    assert plain == KEM.key_pair_from_seed(hashlib.shake_256(ikm).digest(32))
+    assert plain != KEM.derive_key_pair(ikm) and KEM.derivation == "labelled"
+    with pytest.raises(CryptoError, match="rule"):
+        XWing("shake")
+
+
+@pytest.mark.parametrize(("suite_id", "rule", "hash_name", "aead"), [
+    (0x004D, "plain", "sha256", "chacha20poly1305"),  # OpenMLS 0.9.0 (hpke-rs 0.7.0)
+    (0x0053, "plain", "sha512", "aes256gcm"), (0x0054, "plain", "sha512", "chacha20poly1305")])  # ts-mls 1.6.4
+def test_deployed_x_wing_suites(suite_id: int, rule: str, hash_name: str, aead: str) -> None:
+    suite = get_suite(suite_id)
+    assert (suite.kem_id, suite.derivation, suite.hash_name, suite.aead_name) == (0x647A, rule, hash_name, aead)
+    ikm = b"path secret" * 3
+    assert suite.derive_key_pair(ikm) == XWing(rule).derive_key_pair(ikm)
+    alice, bob = two_party(suite_id)
+    assert alice.epoch_authenticator == bob.epoch_authenticator
+
+
+def test_the_rule_is_fixed_per_code_point() -> None:
+    with pytest.raises(UnsupportedError, match="already"):  # 83 with the other rule is another suite
+        register_suite(0x0053, "MLS_256_XWING_AES256GCM_SHA512_Ed25519", kem_id=0x647A, hash_name="sha512",
+                       aead="aes256gcm", signature="ed25519", derivation="labelled")
+    with pytest.raises(UnsupportedError, match="one DeriveKeyPair rule"):
+        register_suite(0xF0B1, "MLS_128_DHKEMX25519_PLAIN", kem_id=0x20, hash_name="sha256", aead="aes128gcm",
+                       signature="ed25519", derivation="plain")
 
 
 # -- the two-party profile on suite 0x004D, end to end --------------------------------------------------
