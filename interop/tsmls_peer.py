@@ -1,8 +1,9 @@
 """ts-mls (npm ``ts-mls``) as an independent RFC 9420 peer, speaking MLSMessage bytes.
 
 ts-mls is a TypeScript MLS stack that shares no code (and no crypto library)
-with ours, and it ships X-Wing suites (83 and 84), so it gives an MLS-level
-check of our X-Wing suites that test vectors alone cannot.  It runs in a
+with ours, and it ships post-quantum suites (ML-KEM-1024 and X-Wing, Ed25519 or
+ML-DSA-87: 81-88), so it gives an MLS-level check of our PQ suites that test
+vectors alone cannot.  It runs in a
 long-lived Node process (``interop/tsmls/driver.mjs``) that holds one client
 and at most one group; :class:`TsMlsPeer` talks to it in JSON lines and offers
 the same bytes-in, bytes-out methods as :class:`interop.mlsrs_peer.MlsRsPeer`,
@@ -51,10 +52,17 @@ INSTALL_COMMAND = "npm ci --prefix interop/tsmls"
 
 SUITES = {
     1: "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519",
+    81: "MLS_256_MLKEM1024_AES256GCM_SHA512_Ed25519",
+    82: "MLS_256_MLKEM1024_CHACHA20POLY1305_SHA512_Ed25519",
     83: "MLS_256_XWING_AES256GCM_SHA512_Ed25519",
     84: "MLS_256_XWING_CHACHA20POLY1305_SHA512_Ed25519",
+    85: "MLS_256_MLKEM1024_AES256GCM_SHA512_MLDSA87",
+    86: "MLS_256_MLKEM1024_CHACHA20POLY1305_SHA512_MLDSA87",
+    87: "MLS_256_XWING_AES256GCM_SHA512_MLDSA87",
+    88: "MLS_256_XWING_CHACHA20POLY1305_SHA512_MLDSA87",
 }
-"""The suites the interop test runs (ts-mls has more; these are the ones its installed packages cover)."""
+"""The suites the interop test runs: ts-mls's that we share (its ML-KEM suites on SHA-256/384 cannot work, see
+mlscore.crypto; ML-KEM-512 is not in `cryptography`)."""
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds one request may take; X-Wing operations are milliseconds, Node's start-up well under this."""

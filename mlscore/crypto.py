@@ -19,12 +19,13 @@ from typing import Protocol, cast
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, x448, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, x448, x25519
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed  # noqa: F401  (documented alternative)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .codec import Writer, encode_varint
 from .errors import CryptoError, InvalidSignatureError, UnsupportedError
+from .hpke_pq import MLKEM768, MLKEM1024, MlKem
 from .xwing import XWing
 
 MLS_PREFIX = b"MLS 1.0 "
@@ -33,8 +34,10 @@ HPKE_VERSION = b"HPKE-v1"
 # `cryptography` key objects of the HPKE KEMs and of the signature schemes.
 _KemPrivateKey = x25519.X25519PrivateKey | x448.X448PrivateKey | ec.EllipticCurvePrivateKey
 _KemPublicKey = x25519.X25519PublicKey | x448.X448PublicKey | ec.EllipticCurvePublicKey
-_SignaturePrivateKey = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | ec.EllipticCurvePrivateKey
-_SignaturePublicKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | ec.EllipticCurvePublicKey
+_MlDsaPrivateKey = mldsa.MLDSA44PrivateKey | mldsa.MLDSA65PrivateKey | mldsa.MLDSA87PrivateKey
+_MlDsaPublicKey = mldsa.MLDSA44PublicKey | mldsa.MLDSA65PublicKey | mldsa.MLDSA87PublicKey
+_SignaturePrivateKey = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | ec.EllipticCurvePrivateKey | _MlDsaPrivateKey
+_SignaturePublicKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | ec.EllipticCurvePublicKey | _MlDsaPublicKey
 
 
 def _label(label: bytes | str) -> bytes:
@@ -239,6 +242,8 @@ _KEMS: dict[int, HpkeKem] = {
     0x0020: _Kem(0x0020, "sha256", 32, 32, 32, None, x25519.X25519PrivateKey, x25519.X25519PublicKey),
     0x0021: _Kem(0x0021, "sha512", 64, 64, 56, None, x448.X448PrivateKey, x448.X448PublicKey),
     XWing.kem_id: XWing(),
+    MLKEM768: MlKem(MLKEM768),
+    MLKEM1024: MlKem(MLKEM1024),
 }
 
 
@@ -301,11 +306,61 @@ class _SignatureScheme(_KeyCodec):
         return ec.generate_private_key(self.curve())  # type: ignore[misc]
 
 
+@dataclass(frozen=True)
+class _MlDsaScheme(_SignatureScheme):
+    """ML-DSA (FIPS 204) for MLS: pure ML-DSA with an empty context, as draft-ietf-mls-pq-ciphersuites takes
+    it from draft-ietf-tls-mldsa.  A private key is the 32-byte seed key generation expands; a public key and
+    a signature are FIPS 204's raw encodings.  The signing randomness is fresh (hedged), which verifiers cannot
+    tell from deterministic signing."""
+
+    key_class: type[mldsa.MLDSA44PrivateKey] | type[mldsa.MLDSA65PrivateKey] | type[mldsa.MLDSA87PrivateKey] = (
+        mldsa.MLDSA65PrivateKey)
+    public_class: type[mldsa.MLDSA44PublicKey] | type[mldsa.MLDSA65PublicKey] | type[mldsa.MLDSA87PublicKey] = (
+        mldsa.MLDSA65PublicKey)
+
+    def private_key(self, data: bytes) -> _SignaturePrivateKey:
+        try:
+            if len(data) != self.private_len:
+                raise ValueError(f"expected a {self.private_len}-byte seed, got {len(data)} bytes")
+            return self.key_class.from_seed_bytes(data)
+        except (ValueError, TypeError) as exc:
+            raise CryptoError(f"invalid {self.name} signature private key: {exc}") from None
+
+    def public_key(self, data: bytes) -> _SignaturePublicKey:
+        try:
+            return self.public_class.from_public_bytes(data)
+        except (ValueError, TypeError) as exc:
+            raise CryptoError(f"invalid {self.name} signature public key: {exc}") from None
+
+    def sign(self, private: _SignaturePrivateKey, data: bytes) -> bytes:
+        return cast(_MlDsaPrivateKey, private).sign(data)
+
+    def verify(self, public: _SignaturePublicKey, signature: bytes, data: bytes) -> None:
+        try:
+            cast(_MlDsaPublicKey, public).verify(signature, data)
+        except InvalidSignature:
+            raise InvalidSignatureError("signature does not verify") from None
+        except (ValueError, TypeError) as exc:
+            raise InvalidSignatureError(f"malformed signature: {exc}") from None
+
+    def generate(self) -> _SignaturePrivateKey:
+        return self.key_class.generate()
+
+    def serialize_public(self, key: _KemPublicKey | _SignaturePublicKey) -> bytes:
+        return cast(_MlDsaPublicKey, key).public_bytes_raw()
+
+    def serialize_private(self, key: _KemPrivateKey | _SignaturePrivateKey) -> bytes:
+        return cast(_MlDsaPrivateKey, key).private_bytes_raw()  # the seed
+
+
 _ED25519 = _SignatureScheme("ed25519", None, None, 32)
 _ED448 = _SignatureScheme("ed448", None, None, 57)
 _P256 = _SignatureScheme("ecdsa_secp256r1_sha256", ec.SECP256R1, hashes.SHA256, 32)
 _P384 = _SignatureScheme("ecdsa_secp384r1_sha384", ec.SECP384R1, hashes.SHA384, 48)
 _P521 = _SignatureScheme("ecdsa_secp521r1_sha512", ec.SECP521R1, hashes.SHA512, 66)
+_MLDSA44 = _MlDsaScheme("mldsa44", None, None, 32, mldsa.MLDSA44PrivateKey, mldsa.MLDSA44PublicKey)
+_MLDSA65 = _MlDsaScheme("mldsa65", None, None, 32, mldsa.MLDSA65PrivateKey, mldsa.MLDSA65PublicKey)
+_MLDSA87 = _MlDsaScheme("mldsa87", None, None, 32, mldsa.MLDSA87PrivateKey, mldsa.MLDSA87PublicKey)
 
 
 class SigningKey:
@@ -344,10 +399,10 @@ def _kem(kem_id: int, derivation: str | None) -> HpkeKem:
     """The KEM of ``kem_id`` deriving key pairs by ``derivation`` (None: the KEM's only or default rule)."""
     if derivation is None:
         return _KEMS[kem_id]
-    if kem_id != XWing.kem_id:
+    if kem_id not in (XWing.kem_id, MLKEM768, MLKEM1024):
         raise UnsupportedError(f"KEM {kem_id:#06x} has one DeriveKeyPair rule: give no derivation")
     try:
-        return XWing(derivation)
+        return XWing(derivation) if kem_id == XWing.kem_id else MlKem(kem_id, derivation)
     except CryptoError as exc:
         raise UnsupportedError(str(exc)) from None
 
@@ -562,7 +617,8 @@ _SUITES = {
 RFC9420_SUITES: tuple[int, ...] = tuple(sorted(_SUITES))
 """The seven suites RFC 9420 registers (and its official test vectors cover)."""
 
-SIGNATURE_SCHEMES = {scheme.name: scheme for scheme in (_ED25519, _ED448, _P256, _P384, _P521)}
+SIGNATURE_SCHEMES = {scheme.name: scheme for scheme in (_ED25519, _ED448, _P256, _P384, _P521, _MLDSA44, _MLDSA65,
+                                                         _MLDSA87)}
 AEADS = ("aes128gcm", "aes256gcm", "chacha20poly1305")
 HASHES = ("sha256", "sha384", "sha512")
 
@@ -570,9 +626,8 @@ XWING_SUITE = 0x004D
 """OpenMLS's provisional code point for MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (no MLS code point
 for a post-quantum suite is registered yet), with the plain DeriveKeyPair rule of OpenMLS's release (0.9.0,
 hpke-rs 0.7.0); docs/pq.md has the evidence and what changes when OpenMLS releases the labelled rule."""
-TSMLS_XWING_SUITES = (0x0053, 0x0054)
-"""ts-mls's X-Wing suites 83 (AES-256-GCM) and 84 (ChaCha20-Poly1305), both SHA-512 and Ed25519, deriving node
-keys by the X-Wing draft's plain rule (docs/pq.md)."""
+TSMLS_PQ_SUITES = tuple(range(0x0051, 0x0059))
+"""ts-mls's post-quantum suites 81-88 (ML-KEM-1024 or X-Wing; Ed25519 or ML-DSA-87; SHA-512), registered below."""
 
 
 def register_suite(suite_id: int, name: str, *, kem_id: int, hash_name: str, aead: str, signature: str,
@@ -613,10 +668,20 @@ def register_suite(suite_id: int, name: str, *, kem_id: int, hash_name: str, aea
 SUPPORTED_SUITES: tuple[int, ...] = RFC9420_SUITES
 register_suite(XWING_SUITE, "MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519", kem_id=XWing.kem_id,
                hash_name="sha256", aead="chacha20poly1305", signature="ed25519", derivation="plain")
-register_suite(0x0053, "MLS_256_XWING_AES256GCM_SHA512_Ed25519", kem_id=XWing.kem_id, hash_name="sha512",
-               aead="aes256gcm", signature="ed25519", derivation="plain")
-register_suite(0x0054, "MLS_256_XWING_CHACHA20POLY1305_SHA512_Ed25519", kem_id=XWing.kem_id, hash_name="sha512",
-               aead="chacha20poly1305", signature="ed25519", derivation="plain")
+for _code, _name, _kem_id, _aead, _signature in (
+        # ts-mls 1.6.4's post-quantum suites that work with a SHA-512 key schedule (its ML-KEM suites on
+        # SHA-256/384 hand a 32- or 48-byte secret to a DeriveKeyPair that needs 64 bytes, and ML-KEM-512 is
+        # not in `cryptography`); its X-Wing derives by the plain rule, its ML-KEM by the raw one (docs/pq.md)
+        (0x0051, "MLS_256_MLKEM1024_AES256GCM_SHA512_Ed25519", MLKEM1024, "aes256gcm", "ed25519"),
+        (0x0052, "MLS_256_MLKEM1024_CHACHA20POLY1305_SHA512_Ed25519", MLKEM1024, "chacha20poly1305", "ed25519"),
+        (0x0053, "MLS_256_XWING_AES256GCM_SHA512_Ed25519", XWing.kem_id, "aes256gcm", "ed25519"),
+        (0x0054, "MLS_256_XWING_CHACHA20POLY1305_SHA512_Ed25519", XWing.kem_id, "chacha20poly1305", "ed25519"),
+        (0x0055, "MLS_256_MLKEM1024_AES256GCM_SHA512_MLDSA87", MLKEM1024, "aes256gcm", "mldsa87"),
+        (0x0056, "MLS_256_MLKEM1024_CHACHA20POLY1305_SHA512_MLDSA87", MLKEM1024, "chacha20poly1305", "mldsa87"),
+        (0x0057, "MLS_256_XWING_AES256GCM_SHA512_MLDSA87", XWing.kem_id, "aes256gcm", "mldsa87"),
+        (0x0058, "MLS_256_XWING_CHACHA20POLY1305_SHA512_MLDSA87", XWing.kem_id, "chacha20poly1305", "mldsa87")):
+    register_suite(_code, _name, kem_id=_kem_id, hash_name="sha512", aead=_aead, signature=_signature,
+                   derivation="plain" if _kem_id == XWing.kem_id else "raw")
 
 
 def get_suite(suite_id: int) -> CipherSuite:

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .errors import CryptoError
+from .hpke_pq import labeled_derive
 
 KEM_ID = 0x647A
 LABEL = b"\\.//^\\"  # the draft's ASCII-art X-Wing, 5c2e2f2f5e5c
@@ -44,7 +45,6 @@ MLKEM_CIPHERTEXT_LENGTH = 1088
 PUBLIC_LENGTH = MLKEM_PUBLIC_LENGTH + 32
 CIPHERTEXT_LENGTH = MLKEM_CIPHERTEXT_LENGTH + 32
 SHARED_SECRET_LENGTH = 32
-_HPKE_SUITE_ID = b"KEM" + KEM_ID.to_bytes(2, "big")
 DERIVATION_RULES = ("labelled", "plain")
 
 
@@ -93,10 +93,8 @@ class XWing:
         """HPKE DeriveKeyPair by this instance's rule, then the seed's key pair."""
         if self.derivation == "plain":  # the X-Wing draft's "Use in HPKE": SHAKE256(ikm, 32)
             return self.key_pair_from_seed(hashlib.shake_256(ikm).digest(SEED_LENGTH))
-        label = b"DeriveKeyPair"  # draft-ietf-hpke-pq: SHAKE256.LabeledDerive(ikm, "DeriveKeyPair", "", 32)
-        labeled = (ikm + b"HPKE-v1" + _HPKE_SUITE_ID + len(label).to_bytes(2, "big") + label
-                   + SEED_LENGTH.to_bytes(2, "big"))
-        return self.key_pair_from_seed(hashlib.shake_256(labeled).digest(SEED_LENGTH))
+        # draft-ietf-hpke-pq: SHAKE256.LabeledDerive(ikm, "DeriveKeyPair", "", 32)
+        return self.key_pair_from_seed(labeled_derive(ikm, KEM_ID, b"DeriveKeyPair", b"", SEED_LENGTH))
 
     def generate(self) -> tuple[bytes, bytes]:
         return self.key_pair_from_seed(os.urandom(SEED_LENGTH))

@@ -1,10 +1,11 @@
 """Live interop with ts-mls (npm ``ts-mls``), an independent TypeScript MLS stack, in both roles.
 
-ts-mls ships X-Wing suites (83: AES-256-GCM/SHA-512, 84: ChaCha20-Poly1305/
-SHA-512), so besides the classic suite 1 this is the first MLS-level check
-of our X-Wing suites against a stack that shares no code with ours: every
-UpdatePath either side sends is HPKE-encrypted to the other's X-Wing node
-keys, and every node key is derived with the suite's DeriveKeyPair.
+ts-mls ships post-quantum suites (81/82: ML-KEM-1024, 83/84: X-Wing, with
+Ed25519; 85-88: the same KEMs with ML-DSA-87), so besides the classic suite 1
+this is the MLS-level check of our PQ suites against a stack that shares no
+code with ours: every UpdatePath either side sends is HPKE-encrypted to the
+other's PQ node keys, every node key is derived with the suite's
+DeriveKeyPair, and on 85-88 every signature is ML-DSA-87.
 
 Per suite, per role, per handshake wire format: join via a Welcome that
 carries the ratchet tree, alternate UpdatePath commits (ts-mls commits and we
@@ -26,6 +27,7 @@ import pytest
 from interop.mlsrs import CONFIG as PUBLIC_CONFIG
 from interop.mlsrs import our_key_package
 from interop.tsmls_peer import SUITES, TSMLS_AVAILABLE, TSMLS_REASON, TsMlsPeer
+from mlscore.crypto import get_suite
 from mlscore.errors import MLSError
 from mlscore.framing import MLSMessage, WireFormat
 from mlscore.group import ApplicationMessage, CommitMessage, Group, GroupConfig
@@ -124,14 +126,17 @@ def test_we_create_tsmls_joins(peer: TsMlsPeer, suite: int, wire: str) -> None:
 
 @pytest.mark.parametrize("suite", sorted(SUITES), ids=lambda suite: f"suite{suite}")
 def test_tsmls_key_package_shape(suite: int) -> None:
-    """ts-mls's KeyPackage decodes on our side whether or not we know the suite yet (X-Wing keys: 1216 bytes)."""
+    """ts-mls's KeyPackage has the suite's key sizes (X-Wing 1,216 bytes, ML-KEM-1024 1,568; ML-DSA-87 signature
+    keys 2,592) and verifies on our side."""
     with TsMlsPeer.new(b"ts-mls", suite) as tsmls:
         key_package = MLSMessage.from_bytes(tsmls.key_package()).body
     assert isinstance(key_package, KeyPackage)
     assert key_package.cipher_suite == suite
-    expected = 32 if suite == 1 else 1216
-    assert len(key_package.init_key) == expected
-    assert len(key_package.leaf_node.encryption_key) == expected
+    cipher_suite = get_suite(suite)
+    assert len(key_package.init_key) == len(key_package.leaf_node.encryption_key) == cipher_suite.hpke_pub_len
+    signature_key_length = {"ed25519": 32, "mldsa87": 2592}[cipher_suite.signature_scheme]
+    assert len(key_package.leaf_node.signature_key) == signature_key_length
+    key_package.verify(cipher_suite)
 
 
 @pytest.mark.parametrize("suite", sorted(SUITES), ids=lambda suite: f"suite{suite}")
