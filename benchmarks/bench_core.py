@@ -29,6 +29,7 @@ from interop import mlsrs
 from mls2p import ProfileConfig, SendMessage, TwoPartySession
 from mls2p.command import run_command
 from mls2p.testing import Pair, bundle, sent
+from mlscore.apq import APQPair
 from mlscore.crypto import XWING_SUITE
 from mlscore.errors import StateError
 from mlscore.group import CommitMessage, Group
@@ -53,6 +54,74 @@ def mlscore_commit_round(rounds: int) -> float:
         state["a"], state["b"] = state["b"], state["a"]
 
     return median_ms(round_trip, rounds)
+
+
+class ApqOperations:
+    """Core-level rekeys, committer and receiver together, each timed on the same state every round (a commit
+    leaves its sender unchanged): a classical rekey (suite 1), an X-Wing rekey (0x004D), and APQ-MLS's PARTIAL
+    and FULL rekeys (T suite 1, PQ suite 0x0051: ML-KEM-1024 + Ed25519).  The profile does not carry APQ yet,
+    so these are mlscore figures: the profile adds the EpochKeyUpdate and framing on top of each."""
+
+    PQ_SUITE = 0x0051
+
+    def __init__(self) -> None:
+        self.classical = self._two(1)
+        self.xwing = self._two(XWING_SUITE)
+        alice = APQPair.create(bundle(b"alice"), bundle(b"alice", self.PQ_SUITE))
+        bob_t, bob_pq = bundle(b"bob"), bundle(b"bob", self.PQ_SUITE)
+        added = alice.commit_full(add=(bob_t.key_package, bob_pq.key_package))
+        if added.pq_welcome is None or added.t_welcome is None:
+            raise StateError("the FULL commit adding bob has no Welcomes")
+        self.apq = (added.pair, APQPair.join(added.pq_welcome, added.t_welcome, bob_t, bob_pq))
+        self.sizes: dict[str, int] = {}
+
+    @staticmethod
+    def _two(suite_id: int) -> tuple[Group, Group]:
+        alice = Group.create(bundle(b"alice", suite_id))
+        bob_bundle = bundle(b"bob", suite_id)
+        result = alice.commit([Add(bob_bundle.key_package)], force_path=False)
+        if result.welcome is None:
+            raise StateError("the commit adding bob has no Welcome")
+        return result.group, Group.join(result.welcome, bob_bundle)
+
+    def operations(self) -> dict[str, Callable[[], object]]:
+        return {"core_classical_rekey": functools.partial(self._rekey, "core_classical_rekey", self.classical),
+                "core_xwing_rekey": functools.partial(self._rekey, "core_xwing_rekey", self.xwing),
+                "apq_partial_rekey": self.partial, "apq_full_rekey": self.full}
+
+    def _rekey(self, name: str, groups: tuple[Group, Group]) -> None:
+        message = groups[0].commit().message.to_bytes()
+        groups[1].process(message)
+        self.sizes[name] = len(message)
+
+    def partial(self) -> None:
+        message, _ = self.apq[0].commit_partial()
+        self.apq[1].process_partial(message.to_bytes())
+        self.sizes["apq_partial_rekey"] = len(message.to_bytes())
+
+    def full(self) -> None:
+        full = self.apq[0].commit_full()
+        pq, t = full.pq_message.to_bytes(), full.t_message.to_bytes()
+        self.apq[1].process_full(pq, t)
+        self.sizes["apq_full_rekey"] = len(pq) + len(t)
+
+
+def apq_figures(ms: dict[str, float], sizes: dict[str, int]) -> dict[str, float | str]:
+    """APQ's costs against classical and X-Wing-every-time, and the average rekey at 1 FULL per N."""
+    figures: dict[str, float | str] = {}
+    for name in ("core_classical_rekey", "core_xwing_rekey", "apq_partial_rekey", "apq_full_rekey"):
+        figures[f"{name}_ms"], figures[f"{name}_bytes"] = ms[name], sizes[name]
+    for every in (10, 100):
+        average_ms = (ms["apq_full_rekey"] + (every - 1) * ms["apq_partial_rekey"]) / every
+        average_bytes = (sizes["apq_full_rekey"] + (every - 1) * sizes["apq_partial_rekey"]) / every
+        figures[f"apq_rekey_ms_full_every_{every}"] = average_ms
+        figures[f"apq_rekey_bytes_full_every_{every}"] = average_bytes
+        figures[f"apq_full_every_{every}_vs_classical"] = average_ms / ms["core_classical_rekey"]
+        figures[f"apq_full_every_{every}_vs_xwing"] = average_ms / ms["core_xwing_rekey"]
+        figures[f"apq_full_every_{every}_bytes_vs_classical"] = average_bytes / sizes["core_classical_rekey"]
+    figures["apq_full_vs_classical"] = ms["apq_full_rekey"] / ms["core_classical_rekey"]
+    figures["core_xwing_vs_classical"] = ms["core_xwing_rekey"] / ms["core_classical_rekey"]
+    return figures
 
 
 def mlscore_setup() -> float:
@@ -134,10 +203,11 @@ def measure(rounds: int) -> dict[str, float | str]:
     handshake = OpenSslHandshake()
     profile = ProfileOperations()
     xwing = ProfileOperations(XWING_SUITE, prefix="xwing_")
+    apq = ApqOperations()
     try:
         primitives = floor_primitives()
         ms = interleaved_medians_ms({"openssl_handshake": handshake, **primitives, **profile.operations(),
-                                     **xwing.operations()}, rounds)
+                                     **xwing.operations(), **apq.operations()}, rounds)
     finally:
         handshake.close()
     floor = rekey_floor_ms(ms)
@@ -157,6 +227,7 @@ def measure(rounds: int) -> dict[str, float | str]:
         "resumption_vs_openssl_handshake": ms["resumption"] / tls_ms,
         "rekey_vs_crypto_floor": ms["rekey"] / floor,
         "commit_round_ms": mlscore_commit_round(rounds),
+        **apq_figures(ms, apq.sizes),
         **versions(),
     }
     if mlsrs.MLSRS_AVAILABLE:
@@ -180,6 +251,14 @@ def report(args: argparse.Namespace) -> int:
         print(f"X-Wing suite 0x004D {name:10} {float(figures[f'xwing_{name}_ms']):7.3f} ms, "
               f"{figures[f'xwing_{name}_bytes']:5} bytes: {float(figures[f'xwing_{name}_vs_suite1']):.2f}x the time "
               f"and {float(figures[f'xwing_{name}_bytes_vs_suite1']):.2f}x the bytes of suite 1")
+    for name, label in (("core_classical_rekey", "core rekey, suite 1"), ("core_xwing_rekey", "core rekey, X-Wing"),
+                        ("apq_partial_rekey", "APQ PARTIAL rekey"), ("apq_full_rekey", "APQ FULL rekey")):
+        print(f"{label:24} {float(figures[f'{name}_ms']):7.3f} ms, {figures[f'{name}_bytes']:6} bytes")
+    for every in (10, 100):
+        print(f"APQ, 1 FULL per {every:3}: {float(figures[f'apq_rekey_ms_full_every_{every}']):7.3f} ms and "
+              f"{float(figures[f'apq_rekey_bytes_full_every_{every}']):7.0f} bytes per rekey: "
+              f"{float(figures[f'apq_full_every_{every}_vs_classical']):.2f}x classical, "
+              f"{float(figures[f'apq_full_every_{every}_vs_xwing']):.2f}x X-Wing every time")
     print(f"rekey vs crypto floor: {float(figures['rekey_vs_crypto_floor']):.2f}x")
     if "commit_round_vs_mlsrs" in figures:
         print(f"commit round: mlscore {float(figures['commit_round_ms']):.3f} ms, mls-rs "

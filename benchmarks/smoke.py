@@ -20,6 +20,7 @@ from benchmarks.report import check_figures
 
 SMOKE_RUNS = {  # module: (tiny arguments, keys its JSON must have)
     "bench_core": (["--rounds", "5"], ["rekey_vs_openssl_handshake", "phase1_vs_openssl_handshake",
+                                      "apq_full_every_10_vs_classical", "apq_full_every_100_vs_xwing",
                                        "resumption_vs_openssl_handshake", "rekey_vs_crypto_floor",
                                        "xwing_rekey_vs_suite1", "xwing_phase1_bytes", "xwing_rekey_bytes",
                                        "openssl_handshake_ms", "rekey_ms", "rekey_bytes", "openssl_version"]),

@@ -65,6 +65,12 @@ class ProposalType(IntEnum):
     REINIT = 5
     EXTERNAL_INIT = 6
     GROUP_CONTEXT_EXTENSIONS = 7
+    APP_DATA_UPDATE = 0x0008  # draft-ietf-mls-extensions section 4.7 (suggested value)
+
+
+class AppDataUpdateOperation(IntEnum):
+    UPDATE = 1
+    REMOVE = 2
 
 
 @dataclass(frozen=True)
@@ -161,11 +167,33 @@ class GroupContextExtensions(Struct):
         return cls(decode_extensions(r))
 
 
-Proposal = Add | Update | Remove | PreSharedKey | ReInit | ExternalInit | GroupContextExtensions
+@dataclass(frozen=True)
+class AppDataUpdate(Struct):
+    """Change one component's entry of the GroupContext's ``app_data_dictionary`` (draft-ietf-mls-extensions,
+    section 4.7): ``update`` hands the component's logic an opaque change, ``remove`` deletes the entry."""
+
+    component_id: int
+    op: AppDataUpdateOperation
+    update: bytes = b""
+    proposal_type = ProposalType.APP_DATA_UPDATE
+
+    def encode(self, w: Writer) -> None:
+        w.u16(self.component_id).u8(self.op)
+        if self.op == AppDataUpdateOperation.UPDATE:
+            w.opaque(self.update)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        component_id = r.u16()
+        op = decode_enum(AppDataUpdateOperation, r.u8(), "AppDataUpdate operation")
+        return cls(component_id, op, r.opaque() if op == AppDataUpdateOperation.UPDATE else b"")
+
+
+Proposal = Add | Update | Remove | PreSharedKey | ReInit | ExternalInit | GroupContextExtensions | AppDataUpdate
 
 _PROPOSAL_CLASSES: dict[int, type[Struct]] = {
     cls.proposal_type: cls
-    for cls in (Add, Update, Remove, PreSharedKey, ReInit, ExternalInit, GroupContextExtensions)
+    for cls in (Add, Update, Remove, PreSharedKey, ReInit, ExternalInit, GroupContextExtensions, AppDataUpdate)
 }
 
 

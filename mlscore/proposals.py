@@ -8,7 +8,7 @@ in only when the whole commit has been verified.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .errors import ValidationError
@@ -16,6 +16,7 @@ from .extensions import Extension, ExtensionType, RequiredCapabilities, check_un
 from .leaf_node import Capabilities
 from .messages import (
     Add,
+    AppDataUpdate,
     ExternalInit,
     GroupContextExtensions,
     PreSharedKey,
@@ -25,11 +26,13 @@ from .messages import (
     Remove,
     Update,
 )
+from .safe_app import AppDataComponent, apply_app_data_updates
 from .schedule.psk import PreSharedKeyID
 from .tree.ratchet_tree import RatchetTree
 
 # Proposal types a Commit may cover without an UpdatePath (RFC 9420 section 17.4 "Path Required").
-PATH_NOT_REQUIRED = frozenset({ProposalType.ADD, ProposalType.PSK, ProposalType.REINIT})
+PATH_NOT_REQUIRED = frozenset({ProposalType.ADD, ProposalType.PSK, ProposalType.REINIT,
+                               ProposalType.APP_DATA_UPDATE})  # draft-ietf-mls-extensions 4.7: "Path Required: N"
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,10 @@ def validate_proposal_list(proposals: Sequence[CoveredProposal], committer: int 
             raise ValidationError(f"Add of a client already in the group (leaf {index})")
     if types.count(ProposalType.GROUP_CONTEXT_EXTENSIONS) > 1:
         raise ValidationError("more than one GroupContextExtensions proposal")
+    if ProposalType.GROUP_CONTEXT_EXTENSIONS in types and ProposalType.APP_DATA_UPDATE in types:
+        # draft-ietf-mls-extensions 4.7 forbids a GroupContextExtensions proposal to touch the dictionary that
+        # AppDataUpdate manages; with both in one commit, which one wins would be ambiguous
+        raise ValidationError("a commit must not cover both GroupContextExtensions and AppDataUpdate")
     if ProposalType.REINIT in types and len(types) != 1:
         raise ValidationError("a ReInit proposal must be the only proposal of its commit")
     external_inits = types.count(ProposalType.EXTERNAL_INIT)
@@ -116,9 +123,10 @@ def _touch(touched: set[int], leaf: int) -> None:
     touched.add(leaf)
 
 
-def apply_proposals(tree: RatchetTree, proposals: Sequence[CoveredProposal],
-                    extensions: tuple[Extension, ...]) -> AppliedProposals:
-    """Apply in the order of section 12.3 to ``tree`` (which the caller has copied)."""
+def apply_proposals(tree: RatchetTree, proposals: Sequence[CoveredProposal], extensions: tuple[Extension, ...],
+                    app_data_components: Mapping[int, AppDataComponent] | None = None) -> AppliedProposals:
+    """Apply in the order of section 12.3 to ``tree`` (which the caller has copied); AppDataUpdate proposals
+    last, through ``app_data_components`` (draft-ietf-mls-extensions 4.7)."""
     result = AppliedProposals()
     for covered in proposals:
         if isinstance(covered.proposal, GroupContextExtensions):
@@ -148,6 +156,9 @@ def apply_proposals(tree: RatchetTree, proposals: Sequence[CoveredProposal],
             result.external_init = covered.proposal
     if result.extensions is None:
         result.extensions = extensions
+    app_data = [p.proposal for p in proposals if isinstance(p.proposal, AppDataUpdate)]
+    if app_data:
+        result.extensions = apply_app_data_updates(result.extensions, app_data, app_data_components or {})
     return result
 
 

@@ -14,7 +14,7 @@ id is TBD in its draft, so it is configuration, not a constant baked in here.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Self
 
@@ -22,6 +22,7 @@ from .codec import Reader, Struct, Writer
 from .crypto import CipherSuite
 from .errors import DecodeError, ValidationError
 from .extensions import Extension, ExtensionType, get_extension
+from .messages import AppDataUpdate, AppDataUpdateOperation
 from .schedule.secret_tree import take_leaf_secret
 from .tree import math as tree_math
 
@@ -103,6 +104,48 @@ class SafeAAD(Struct):
     @classmethod
     def decode(cls, r: Reader) -> Self:
         return cls(tuple(r.structs(SafeAADItem)))
+
+
+AppDataComponent = Callable[[bytes | None, Sequence[bytes]], bytes]
+"""A component's logic for AppDataUpdate (section 4.7): (its current data or None, the updates of one commit in
+order) -> its new data; raises ValidationError to make the commit invalid."""
+
+
+def apply_app_data_updates(extensions: Sequence[Extension], updates: Sequence[AppDataUpdate],
+                           components: Mapping[int, AppDataComponent]) -> tuple[Extension, ...]:
+    """The GroupContext extensions after a commit's AppDataUpdate proposals (draft-ietf-mls-extensions 4.7).
+
+    Per component, in the commit's order: one ``remove`` deletes its entry; one or more ``update``s go to its
+    logic in ``components``, whose result replaces (or inserts) the entry, the dictionary kept sorted.  A
+    dictionary that does not exist yet is added at the end.  Mixing remove with anything for one component, or a
+    component nobody registered logic for, is invalid.
+    """
+    if not updates:
+        return tuple(extensions)
+    extension = get_extension(extensions, ExtensionType.APP_DATA_DICTIONARY)
+    entries = ({c.component_id: c.data for c in extension.decoded(AppDataDictionary).component_data}
+               if extension is not None else {})
+    by_component: dict[int, list[AppDataUpdate]] = {}
+    for update in updates:
+        by_component.setdefault(update.component_id, []).append(update)
+    for component_id, changes in by_component.items():
+        removes = sum(change.op == AppDataUpdateOperation.REMOVE for change in changes)
+        if removes and len(changes) > 1:
+            raise ValidationError(f"component {component_id:#06x}: a remove must be its only AppDataUpdate")
+        if removes:
+            if component_id not in entries:
+                raise ValidationError(f"component {component_id:#06x} has no app data to remove")
+            del entries[component_id]
+            continue
+        logic = components.get(component_id)
+        if logic is None:
+            raise ValidationError(f"no logic for AppDataUpdate of component {component_id:#06x}")
+        entries[component_id] = logic(entries.get(component_id), [change.update for change in changes])
+    dictionary = Extension(ExtensionType.APP_DATA_DICTIONARY, AppDataDictionary(
+        tuple(ComponentData(i, entries[i]) for i in sorted(entries))).to_bytes())
+    if extension is None:
+        return (*extensions, dictionary)
+    return tuple(dictionary if e.extension_type == ExtensionType.APP_DATA_DICTIONARY else e for e in extensions)
 
 
 def app_data_dictionary_extension(component_ids: Sequence[int]) -> Extension:

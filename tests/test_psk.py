@@ -32,7 +32,7 @@ def test_psk_id_encodings() -> None:
     label = PSKLabel(RESUMPTION, 1, 2)
     assert PSKLabel.from_bytes(label.to_bytes()) == label
     with pytest.raises(DecodeError, match="PSK type"):
-        PreSharedKeyID.from_bytes(b"\x03" + EXTERNAL.to_bytes()[1:])
+        PreSharedKeyID.from_bytes(b"\x04" + EXTERNAL.to_bytes()[1:])
     with pytest.raises(DecodeError, match="usage"):
         PreSharedKeyID.from_bytes(b"\x02\x04" + RESUMPTION.to_bytes()[2:])
     assert RESUMPTION.psktype is PSKType.RESUMPTION
@@ -86,3 +86,46 @@ def test_psk_nonce_must_be_nh_bytes() -> None:
         compute_psk_secret(SUITE, [(short, b"value")])
     with pytest.raises(ValidationError):
         compute_psk_secret(get_suite(5), [(EXTERNAL, b"value")])  # 32-byte nonce, Nh = 64
+
+
+# -- application PSKs (draft-ietf-mls-extensions section 4.5) ---------------------------------------
+
+APPLICATION = PreSharedKeyID.application(0x0006, b"\x07" * 32, b"\x03" * 32)
+
+
+def test_application_psk_id_encoding() -> None:
+    assert APPLICATION.to_bytes() == b"\x03\x00\x06\x20" + b"\x07" * 32 + b"\x20" + b"\x03" * 32
+    assert PreSharedKeyID.from_bytes(APPLICATION.to_bytes()) == APPLICATION
+    assert APPLICATION.psktype is PSKType.APPLICATION and APPLICATION.component_id == 6
+
+
+def test_an_application_psk_in_a_welcome_and_a_commit() -> None:
+    """A joiner and a member resolve an application PSK through ``GroupConfig.application_psks``; a member who
+    does not know it refuses the commit and stays where it was."""
+    from mls2p.testing import bundle
+    from mlscore.group import Group, GroupConfig
+    from mlscore.messages import Add, PreSharedKey
+
+    values = {APPLICATION: b"the component's secret"}
+    knows = GroupConfig(application_psks=values.get)
+    alice = Group.create(bundle(b"alice"), config=knows)
+    bob_bundle = bundle(b"bob")
+    added = alice.commit([Add(bob_bundle.key_package), PreSharedKey(APPLICATION)], force_path=False)
+    assert added.welcome is not None
+    with pytest.raises(ValidationError, match="unknown application PSK"):
+        Group.join(added.welcome.to_bytes(), bob_bundle, config=GroupConfig())
+    bob = Group.join(added.welcome.to_bytes(), bob_bundle, config=knows)
+    alice = added.group
+    assert bob.epoch_authenticator == alice.epoch_authenticator
+
+    second = PreSharedKeyID.application(0x0006, b"\x08" * 32, b"\x04" * 32)
+    values[second] = b"the next one"
+    commit = bob.commit([PreSharedKey(second)])
+    processed = alice.process(commit.message.to_bytes())
+    assert processed.group.epoch_authenticator == commit.group.epoch_authenticator  # type: ignore[attr-defined]
+    forgetful = Group.join(added.welcome.to_bytes(), bob_bundle, config=GroupConfig(
+        application_psks={APPLICATION: values[APPLICATION]}.get))  # joined, but never learns ``second``
+    epoch = forgetful.epoch
+    with pytest.raises(ValidationError, match="unknown application PSK"):
+        forgetful.process(alice.commit([PreSharedKey(second)]).message.to_bytes())
+    assert forgetful.epoch == epoch

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from mls2p.testing import two_party
 from mlscore.crypto import get_suite
 from mlscore.errors import DecodeError, MLSError, ReplayError, ValidationError
-from mlscore.extensions import Extension, ExtensionType
+from mlscore.extensions import Extension, ExtensionType, get_extension
+from mlscore.group import Group, GroupConfig
+from mlscore.messages import (
+    AppDataUpdate,
+    AppDataUpdateOperation,
+    GroupContextExtensions,
+    proposal_bytes,
+    proposal_from_bytes,
+)
 from mlscore.safe_app import (
     AppDataDictionary,
     ComponentData,
@@ -86,3 +94,64 @@ def test_decoders_raise_only_our_errors(data: bytes) -> None:
     for decoder in (AppDataDictionary.from_bytes, SafeAAD.from_bytes, split_authenticated_data):
         with contextlib.suppress(MLSError):
             decoder(data)
+
+
+# -- AppDataUpdate (section 4.7) ------------------------------------------------------------------------
+
+COUNTER = 0x0F00
+
+
+def counter(current: bytes | None, updates: list[bytes]) -> bytes:
+    """A component whose data is a number each update adds to (an update of 0 is invalid)."""
+    value = int.from_bytes(current, "big") if current is not None else 0
+    for update in updates:
+        if not int.from_bytes(update, "big"):
+            raise ValidationError("the counter only moves forward")
+        value += int.from_bytes(update, "big")
+    return value.to_bytes(8, "big")
+
+
+def dictionary_of(group: Group) -> dict[int, bytes]:
+    extension = get_extension(group.context.extensions, ExtensionType.APP_DATA_DICTIONARY)
+    if extension is None:
+        return {}
+    return {c.component_id: c.data for c in extension.decoded(AppDataDictionary).component_data}
+
+
+def test_app_data_update_changes_both_members_group_context() -> None:
+    update = AppDataUpdate(COUNTER, AppDataUpdateOperation.UPDATE, (5).to_bytes(1, "big"))
+    assert proposal_from_bytes(proposal_bytes(update)) == update
+    assert proposal_bytes(update) == b"\x00\x08\x0f\x00\x01\x01\x05"
+    remove = AppDataUpdate(COUNTER, AppDataUpdateOperation.REMOVE)
+    assert proposal_from_bytes(proposal_bytes(remove)) == remove
+
+    config = GroupConfig(app_data_components={COUNTER: counter})
+    alice, bob = two_party(config=config)
+    first = alice.commit([update, AppDataUpdate(COUNTER, AppDataUpdateOperation.UPDATE, b"\x02")], force_path=False)
+    bob = bob.process(first.message.to_bytes()).group  # type: ignore[attr-defined]
+    alice = first.group
+    assert dictionary_of(alice)[COUNTER] == dictionary_of(bob)[COUNTER] == (7).to_bytes(8, "big")
+    assert alice.epoch_authenticator == bob.epoch_authenticator
+
+    epoch = bob.epoch
+    for bad in ([AppDataUpdate(COUNTER, AppDataUpdateOperation.UPDATE, b"\x00")],  # the component says no
+                [AppDataUpdate(0x0F01, AppDataUpdateOperation.UPDATE, b"\x01")],  # nobody's component
+                [remove, update],  # remove mixed with an update
+                [update, GroupContextExtensions(alice.context.extensions)]):
+        with pytest.raises(ValidationError):
+            alice.commit(bad, force_path=False)
+    assert bob.epoch == epoch
+
+    gone = bob.commit([remove], force_path=False)
+    alice = alice.process(gone.message.to_bytes()).group  # type: ignore[attr-defined]
+    assert COUNTER not in dictionary_of(alice) and COUNTER not in dictionary_of(gone.group)
+    with pytest.raises(ValidationError, match="no app data to remove"):
+        alice.commit([remove], force_path=False)
+
+
+def test_a_receiver_without_the_components_logic_refuses_the_commit() -> None:
+    alice, bob = two_party(config=GroupConfig(app_data_components={COUNTER: counter}))
+    commit = alice.commit([AppDataUpdate(COUNTER, AppDataUpdateOperation.UPDATE, b"\x01")], force_path=False)
+    unaware = Group.from_state(bob.to_state(), config=GroupConfig())  # the same member, without the logic
+    with pytest.raises(ValidationError, match="no logic"):
+        unaware.process(commit.message.to_bytes())

@@ -72,7 +72,7 @@ def create_commit(group: Group, proposals: Sequence[Proposal] = (), *, force_pat
                                   "not an Update proposal")
     validate_proposal_list(covered, group.own_leaf, group.tree)
     tree = group.tree.copy()
-    applied = apply_proposals(tree, covered, group.context.extensions)
+    applied = apply_proposals(tree, covered, group.context.extensions, group.config.app_data_components)
     with_path = force_path or path_required(covered)
 
     def provisional_context(tree_hash: bytes) -> GroupContext:
@@ -144,7 +144,7 @@ def process_commit(group: Group, authenticated: AuthenticatedContent, now: int |
     if path_required(covered) and commit.path is None:
         raise ValidationError("this commit must carry an UpdatePath")
     tree = group.tree.copy()
-    applied = apply_proposals(tree, covered, group.context.extensions)
+    applied = apply_proposals(tree, covered, group.context.extensions, group.config.app_data_components)
     own_leaf = group.own_leaf
     if own_leaf >= tree.n_leaves or tree.leaf(own_leaf) is None:
         raise StateError("this commit removes us from the group")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..credentials import AuthenticationService
+from ..errors import ValidationError
 from ..framing import MLSMessage, Sender, WireFormat
 from ..messages import Commit, GroupInfo, Proposal
-from ..schedule.psk import PreSharedKeyID
+from ..safe_app import AppDataComponent
+from ..schedule.psk import PreSharedKeyID, PSKType
 
 if TYPE_CHECKING:
     from .state import Group
@@ -25,7 +27,10 @@ class GroupConfig:
     """Policy that is not part of the protocol state.
 
     ``authentication_service`` validates every credential the group meets.
-    ``external_psks`` resolves external PSK ids.  ``handshake_wire_format``
+    ``external_psks`` resolves external PSK ids, ``application_psks`` the
+    application PSK ids of draft-ietf-mls-extensions (a component's own PSKs),
+    and ``app_data_components`` holds each component's logic for the
+    AppDataUpdate proposals that change its GroupContext data.  ``handshake_wire_format``
     chooses PublicMessage or PrivateMessage for the commits we send.
     ``now`` (seconds since the epoch) enables lifetime checks; the core never
     reads a clock, so a caller that wants them passes the time in (here, or
@@ -40,6 +45,8 @@ class GroupConfig:
 
     authentication_service: AuthenticationService | None = None
     external_psks: PskLookup | None = None
+    application_psks: PskLookup | None = None
+    app_data_components: Mapping[int, AppDataComponent] = field(default_factory=dict)
     handshake_wire_format: WireFormat = WireFormat.PUBLIC_MESSAGE
     padding: int = 0
     resumption_psk_history: int = DEFAULT_RESUMPTION_PSK_HISTORY
@@ -88,3 +95,18 @@ class CommitMessage:
 
 
 ProcessedMessage = ApplicationMessage | ProposalMessage | CommitMessage
+
+
+def resolve_held_psk(psk_id: PreSharedKeyID, config: GroupConfig | None) -> bytes:
+    """The value of an external or application PSK: the application holds those (RFC 9420 section 8.4,
+    draft-ietf-mls-extensions section 4.5), through ``config``'s lookups."""
+    if psk_id.psktype == PSKType.APPLICATION:
+        lookup = config.application_psks if config else None
+        what = f"application PSK {psk_id.psk_id.hex()} of component {psk_id.component_id:#06x}"
+    else:
+        lookup = config.external_psks if config else None
+        what = f"external PSK {psk_id.psk_id.hex()}"
+    value = lookup(psk_id) if lookup else None
+    if value is None:
+        raise ValidationError(f"unknown {what}")
+    return value

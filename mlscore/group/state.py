@@ -51,6 +51,7 @@ from .results import (
     GroupConfig,
     ProcessedMessage,
     ProposalMessage,
+    resolve_held_psk,
 )
 from .welcome import join
 
@@ -357,11 +358,8 @@ class Group:
         return compute_psk_secret(self.suite, [(psk_id, self._resolve_psk(psk_id)) for psk_id in psk_ids])
 
     def _resolve_psk(self, psk_id: PreSharedKeyID) -> bytes:
-        if psk_id.psktype == PSKType.EXTERNAL:
-            value = self.config.external_psks(psk_id) if self.config.external_psks else None
-            if value is None:
-                raise ValidationError(f"unknown external PSK {psk_id.psk_id.hex()}")
-            return value
+        if psk_id.psktype != PSKType.RESUMPTION:
+            return resolve_held_psk(psk_id, self.config)
         if psk_id.psk_group_id != self.group_id:
             raise ValidationError("resumption PSK from another group is not available")
         value = self._resumption_psks.get(psk_id.psk_epoch)

@@ -20,7 +20,7 @@ from ..schedule.key_schedule import EpochSecrets
 from ..schedule.psk import PreSharedKeyID, PSKType, compute_psk_secret
 from ..tree.ratchet_tree import HPKECiphertext, RatchetTree, decode_ratchet_tree
 from ..tree.treekem import PathState, import_path_secret
-from .results import GroupConfig, PskLookup
+from .results import GroupConfig, resolve_held_psk
 
 if TYPE_CHECKING:
     from .state import Group
@@ -48,7 +48,7 @@ def join(cls: type[Group], welcome: MLSMessage | Welcome | bytes, bundle: KeyPac
          ratchet_tree: bytes | None = None, config: GroupConfig | None = None) -> Group:
     """Join from a Welcome (section 12.4.3.1); the tree comes in-band or from ``ratchet_tree``."""
     config = config or GroupConfig()
-    opened = open_welcome(welcome, bundle.key_package, bundle.init_priv, config.external_psks)
+    opened = open_welcome(welcome, bundle.key_package, bundle.init_priv, config)
     suite, group_secrets, group_info = opened.suite, opened.group_secrets, opened.group_info
     context = group_info.group_context
     tree_data = find_extension(group_info.extensions, ExtensionType.RATCHET_TREE)
@@ -101,8 +101,10 @@ class OpenedWelcome:
 
 
 def open_welcome(welcome: MLSMessage | Welcome | bytes, key_package: KeyPackage, init_priv: bytes,
-                 external_psks: PskLookup | None = None) -> OpenedWelcome:
+                 config: GroupConfig | None = None) -> OpenedWelcome:
     """Decrypt our GroupSecrets and the GroupInfo, and check the GroupInfo's confirmation tag.
+
+    ``config`` resolves the external and application PSKs the Welcome names.
 
     The GroupInfo signature needs the signer's key from the tree, so the caller checks it.
     """
@@ -124,12 +126,9 @@ def open_welcome(welcome: MLSMessage | Welcome | bytes, key_package: KeyPackage,
         mine.encrypted_group_secrets.kem_output, mine.encrypted_group_secrets.ciphertext))
     psks = []
     for psk_id in group_secrets.psks:
-        if psk_id.psktype != PSKType.EXTERNAL:
+        if psk_id.psktype == PSKType.RESUMPTION:
             raise ValidationError("a resumption PSK cannot be resolved by a new member")
-        value = external_psks(psk_id) if external_psks else None
-        if value is None:
-            raise ValidationError(f"unknown external PSK {psk_id.psk_id.hex()}")
-        psks.append((psk_id, value))
+        psks.append((psk_id, resolve_held_psk(psk_id, config)))
     psk_secret = compute_psk_secret(suite, psks)
     welcome_secret = _schedule.welcome_secret(suite, group_secrets.joiner_secret, psk_secret)
     key, nonce = _schedule.welcome_key_nonce(suite, welcome_secret)

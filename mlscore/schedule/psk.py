@@ -1,4 +1,10 @@
-"""Pre-shared keys (RFC 9420 section 8.4): identifiers and the psk_secret chain."""
+"""Pre-shared keys (RFC 9420 section 8.4): identifiers and the psk_secret chain.
+
+Besides RFC 9420's external and resumption PSKs, the ``application`` type of
+draft-ietf-mls-extensions (section 4.5): a PSK that a component of the
+application derives and names by (component id, psk_id); APQ-MLS injects the PQ
+group's secret into the traditional group this way.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from ..errors import ValidationError
 class PSKType(IntEnum):
     EXTERNAL = 1
     RESUMPTION = 2
+    APPLICATION = 3  # draft-ietf-mls-extensions section 4.5
 
 
 class ResumptionPSKUsage(IntEnum):
@@ -28,7 +35,8 @@ class PreSharedKeyID(Struct):
     """Names a PSK (section 8.4).  Only the fields of ``psktype`` are encoded; build with the classmethods."""
 
     psktype: PSKType
-    psk_id: bytes = b""  # external
+    psk_id: bytes = b""  # external and application
+    component_id: int = 0  # application
     usage: ResumptionPSKUsage = ResumptionPSKUsage.APPLICATION  # resumption
     psk_group_id: bytes = b""
     psk_epoch: int = 0
@@ -39,6 +47,11 @@ class PreSharedKeyID(Struct):
         return cls(PSKType.EXTERNAL, psk_id=psk_id, psk_nonce=psk_nonce)
 
     @classmethod
+    def application(cls, component_id: int, psk_id: bytes, psk_nonce: bytes) -> PreSharedKeyID:
+        """A PSK of the application's component ``component_id`` (draft-ietf-mls-extensions, section 4.5)."""
+        return cls(PSKType.APPLICATION, psk_id=psk_id, component_id=component_id, psk_nonce=psk_nonce)
+
+    @classmethod
     def resumption(cls, group_id: bytes, epoch: int, psk_nonce: bytes,
                    usage: ResumptionPSKUsage = ResumptionPSKUsage.APPLICATION) -> PreSharedKeyID:
         return cls(PSKType.RESUMPTION, usage=usage, psk_group_id=group_id, psk_epoch=epoch, psk_nonce=psk_nonce)
@@ -47,6 +60,8 @@ class PreSharedKeyID(Struct):
         w.u8(self.psktype)
         if self.psktype == PSKType.EXTERNAL:
             w.opaque(self.psk_id)
+        elif self.psktype == PSKType.APPLICATION:
+            w.u16(self.component_id).opaque(self.psk_id)
         else:
             w.u8(self.usage).opaque(self.psk_group_id).u64(self.psk_epoch)
         w.opaque(self.psk_nonce)
@@ -56,6 +71,9 @@ class PreSharedKeyID(Struct):
         psktype = decode_enum(PSKType, r.u8(), "PSK type")
         if psktype == PSKType.EXTERNAL:
             return cls(psktype, psk_id=r.opaque(), psk_nonce=r.opaque())
+        if psktype == PSKType.APPLICATION:
+            component_id = r.u16()
+            return cls(psktype, component_id=component_id, psk_id=r.opaque(), psk_nonce=r.opaque())
         usage = decode_enum(ResumptionPSKUsage, r.u8(), "resumption PSK usage")
         return cls(psktype, usage=usage, psk_group_id=r.opaque(), psk_epoch=r.u64(), psk_nonce=r.opaque())
 

@@ -1,0 +1,327 @@
+"""The Amortized PQ MLS combiner (APQ-MLS, draft-ietf-mls-combiner, editor's copy of 2026-08) for two members.
+
+APQ-MLS runs two MLS groups side by side: a *traditional* (T) group on a
+classical suite, which carries the application's keys, and a post-quantum (PQ)
+group on an ML-KEM suite.  A PARTIAL commit is an ordinary commit of the T
+group alone (cheap).  A FULL commit commits the PQ group first, exports
+``apq_exporter = SafeExportSecret(0x0006)`` from its new epoch, and commits the T
+group with an application PSK derived from it (section 5.2), so the T key
+schedule is PQ-secure from that epoch on, and stays so through the PARTIAL
+commits that follow until a quantum attacker also learns a later PQ epoch.
+
+Both groups hold an :class:`APQInfo` (group ids, mode, suites, and the epochs of
+the last FULL commit) in their GroupContext ``app_data_dictionary`` under
+component 0x0006; FULL commits update it with AppDataUpdate proposals
+(draft-ietf-mls-extensions 4.7) and both members check that the two copies
+agree with the real epochs.  Adding the second member is a FULL commit, and
+joining takes the PQ Welcome first (its exporter opens the T Welcome).
+
+This module is the core, sans-I/O like the rest of mlscore: :class:`APQPair` is
+one member's pair of groups.  The two-party profile and the transports carry
+its messages (docs/pq.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from typing import Self
+
+from .codec import Reader, Struct, Writer, decode_enum
+from .crypto import get_suite
+from .errors import ValidationError
+from .extensions import Extension, ExtensionType, get_extension
+from .framing import MLSMessage
+from .group import CommitMessage, Group, GroupConfig
+from .key_package import KeyPackageBundle
+from .messages import Add, AppDataUpdate, AppDataUpdateOperation, KeyPackage, PreSharedKey, Proposal
+from .safe_app import AppDataDictionary, ComponentData
+from .schedule.psk import PreSharedKeyID, PSKType
+
+APQ_COMPONENT = 0x0006
+"""``apq_mls_info``: the component id of APQInfo, the APQ exporter and the APQ PSK (section 9.1)."""
+
+
+class APQMode(IntEnum):
+    CONFIDENTIALITY = 0  # PQ/T confidentiality only: the PQ group may sign classically
+    CONFIDENTIALITY_AND_AUTHENTICITY = 1  # the PQ group signs with ML-DSA too
+
+
+@dataclass(frozen=True)
+class APQInfo(Struct):
+    """Section 5.1: the pair's fixed description and the epochs of its last FULL commit."""
+
+    t_group_id: bytes
+    pq_group_id: bytes
+    mode: APQMode
+    t_cipher_suite: int
+    pq_cipher_suite: int
+    t_epoch: int
+    pq_epoch: int
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.t_group_id).opaque(self.pq_group_id).u8(self.mode).u16(self.t_cipher_suite)
+        w.u16(self.pq_cipher_suite).u64(self.t_epoch).u64(self.pq_epoch)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        return cls(r.opaque(), r.opaque(), decode_enum(APQMode, r.u8(), "APQ mode"), r.u16(), r.u16(), r.u64(),
+                   r.u64())
+
+    def same_pair(self, other: APQInfo) -> bool:
+        """Everything but the epochs is equal: the fields that may never change."""
+        return replace(self, t_epoch=0, pq_epoch=0) == replace(other, t_epoch=0, pq_epoch=0)
+
+
+class APQUpdateType(IntEnum):
+    FULL_UPDATE = 0
+    NEW_T_EPOCH = 1
+    NEW_PQ_EPOCH = 2
+
+
+@dataclass(frozen=True)
+class APQInfoUpdate(Struct):
+    """Section 5.1.1: the ``update`` of an AppDataUpdate for component 0x0006."""
+
+    update_type: APQUpdateType
+    info: APQInfo | None = None  # full_update
+    epoch: int = 0  # new_t_epoch / new_pq_epoch
+
+    def encode(self, w: Writer) -> None:
+        w.u8(self.update_type)
+        if self.update_type == APQUpdateType.FULL_UPDATE:
+            assert self.info is not None
+            w.struct(self.info)
+        else:
+            w.u64(self.epoch)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        update_type = decode_enum(APQUpdateType, r.u8(), "APQInfo update type")
+        if update_type == APQUpdateType.FULL_UPDATE:
+            return cls(update_type, info=APQInfo.decode(r))
+        return cls(update_type, epoch=r.u64())
+
+
+def apq_info_logic(current: bytes | None, updates: Sequence[bytes]) -> bytes:
+    """The component logic of 0x0006 for AppDataUpdate (section 5.1.1): one ``full_update``, or a
+    ``new_t_epoch`` and a ``new_pq_epoch`` applied to an existing APQInfo; the fixed fields never change."""
+    changes = [APQInfoUpdate.from_bytes(update) for update in updates]
+    old = APQInfo.from_bytes(current) if current is not None else None
+    if len(changes) == 1 and changes[0].update_type == APQUpdateType.FULL_UPDATE:
+        new = changes[0].info
+        assert new is not None
+        if old is not None and not old.same_pair(new):
+            raise ValidationError("an APQInfo update changes more than the two epochs")
+        return new.to_bytes()
+    kinds = sorted(change.update_type for change in changes)
+    if kinds != [APQUpdateType.NEW_T_EPOCH, APQUpdateType.NEW_PQ_EPOCH] or old is None:
+        raise ValidationError("an APQInfo changes by one full_update, or by new_t_epoch and new_pq_epoch together")
+    epochs = {change.update_type: change.epoch for change in changes}
+    return replace(old, t_epoch=epochs[APQUpdateType.NEW_T_EPOCH],
+                   pq_epoch=epochs[APQUpdateType.NEW_PQ_EPOCH]).to_bytes()
+
+
+def apq_info_of(group: Group) -> APQInfo | None:
+    extension = get_extension(group.context.extensions, ExtensionType.APP_DATA_DICTIONARY)
+    data = extension.decoded(AppDataDictionary).get(APQ_COMPONENT) if extension is not None else None
+    return APQInfo.from_bytes(data) if data is not None else None
+
+
+def with_apq_info(extensions: Sequence[Extension], info: APQInfo) -> tuple[Extension, ...]:
+    """GroupContext extensions with ``info`` put into (or added as) the app_data_dictionary (group creation)."""
+    extension = get_extension(extensions, ExtensionType.APP_DATA_DICTIONARY)
+    entries = ({c.component_id: c.data for c in extension.decoded(AppDataDictionary).component_data}
+               if extension is not None else {})
+    entries[APQ_COMPONENT] = info.to_bytes()
+    dictionary = Extension(ExtensionType.APP_DATA_DICTIONARY, AppDataDictionary(
+        tuple(ComponentData(i, entries[i]) for i in sorted(entries))).to_bytes())
+    others = tuple(e for e in extensions if e.extension_type != ExtensionType.APP_DATA_DICTIONARY)
+    return (*others, dictionary)
+
+
+@dataclass(frozen=True)
+class FullCommit:
+    """The two commits of a FULL commit (PQ first), the Welcomes if it added the peer, and the next pair."""
+
+    pq_message: MLSMessage
+    t_message: MLSMessage
+    pq_welcome: MLSMessage | None
+    t_welcome: MLSMessage | None
+    pair: APQPair
+
+
+class APQPair:
+    """One member's pair of groups (T and PQ) under APQ-MLS, for a group of two (see the module).
+
+    Like :class:`~mlscore.group.Group`, every operation returns the next pair and leaves this one as it was:
+    the caller adopts the next pair when the profile says so.
+    """
+
+    def __init__(self, t: Group, pq: Group, info: APQInfo, psks: dict[bytes, bytes] | None = None) -> None:
+        self.t, self.pq, self.info = t, pq, info
+        # apq_psk_id -> apq_psk, seen by the T group's config: holds one PSK only while a T commit is made or
+        # read (the T group needs it for nothing else, and an old PSK is an old secret)
+        self._psks = psks if psks is not None else {}
+
+    def __repr__(self) -> str:
+        return f"APQPair(t_epoch={self.t.epoch}, pq_epoch={self.pq.epoch}, mode={self.info.mode.name})"
+
+    # -- configuration shared by both groups ---------------------------------------------------------------
+
+    @staticmethod
+    def shared_config(base: GroupConfig | None, psks: dict[bytes, bytes]) -> GroupConfig:
+        """``base`` with the APQInfo logic and a lookup of the APQ PSKs this pair derived."""
+        base = base or GroupConfig()
+
+        def lookup(psk_id: PreSharedKeyID) -> bytes | None:
+            if psk_id.component_id == APQ_COMPONENT:
+                return psks.get(psk_id.psk_id)
+            return base.application_psks(psk_id) if base.application_psks else None
+        return replace(base, application_psks=lookup,
+                       app_data_components={**base.app_data_components, APQ_COMPONENT: apq_info_logic})
+
+    # -- creating and joining ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, t_bundle: KeyPackageBundle, pq_bundle: KeyPackageBundle, *, mode: APQMode = APQMode.CONFIDENTIALITY,
+               extensions: Sequence[Extension] = (), config: GroupConfig | None = None) -> APQPair:
+        """Both groups, one member each, epoch 0, each holding the pair's APQInfo (its epochs 0)."""
+        t_suite, pq_suite = t_bundle.key_package.cipher_suite, pq_bundle.key_package.cipher_suite
+        info = APQInfo(os.urandom(16), os.urandom(16), mode, t_suite, pq_suite, 0, 0)
+        check_suites(info)
+        psks: dict[bytes, bytes] = {}
+        shared = cls.shared_config(config, psks)
+        pq = Group.create(pq_bundle, group_id=info.pq_group_id, extensions=with_apq_info(extensions, info),
+                          config=shared)
+        t = Group.create(t_bundle, group_id=info.t_group_id, extensions=with_apq_info(extensions, info),
+                         config=shared)
+        return cls(t, pq, info, psks)
+
+    @classmethod
+    def join(cls, pq_welcome: MLSMessage | bytes, t_welcome: MLSMessage | bytes, t_bundle: KeyPackageBundle,
+             pq_bundle: KeyPackageBundle, *, config: GroupConfig | None = None) -> APQPair:
+        """Section 3.2: the PQ Welcome first, its exporter opens the T Welcome; then both APQInfos are checked."""
+        psks: dict[bytes, bytes] = {}
+        shared = cls.shared_config(config, psks)
+        pq = Group.join(pq_welcome, pq_bundle, config=shared)
+        info = apq_info_of(pq)
+        if info is None:
+            raise ValidationError("the PQ Welcome's group has no APQInfo")
+        check_suites(info)
+        psk_id, psk = derive_apq_psk(pq, info.t_cipher_suite)
+        psks[psk_id] = psk
+        try:
+            t = Group.join(t_welcome, t_bundle, config=shared)
+        finally:
+            del psks[psk_id]
+        pair = cls(t, pq, info, psks)
+        pair._check_after_full()
+        if len(t.members()) != len(pq.members()):
+            raise ValidationError("the T and PQ groups do not have the same members")
+        return pair
+
+    # -- commits --------------------------------------------------------------------------------------------
+
+    def commit_full(self, *, add: tuple[KeyPackage, KeyPackage] | None = None) -> FullCommit:
+        """A FULL commit (section 3.1): the PQ group's commit (with an UpdatePath), then the T group's with the
+        APQ PSK; ``add`` = (T KeyPackage, PQ KeyPackage) adds the peer (adding is always FULL)."""
+        info = replace(self.info, t_epoch=self.t.epoch + 1, pq_epoch=self.pq.epoch + 1)
+        update = AppDataUpdate(APQ_COMPONENT, AppDataUpdateOperation.UPDATE,
+                               APQInfoUpdate(APQUpdateType.FULL_UPDATE, info=info).to_bytes())
+        pq_proposals: list[Proposal] = [update]
+        t_proposals: list[Proposal] = [update]
+        if add is not None:
+            pq_proposals.insert(0, Add(add[1]))
+            t_proposals.insert(0, Add(add[0]))
+        pq_result = self.pq.commit(pq_proposals, force_path=True)
+        psk_id, psk = derive_apq_psk(pq_result.group, self.info.t_cipher_suite)
+        t_suite = get_suite(self.info.t_cipher_suite)
+        nonce = os.urandom(t_suite.hash_len)
+        t_proposals.append(PreSharedKey(PreSharedKeyID.application(APQ_COMPONENT, psk_id, nonce)))
+        self._psks[psk_id] = psk
+        try:
+            t_result = self.t.commit(t_proposals, force_path=True)
+        finally:
+            del self._psks[psk_id]
+        pair = APQPair(t_result.group, pq_result.group, info, self._psks)
+        pair._check_after_full()
+        return FullCommit(pq_result.message, t_result.message, pq_result.welcome, t_result.welcome, pair)
+
+    def commit_partial(self) -> tuple[MLSMessage, APQPair]:
+        """A PARTIAL commit: the T group alone, with an UpdatePath (classical PCS; the PQ PSK stays in force)."""
+        result = self.t.commit([], force_path=True)
+        return result.message, APQPair(result.group, self.pq, self.info, self._psks)
+
+    def process_full(self, pq_message: MLSMessage | bytes, t_message: MLSMessage | bytes) -> APQPair:
+        """The peer's FULL commit: the PQ commit first, then the T commit, which must carry the APQ PSK."""
+        pq_processed = self.pq.process(pq_message)
+        if not isinstance(pq_processed, CommitMessage):
+            raise ValidationError("the first message of a FULL commit is not a PQ commit")
+        psk_id, psk = derive_apq_psk(pq_processed.group, self.info.t_cipher_suite)
+        self._psks[psk_id] = psk
+        try:
+            t_processed = self.t.process(t_message)
+        finally:
+            del self._psks[psk_id]
+        if not isinstance(t_processed, CommitMessage):
+            raise ValidationError("the second message of a FULL commit is not a T commit")
+        carried = [p.proposal.psk for p in t_processed.commit.proposals
+                   if p.proposal is not None and isinstance(p.proposal, PreSharedKey)]
+        if not any(p.psktype == PSKType.APPLICATION and p.component_id == APQ_COMPONENT and p.psk_id == psk_id
+                   for p in carried):
+            raise ValidationError("the T commit of a FULL commit does not carry the PQ group's PSK")
+        new_info = apq_info_of(t_processed.group)
+        assert new_info is not None
+        pair = APQPair(t_processed.group, pq_processed.group, new_info, self._psks)
+        pair._check_after_full()
+        return pair
+
+    def process_partial(self, t_message: MLSMessage | bytes) -> APQPair:
+        processed = self.t.process(t_message)
+        if not isinstance(processed, CommitMessage):
+            raise ValidationError("a PARTIAL commit is a T commit")
+        if apq_info_of(processed.group) != apq_info_of(self.t):
+            raise ValidationError("a PARTIAL commit must not change APQInfo")
+        return APQPair(processed.group, self.pq, self.info, self._psks)
+
+    # -- checks ---------------------------------------------------------------------------------------------
+
+    def _check_after_full(self) -> None:
+        """Sections 5.1.1-5.1.2: both groups' APQInfo agree with each other, with the pair, and with the real
+        epochs and suites."""
+        t_info, pq_info = apq_info_of(self.t), apq_info_of(self.pq)
+        if t_info is None or pq_info is None or t_info != pq_info:
+            raise ValidationError("the T and PQ groups' APQInfo differ")
+        if not t_info.same_pair(self.info):
+            raise ValidationError("APQInfo changed a field that is fixed for the pair")
+        if (t_info.t_epoch, t_info.pq_epoch) != (self.t.epoch, self.pq.epoch):
+            raise ValidationError(f"APQInfo names epochs {t_info.t_epoch}/{t_info.pq_epoch}, the groups are at "
+                                  f"{self.t.epoch}/{self.pq.epoch}")
+        if (self.t.group_id, self.pq.group_id) != (t_info.t_group_id, t_info.pq_group_id) or (
+                self.t.suite.id, self.pq.suite.id) != (t_info.t_cipher_suite, t_info.pq_cipher_suite):
+            raise ValidationError("APQInfo does not describe these two groups")
+        self.info = t_info
+
+
+def derive_apq_psk(pq: Group, t_suite_id: int) -> tuple[bytes, bytes]:
+    """Section 5.2: (apq_psk_id, apq_psk) from the PQ epoch's SafeExportSecret(0x0006), derived with the T suite's
+    KDF; the exporter is single-use (it cannot be asked for again in this epoch) and is not kept."""
+    exporter = pq.safe_export(APQ_COMPONENT)
+    t_suite = get_suite(t_suite_id)
+    return t_suite.derive_secret(exporter, "psk_id"), t_suite.derive_secret(exporter, "psk")
+
+
+def check_suites(info: APQInfo) -> None:
+    """Section 7.1: a classical T suite, a PQ suite whose KEM is ML-KEM (not hybrid), and in mode 1 a PQ
+    signature in the PQ group."""
+    t_suite, pq_suite = get_suite(info.t_cipher_suite), get_suite(info.pq_cipher_suite)
+    if t_suite.kem_id not in (0x0010, 0x0011, 0x0012, 0x0020, 0x0021):
+        raise ValidationError(f"the T group's suite {t_suite.name} is not a classical (DHKEM) suite")
+    if pq_suite.kem_id not in (0x0041, 0x0042):
+        raise ValidationError(f"the PQ group's suite {pq_suite.name} does not use a pure ML-KEM (hybrid KEMs are "
+                              "refused in the PQ group)")
+    if info.mode == APQMode.CONFIDENTIALITY_AND_AUTHENTICITY and not pq_suite.signature_scheme.startswith("mldsa"):
+        raise ValidationError(f"mode 1 needs a PQ signature in the PQ group, not {pq_suite.signature_scheme}")
