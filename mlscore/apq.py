@@ -23,8 +23,9 @@ its messages (docs/pq.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Self
@@ -33,7 +34,7 @@ from .codec import Reader, Struct, Writer, decode_enum
 from .crypto import get_suite
 from .errors import ValidationError
 from .extensions import Extension, ExtensionType, get_extension
-from .framing import MLSMessage
+from .framing import ContentType, MLSMessage, PrivateMessage, PublicMessage
 from .group import CommitMessage, Group, GroupConfig
 from .key_package import KeyPackageBundle
 from .messages import Add, AppDataUpdate, AppDataUpdateOperation, KeyPackage, PreSharedKey, Proposal
@@ -160,11 +161,11 @@ class APQPair:
     the caller adopts the next pair when the profile says so.
     """
 
-    def __init__(self, t: Group, pq: Group, info: APQInfo, psks: dict[bytes, bytes] | None = None) -> None:
+    def __init__(self, t: Group, pq: Group, info: APQInfo, psks: ApqPsks | None = None) -> None:
         self.t, self.pq, self.info = t, pq, info
-        # apq_psk_id -> apq_psk, seen by the T group's config: holds one PSK only while a T commit is made or
-        # read (the T group needs it for nothing else, and an old PSK is an old secret)
-        self._psks = psks if psks is not None else {}
+        # seen by the T group's config: holds one PSK only while a T commit is made or read (the T group needs
+        # it for nothing else, and an old PSK is an old secret)
+        self._psks = psks if psks is not None else ApqPsks()
 
     def __repr__(self) -> str:
         return f"APQPair(t_epoch={self.t.epoch}, pq_epoch={self.pq.epoch}, mode={self.info.mode.name})"
@@ -172,13 +173,13 @@ class APQPair:
     # -- configuration shared by both groups ---------------------------------------------------------------
 
     @staticmethod
-    def shared_config(base: GroupConfig | None, psks: dict[bytes, bytes]) -> GroupConfig:
+    def shared_config(base: GroupConfig | None, psks: ApqPsks) -> GroupConfig:
         """``base`` with the APQInfo logic and a lookup of the APQ PSKs this pair derived."""
         base = base or GroupConfig()
 
         def lookup(psk_id: PreSharedKeyID) -> bytes | None:
             if psk_id.component_id == APQ_COMPONENT:
-                return psks.get(psk_id.psk_id)
+                return psks.resolve(psk_id.psk_id)
             return base.application_psks(psk_id) if base.application_psks else None
         return replace(base, application_psks=lookup,
                        app_data_components={**base.app_data_components, APQ_COMPONENT: apq_info_logic})
@@ -192,7 +193,7 @@ class APQPair:
         t_suite, pq_suite = t_bundle.key_package.cipher_suite, pq_bundle.key_package.cipher_suite
         info = APQInfo(os.urandom(16), os.urandom(16), mode, t_suite, pq_suite, 0, 0)
         check_suites(info)
-        psks: dict[bytes, bytes] = {}
+        psks = ApqPsks()
         shared = cls.shared_config(config, psks)
         pq = Group.create(pq_bundle, group_id=info.pq_group_id, extensions=with_apq_info(extensions, info),
                           config=shared)
@@ -204,7 +205,7 @@ class APQPair:
     def join(cls, pq_welcome: MLSMessage | bytes, t_welcome: MLSMessage | bytes, t_bundle: KeyPackageBundle,
              pq_bundle: KeyPackageBundle, *, config: GroupConfig | None = None) -> APQPair:
         """Section 3.2: the PQ Welcome first, its exporter opens the T Welcome; then both APQInfos are checked."""
-        psks: dict[bytes, bytes] = {}
+        psks = ApqPsks()
         shared = cls.shared_config(config, psks)
         pq = Group.join(pq_welcome, pq_bundle, config=shared)
         info = apq_info_of(pq)
@@ -212,15 +213,13 @@ class APQPair:
             raise ValidationError("the PQ Welcome's group has no APQInfo")
         check_suites(info)
         psk_id, psk = derive_apq_psk(pq, info.t_cipher_suite)
-        psks[psk_id] = psk
-        try:
+        with psks.offering(psk_id, psk):
             t = Group.join(t_welcome, t_bundle, config=shared)
-        finally:
-            del psks[psk_id]
+            if not psks.used:
+                raise ValidationError("the T Welcome does not use the PQ group's PSK: its first epoch would be "
+                                      "classical only")
         pair = cls(t, pq, info, psks)
         pair._check_after_full()
-        if len(t.members()) != len(pq.members()):
-            raise ValidationError("the T and PQ groups do not have the same members")
         return pair
 
     # -- commits --------------------------------------------------------------------------------------------
@@ -241,11 +240,8 @@ class APQPair:
         t_suite = get_suite(self.info.t_cipher_suite)
         nonce = os.urandom(t_suite.hash_len)
         t_proposals.append(PreSharedKey(PreSharedKeyID.application(APQ_COMPONENT, psk_id, nonce)))
-        self._psks[psk_id] = psk
-        try:
+        with self._psks.offering(psk_id, psk):
             t_result = self.t.commit(t_proposals, force_path=True)
-        finally:
-            del self._psks[psk_id]
         pair = APQPair(t_result.group, pq_result.group, info, self._psks)
         pair._check_after_full()
         return FullCommit(pq_result.message, t_result.message, pq_result.welcome, t_result.welcome, pair)
@@ -256,33 +252,37 @@ class APQPair:
         return result.message, APQPair(result.group, self.pq, self.info, self._psks)
 
     def process_full(self, pq_message: MLSMessage | bytes, t_message: MLSMessage | bytes) -> APQPair:
-        """The peer's FULL commit: the PQ commit first, then the T commit, which must carry the APQ PSK."""
+        """The peer's FULL commit: the PQ commit first, then the T commit, which must carry the APQ PSK; both
+        with an UpdatePath (a FULL commit is the committer's PQ post-compromise security)."""
+        pq_message, t_message = _commit_message(pq_message, "PQ"), _commit_message(t_message, "T")
         pq_processed = self.pq.process(pq_message)
-        if not isinstance(pq_processed, CommitMessage):
-            raise ValidationError("the first message of a FULL commit is not a PQ commit")
+        assert isinstance(pq_processed, CommitMessage)  # a commit by its content type
         psk_id, psk = derive_apq_psk(pq_processed.group, self.info.t_cipher_suite)
-        self._psks[psk_id] = psk
-        try:
+        with self._psks.offering(psk_id, psk):
             t_processed = self.t.process(t_message)
-        finally:
-            del self._psks[psk_id]
-        if not isinstance(t_processed, CommitMessage):
-            raise ValidationError("the second message of a FULL commit is not a T commit")
+        assert isinstance(t_processed, CommitMessage)
+        if pq_processed.commit.path is None or t_processed.commit.path is None:
+            raise ValidationError("both commits of a FULL commit must carry an UpdatePath")
         carried = [p.proposal.psk for p in t_processed.commit.proposals
                    if p.proposal is not None and isinstance(p.proposal, PreSharedKey)]
         if not any(p.psktype == PSKType.APPLICATION and p.component_id == APQ_COMPONENT and p.psk_id == psk_id
                    for p in carried):
             raise ValidationError("the T commit of a FULL commit does not carry the PQ group's PSK")
-        new_info = apq_info_of(t_processed.group)
-        assert new_info is not None
-        pair = APQPair(t_processed.group, pq_processed.group, new_info, self._psks)
-        pair._check_after_full()
+        pair = APQPair(t_processed.group, pq_processed.group, self.info, self._psks)
+        pair._check_after_full()  # both APQInfos present, equal, with the pair's fixed fields and the new epochs
         return pair
 
     def process_partial(self, t_message: MLSMessage | bytes) -> APQPair:
-        processed = self.t.process(t_message)
-        if not isinstance(processed, CommitMessage):
-            raise ValidationError("a PARTIAL commit is a T commit")
+        """The peer's PARTIAL commit: a T commit with an UpdatePath that changes neither membership (Add and
+        Remove must be FULL, section 3) nor APQInfo."""
+        processed = self.t.process(_commit_message(t_message, "T"))
+        assert isinstance(processed, CommitMessage)
+        if processed.commit.path is None:
+            raise ValidationError("a PARTIAL commit must carry an UpdatePath")
+        kinds = {type(p.proposal).__name__ for p in processed.commit.proposals if p.proposal is not None}
+        if kinds & {"Add", "Remove", "ReInit", "ExternalInit"} or any(
+                p.reference is not None for p in processed.commit.proposals):
+            raise ValidationError("a PARTIAL commit must not change the membership (Add and Remove are FULL)")
         if apq_info_of(processed.group) != apq_info_of(self.t):
             raise ValidationError("a PARTIAL commit must not change APQInfo")
         return APQPair(processed.group, self.pq, self.info, self._psks)
@@ -303,7 +303,58 @@ class APQPair:
         if (self.t.group_id, self.pq.group_id) != (t_info.t_group_id, t_info.pq_group_id) or (
                 self.t.suite.id, self.pq.suite.id) != (t_info.t_cipher_suite, t_info.pq_cipher_suite):
             raise ValidationError("APQInfo does not describe these two groups")
+        if t_info.t_group_id == t_info.pq_group_id:
+            raise ValidationError("the T and PQ groups share a group id")
+        if _members(self.t) != _members(self.pq):
+            raise ValidationError("the T and PQ groups do not have the same members (sections 3.2.1, 3.3)")
         self.info = t_info
+
+
+class ApqPsks:
+    """The APQ PSK the T group may use right now (one at a time, only while a T commit or Welcome is made or
+    read), and whether the T group asked for it."""
+
+    def __init__(self) -> None:
+        self._offered: tuple[bytes, bytes] | None = None
+        self.used = False
+
+    def __repr__(self) -> str:
+        return f"ApqPsks(offered={self._offered is not None})"
+
+    def __bool__(self) -> bool:
+        return self._offered is not None
+
+    @contextlib.contextmanager
+    def offering(self, psk_id: bytes, psk: bytes) -> Iterator[None]:
+        self._offered, self.used = (psk_id, psk), False
+        try:
+            yield
+        finally:
+            self._offered = None
+
+    def resolve(self, psk_id: bytes) -> bytes | None:
+        if self._offered is None or self._offered[0] != psk_id:
+            return None
+        self.used = True
+        return self._offered[1]
+
+
+def _commit_message(message: MLSMessage | bytes, which: str) -> MLSMessage:
+    """``message`` if it is a commit by its cleartext content type; refused before any key is used otherwise
+    (an application message handed here must not burn its generation)."""
+    parsed = MLSMessage.from_bytes(message) if isinstance(message, bytes) else message
+    body = parsed.body
+    content_type = (body.content.content_type if isinstance(body, PublicMessage)
+                    else body.content_type if isinstance(body, PrivateMessage) else None)
+    if content_type != ContentType.COMMIT:
+        raise ValidationError(f"expected the {which} group's commit, got {parsed.wire_format.name}"
+                              + (f" ({content_type.name})" if content_type is not None else ""))
+    return parsed
+
+
+def _members(group: Group) -> list[tuple[int, bytes]]:
+    """Who is in ``group``: each leaf's index and credential (the same members at the same places in both)."""
+    return [(index, leaf.credential.to_bytes()) for index, leaf in group.members()]
 
 
 def derive_apq_psk(pq: Group, t_suite_id: int) -> tuple[bytes, bytes]:

@@ -122,9 +122,8 @@ def test_a_psk_from_another_pq_epoch_does_not_open_the_t_commit() -> None:
     alice, bob = pair_of_two()
     stale_id, stale_psk = derive_apq_psk(Group.from_state(alice.pq.to_state(), config=alice.pq.config),
                                          T_SUITE)  # the current PQ epoch, not the next one
-    alice._psks[stale_id] = stale_psk
-    wrong = alice.t.commit([PreSharedKey(PreSharedKeyID.application(APQ_COMPONENT, stale_id, bytes(32)))])
-    del alice._psks[stale_id]
+    with alice._psks.offering(stale_id, stale_psk):
+        wrong = alice.t.commit([PreSharedKey(PreSharedKeyID.application(APQ_COMPONENT, stale_id, bytes(32)))])
     pq_only = alice.pq.commit([])
     with pytest.raises(ValidationError):
         bob.process_full(pq_only.message.to_bytes(), wrong.message.to_bytes())

@@ -165,7 +165,9 @@ async def test_tunnel_fleet_loses_nothing_when_a_node_dies_mid_commit(tmp_path, 
     assert nodes.restarts == 1  # the node did die mid-commit, and came back
     assert_nothing_lost(reports, RECONNECTS)
     # the dead node cost each of its clients at most one extra resumption
-    assert all(r.resumptions <= RECONNECTS + 1 for r in reports)
+    over = [(r.resumptions, r.retried_rounds, r.failed_connects, r.errors[-5:]) for r in reports
+            if r.resumptions > RECONNECTS + 1]
+    assert not over, over
     # every round rekeyed, except where the dying node broke the connection under the rekey
     assert [r.rekeys + r.rekeys_interrupted for r in reports] == [RECONNECTS + 1] * CLIENTS
     assert sum(r.rekeys_stuck for r in reports) == 0 and sum(r.rekeys_interrupted for r in reports) <= CLIENTS
