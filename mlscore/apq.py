@@ -33,12 +33,12 @@ from typing import Self
 from .codec import Reader, Struct, Writer, decode_enum
 from .crypto import get_suite
 from .errors import ValidationError
-from .extensions import Extension, ExtensionType, get_extension
+from .extensions import Extension
 from .framing import ContentType, MLSMessage, PrivateMessage, PublicMessage
 from .group import CommitMessage, Group, GroupConfig
 from .key_package import KeyPackageBundle
 from .messages import Add, AppDataUpdate, AppDataUpdateOperation, KeyPackage, PreSharedKey, Proposal
-from .safe_app import AppDataDictionary, ComponentData
+from .safe_app import app_data_entries, with_app_data
 from .schedule.psk import PreSharedKeyID, PSKType
 
 APQ_COMPONENT = 0x0006
@@ -126,21 +126,13 @@ def apq_info_logic(current: bytes | None, updates: Sequence[bytes]) -> bytes:
 
 
 def apq_info_of(group: Group) -> APQInfo | None:
-    extension = get_extension(group.context.extensions, ExtensionType.APP_DATA_DICTIONARY)
-    data = extension.decoded(AppDataDictionary).get(APQ_COMPONENT) if extension is not None else None
+    data = app_data_entries(group.context.extensions).get(APQ_COMPONENT)
     return APQInfo.from_bytes(data) if data is not None else None
 
 
 def with_apq_info(extensions: Sequence[Extension], info: APQInfo) -> tuple[Extension, ...]:
     """GroupContext extensions with ``info`` put into (or added as) the app_data_dictionary (group creation)."""
-    extension = get_extension(extensions, ExtensionType.APP_DATA_DICTIONARY)
-    entries = ({c.component_id: c.data for c in extension.decoded(AppDataDictionary).component_data}
-               if extension is not None else {})
-    entries[APQ_COMPONENT] = info.to_bytes()
-    dictionary = Extension(ExtensionType.APP_DATA_DICTIONARY, AppDataDictionary(
-        tuple(ComponentData(i, entries[i]) for i in sorted(entries))).to_bytes())
-    others = tuple(e for e in extensions if e.extension_type != ExtensionType.APP_DATA_DICTIONARY)
-    return (*others, dictionary)
+    return with_app_data(extensions, {**app_data_entries(extensions), APQ_COMPONENT: info.to_bytes()})
 
 
 @dataclass(frozen=True)
@@ -255,12 +247,10 @@ class APQPair:
         """The peer's FULL commit: the PQ commit first, then the T commit, which must carry the APQ PSK; both
         with an UpdatePath (a FULL commit is the committer's PQ post-compromise security)."""
         pq_message, t_message = _commit_message(pq_message, "PQ"), _commit_message(t_message, "T")
-        pq_processed = self.pq.process(pq_message)
-        assert isinstance(pq_processed, CommitMessage)  # a commit by its content type
+        pq_processed = _process_without_consuming(self.pq, pq_message)
         psk_id, psk = derive_apq_psk(pq_processed.group, self.info.t_cipher_suite)
         with self._psks.offering(psk_id, psk):
-            t_processed = self.t.process(t_message)
-        assert isinstance(t_processed, CommitMessage)
+            t_processed = _process_without_consuming(self.t, t_message)
         if pq_processed.commit.path is None or t_processed.commit.path is None:
             raise ValidationError("both commits of a FULL commit must carry an UpdatePath")
         carried = [p.proposal.psk for p in t_processed.commit.proposals
@@ -275,8 +265,7 @@ class APQPair:
     def process_partial(self, t_message: MLSMessage | bytes) -> APQPair:
         """The peer's PARTIAL commit: a T commit with an UpdatePath that changes neither membership (Add and
         Remove must be FULL, section 3) nor APQInfo."""
-        processed = self.t.process(_commit_message(t_message, "T"))
-        assert isinstance(processed, CommitMessage)
+        processed = _process_without_consuming(self.t, _commit_message(t_message, "T"))
         if processed.commit.path is None:
             raise ValidationError("a PARTIAL commit must carry an UpdatePath")
         kinds = {type(p.proposal).__name__ for p in processed.commit.proposals if p.proposal is not None}
@@ -350,6 +339,17 @@ def _commit_message(message: MLSMessage | bytes, which: str) -> MLSMessage:
         raise ValidationError(f"expected the {which} group's commit, got {parsed.wire_format.name}"
                               + (f" ({content_type.name})" if content_type is not None else ""))
     return parsed
+
+
+def _process_without_consuming(group: Group, message: MLSMessage) -> CommitMessage:
+    """Process a commit so that a refusal uses up nothing: a PrivateMessage is opened on a copy of ``group``
+    (opening it takes its handshake key from the secret tree, and a misrouted or forged half of a FULL commit,
+    refused after that, would leave the real one unreadable).  The new epoch is the copy's."""
+    target = group if isinstance(message.body, PublicMessage) else Group.from_state(group.to_state(),
+                                                                                    config=group.config)
+    processed = target.process(message)
+    assert isinstance(processed, CommitMessage)  # _commit_message checked the content type
+    return processed
 
 
 def _members(group: Group) -> list[tuple[int, bytes]]:

@@ -122,9 +122,7 @@ def apply_app_data_updates(extensions: Sequence[Extension], updates: Sequence[Ap
     """
     if not updates:
         return tuple(extensions)
-    extension = get_extension(extensions, ExtensionType.APP_DATA_DICTIONARY)
-    entries = ({c.component_id: c.data for c in extension.decoded(AppDataDictionary).component_data}
-               if extension is not None else {})
+    entries = app_data_entries(extensions)
     by_component: dict[int, list[AppDataUpdate]] = {}
     for update in updates:
         by_component.setdefault(update.component_id, []).append(update)
@@ -141,9 +139,23 @@ def apply_app_data_updates(extensions: Sequence[Extension], updates: Sequence[Ap
         if logic is None:
             raise ValidationError(f"no logic for AppDataUpdate of component {component_id:#06x}")
         entries[component_id] = logic(entries.get(component_id), [change.update for change in changes])
+    return with_app_data(extensions, entries)
+
+
+def app_data_entries(extensions: Sequence[Extension]) -> dict[int, bytes]:
+    """The ``app_data_dictionary`` of ``extensions`` as component id -> data (empty without one)."""
+    extension = get_extension(extensions, ExtensionType.APP_DATA_DICTIONARY)
+    if extension is None:
+        return {}
+    return {c.component_id: c.data for c in extension.decoded(AppDataDictionary).component_data}
+
+
+def with_app_data(extensions: Sequence[Extension], entries: Mapping[int, bytes]) -> tuple[Extension, ...]:
+    """``extensions`` with their ``app_data_dictionary`` holding ``entries`` (sorted), replaced in place or added
+    at the end (section 4.7)."""
     dictionary = Extension(ExtensionType.APP_DATA_DICTIONARY, AppDataDictionary(
         tuple(ComponentData(i, entries[i]) for i in sorted(entries))).to_bytes())
-    if extension is None:
+    if get_extension(extensions, ExtensionType.APP_DATA_DICTIONARY) is None:
         return (*extensions, dictionary)
     return tuple(dictionary if e.extension_type == ExtensionType.APP_DATA_DICTIONARY else e for e in extensions)
 
