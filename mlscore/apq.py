@@ -32,11 +32,12 @@ from typing import Self
 
 from .codec import Reader, Struct, Writer, decode_enum
 from .crypto import get_suite
-from .errors import ValidationError
+from .errors import DecodeError, ValidationError
 from .extensions import Extension
-from .framing import ContentType, MLSMessage, PrivateMessage, PublicMessage
+from .framing import ContentType, MLSMessage, PrivateMessage, PublicMessage, WireFormat
 from .group import CommitMessage, Group, GroupConfig
 from .key_package import KeyPackageBundle
+from .leaf_node import PROTOCOL_VERSION_MLS10
 from .messages import Add, AppDataUpdate, AppDataUpdateOperation, KeyPackage, PreSharedKey, Proposal
 from .safe_app import app_data_entries, with_app_data
 from .schedule.psk import PreSharedKeyID, PSKType
@@ -135,6 +136,59 @@ def with_apq_info(extensions: Sequence[Extension], info: APQInfo) -> tuple[Exten
     return with_app_data(extensions, {**app_data_entries(extensions), APQ_COMPONENT: info.to_bytes()})
 
 
+APQ_MESSAGE_PAIR = 0x0007
+"""The ``apq_message_pair`` wire format (section 9.2): an MLSMessage whose body is an :class:`APQMessagePair`."""
+
+
+@dataclass(frozen=True)
+class APQMessagePair(Struct):
+    """Section 6: the T and PQ halves of one APQ message (KeyPackages, Welcomes or a FULL commit's two commits),
+    both of ``wire_format``.  Sent as an MLSMessage of wire format 0x0007 (:meth:`to_message_bytes`); the
+    generic MLSMessage decoder does not know that wire format, so only code that expects a pair reads one."""
+
+    wire_format: WireFormat
+    t_message: MLSMessage
+    pq_message: MLSMessage
+
+    def __post_init__(self) -> None:
+        for half, message in (("T", self.t_message), ("PQ", self.pq_message)):
+            if message.wire_format != self.wire_format:
+                raise ValidationError(f"the {half} message of an APQMessagePair is {message.wire_format.name}, "
+                                      f"not {self.wire_format.name}")
+            body = message.body
+            if isinstance(body, PrivateMessage) and body.content_type == ContentType.APPLICATION:
+                raise ValidationError("an APQMessagePair must not carry application messages")
+
+    def encode(self, w: Writer) -> None:
+        w.u16(self.wire_format).struct(self.t_message).struct(self.pq_message)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        wire_format = decode_enum(WireFormat, r.u16(), "APQMessagePair wire format")  # never 0x0007 itself
+        return cls(wire_format, MLSMessage.decode(r), MLSMessage.decode(r))
+
+    def to_message_bytes(self) -> bytes:
+        """The MLSMessage carrying this pair: version, wire format 0x0007, the pair."""
+        return Writer().u16(PROTOCOL_VERSION_MLS10).u16(APQ_MESSAGE_PAIR).struct(self).getvalue()
+
+    @classmethod
+    def from_message_bytes(cls, data: bytes) -> APQMessagePair:
+        """Read an MLSMessage of wire format 0x0007 (the whole of ``data``)."""
+        r = Reader(data)
+        if r.u16() != PROTOCOL_VERSION_MLS10:
+            raise DecodeError("an APQMessagePair must be an MLS 1.0 message")
+        if r.u16() != APQ_MESSAGE_PAIR:
+            raise DecodeError("expected an MLSMessage of wire format apq_message_pair (0x0007)")
+        pair = cls.decode(r)
+        r.finish()
+        return pair
+
+
+def key_package_pair(t_bundle: KeyPackageBundle, pq_bundle: KeyPackageBundle) -> APQMessagePair:
+    """Section 3.2: a joiner's two KeyPackages, one pair."""
+    return APQMessagePair(WireFormat.KEY_PACKAGE, MLSMessage(t_bundle.key_package), MLSMessage(pq_bundle.key_package))
+
+
 @dataclass(frozen=True)
 class FullCommit:
     """The two commits of a FULL commit (PQ first), the Welcomes if it added the peer, and the next pair."""
@@ -144,6 +198,16 @@ class FullCommit:
     pq_welcome: MLSMessage | None
     t_welcome: MLSMessage | None
     pair: APQPair
+
+    def messages(self) -> APQMessagePair:
+        """The two commits as one APQMessagePair (their shared handshake wire format)."""
+        return APQMessagePair(self.t_message.wire_format, self.t_message, self.pq_message)
+
+    def welcomes(self) -> APQMessagePair | None:
+        """The two Welcomes as one APQMessagePair, if this commit added the peer."""
+        if self.t_welcome is None or self.pq_welcome is None:
+            return None
+        return APQMessagePair(WireFormat.WELCOME, self.t_welcome, self.pq_welcome)
 
 
 class APQPair:
@@ -237,6 +301,22 @@ class APQPair:
         pair = APQPair(t_result.group, pq_result.group, info, self._psks)
         pair._check_after_full()
         return FullCommit(pq_result.message, t_result.message, pq_result.welcome, t_result.welcome, pair)
+
+    @classmethod
+    def join_pair(cls, welcomes: APQMessagePair | bytes, t_bundle: KeyPackageBundle, pq_bundle: KeyPackageBundle,
+                  *, config: GroupConfig | None = None) -> APQPair:
+        """:meth:`join` from the Welcomes' APQMessagePair (or its MLSMessage bytes)."""
+        pair = APQMessagePair.from_message_bytes(welcomes) if isinstance(welcomes, bytes) else welcomes
+        if pair.wire_format != WireFormat.WELCOME:
+            raise ValidationError(f"expected a pair of Welcomes, not of {pair.wire_format.name}")
+        return cls.join(pair.pq_message, pair.t_message, t_bundle, pq_bundle, config=config)
+
+    def process_full_pair(self, messages: APQMessagePair | bytes) -> APQPair:
+        """:meth:`process_full` from the commits' APQMessagePair (or its MLSMessage bytes)."""
+        pair = APQMessagePair.from_message_bytes(messages) if isinstance(messages, bytes) else messages
+        if pair.wire_format not in (WireFormat.PUBLIC_MESSAGE, WireFormat.PRIVATE_MESSAGE):
+            raise ValidationError(f"expected a pair of commits, not of {pair.wire_format.name}")
+        return self.process_full(pair.pq_message, pair.t_message)
 
     def commit_partial(self) -> tuple[MLSMessage, APQPair]:
         """A PARTIAL commit: the T group alone, with an UpdatePath (classical PCS; the PQ PSK stays in force)."""

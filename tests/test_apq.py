@@ -6,22 +6,27 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mls2p.testing import bundle
 from mlscore.apq import (
     APQ_COMPONENT,
     APQInfo,
     APQInfoUpdate,
+    APQMessagePair,
     APQMode,
     APQPair,
     APQUpdateType,
     apq_info_logic,
     apq_info_of,
     derive_apq_psk,
+    key_package_pair,
 )
-from mlscore.errors import DecodeError, ValidationError
+from mlscore.errors import DecodeError, MLSError, ValidationError
+from mlscore.framing import MLSMessage, WireFormat
 from mlscore.group import Group
-from mlscore.messages import AppDataUpdate, AppDataUpdateOperation, PreSharedKey
+from mlscore.messages import AppDataUpdate, AppDataUpdateOperation, KeyPackage, PreSharedKey
 from mlscore.schedule.psk import PreSharedKeyID
 
 T_SUITE, PQ_SUITE, PQ_DSA_SUITE = 1, 0x0051, 0x0055  # X25519 / ML-KEM-1024 + Ed25519 / ML-KEM-1024 + ML-DSA-87
@@ -146,3 +151,63 @@ def test_a_partial_commit_may_not_touch_apq_info() -> None:
 def test_suites_the_combiner_refuses(t_suite: int, pq_suite: int, mode: APQMode, why: str) -> None:
     with pytest.raises(ValidationError, match=why):
         APQPair.create(bundle(b"alice", t_suite), bundle(b"alice", pq_suite), mode=mode)
+
+
+# -- the APQMessagePair wire format (section 6) ---------------------------------------------------------------
+
+def test_a_full_rekey_and_a_join_travel_as_message_pairs() -> None:
+    alice = APQPair.create(bundle(b"alice", T_SUITE), bundle(b"alice", PQ_SUITE))
+    bob_t, bob_pq = bundle(b"bob", T_SUITE), bundle(b"bob", PQ_SUITE)
+    offer = key_package_pair(bob_t, bob_pq).to_message_bytes()
+    assert offer[:4] == b"\x00\x01\x00\x07" and offer[4:6] == b"\x00\x05"  # mls10, apq_message_pair, key packages
+    offered = APQMessagePair.from_message_bytes(offer)
+    t_kp, pq_kp = offered.t_message.body, offered.pq_message.body
+    assert isinstance(t_kp, KeyPackage) and isinstance(pq_kp, KeyPackage)
+    added = alice.commit_full(add=(t_kp, pq_kp))
+    welcomes = added.welcomes()
+    assert welcomes is not None
+    bob = APQPair.join_pair(welcomes.to_message_bytes(), bob_t, bob_pq)
+    alice = added.pair
+    in_step(alice, bob)
+    full = bob.commit_full()
+    alice = alice.process_full_pair(full.messages().to_message_bytes())
+    in_step(alice, full.pair)
+    with pytest.raises(ValidationError, match="pair of Welcomes"):
+        APQPair.join_pair(full.messages(), bob_t, bob_pq)
+    with pytest.raises(ValidationError, match="pair of commits"):
+        alice.process_full_pair(welcomes)
+
+
+def test_message_pairs_the_draft_says_to_reject() -> None:
+    alice, bob = pair_of_two()
+    full = alice.commit_full()
+    t_commit, pq_commit = full.t_message, full.pq_message
+    with pytest.raises(ValidationError, match="is PUBLIC_MESSAGE, not WELCOME"):  # halves of another format
+        APQMessagePair(WireFormat.WELCOME, t_commit, pq_commit)
+    application = alice.t.protect(b"not in a pair")
+    with pytest.raises(ValidationError, match="application"):
+        APQMessagePair(WireFormat.PRIVATE_MESSAGE, application, application)
+    good = full.messages().to_message_bytes()
+    for bad in (good + b"\x00",  # trailing bytes
+                good[:-1],  # cut short
+                b"\x00\x02" + good[2:],  # another protocol version
+                good[:2] + b"\x00\x01" + good[4:],  # an ordinary MLSMessage is not a pair
+                good[:4] + b"\x00\x07" + good[6:]):  # a pair of pairs
+        with pytest.raises(MLSError):
+            APQMessagePair.from_message_bytes(bad)
+    with pytest.raises(MLSError):  # the generic MLSMessage reader does not accept the pair's wire format
+        MLSMessage.from_bytes(good)
+    bob = bob.process_full_pair(good)
+    in_step(full.pair, bob)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_the_pair_decoder_raises_only_mls_errors(data: bytes) -> None:
+    """Anything it accepts is canonical: it encodes back to the same bytes."""
+    message = b"\x00\x01\x00\x07" + data
+    try:
+        pair = APQMessagePair.from_message_bytes(message)
+    except MLSError:
+        return
+    assert pair.to_message_bytes() == message
