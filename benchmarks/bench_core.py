@@ -28,8 +28,7 @@ from benchmarks.report import versions, write_json
 from interop import mlsrs
 from mls2p import ProfileConfig, SendMessage, TwoPartySession
 from mls2p.command import run_command
-from mls2p.testing import Pair, bundle, sent
-from mlscore.apq import APQPair
+from mls2p.testing import Pair, apq_two_party, bundle, sent, two_party
 from mlscore.crypto import XWING_SUITE
 from mlscore.errors import StateError
 from mlscore.group import CommitMessage, Group
@@ -39,12 +38,8 @@ median_ms = median_cpu_ms
 
 
 def mlscore_commit_round(rounds: int) -> float:
-    alice = Group.create(bundle(b"alice"))
-    bob_bundle = bundle(b"bob")
-    result = alice.commit([Add(bob_bundle.key_package)], force_path=False)
-    if result.welcome is None:  # a commit with an Add always has a Welcome
-        raise StateError("the commit adding bob has no Welcome")
-    state = {"a": result.group, "b": Group.join(result.welcome, bob_bundle)}
+    alice, bob = two_party()
+    state = {"a": alice, "b": bob}
 
     def round_trip() -> None:
         out = state["a"].commit()
@@ -65,24 +60,10 @@ class ApqOperations:
     PQ_SUITE = 0x0051
 
     def __init__(self) -> None:
-        self.classical = self._two(1)
-        self.xwing = self._two(XWING_SUITE)
-        alice = APQPair.create(bundle(b"alice"), bundle(b"alice", self.PQ_SUITE))
-        bob_t, bob_pq = bundle(b"bob"), bundle(b"bob", self.PQ_SUITE)
-        added = alice.commit_full(add=(bob_t.key_package, bob_pq.key_package))
-        if added.pq_welcome is None or added.t_welcome is None:
-            raise StateError("the FULL commit adding bob has no Welcomes")
-        self.apq = (added.pair, APQPair.join(added.pq_welcome, added.t_welcome, bob_t, bob_pq))
+        self.classical = two_party(1)
+        self.xwing = two_party(XWING_SUITE)
+        self.apq = apq_two_party(1, self.PQ_SUITE)
         self.sizes: dict[str, int] = {}
-
-    @staticmethod
-    def _two(suite_id: int) -> tuple[Group, Group]:
-        alice = Group.create(bundle(b"alice", suite_id))
-        bob_bundle = bundle(b"bob", suite_id)
-        result = alice.commit([Add(bob_bundle.key_package)], force_path=False)
-        if result.welcome is None:
-            raise StateError("the commit adding bob has no Welcome")
-        return result.group, Group.join(result.welcome, bob_bundle)
 
     def operations(self) -> dict[str, Callable[[], object]]:
         return {"core_classical_rekey": functools.partial(self._rekey, "core_classical_rekey", self.classical),

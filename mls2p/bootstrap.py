@@ -226,7 +226,7 @@ class ProfileEndpoint:
         if self._withheld is not None and not self._store_waits(now):
             actions += self._store_withheld(now)
         elif self._unstored() and not self._store_waits(now):
-            self._store_late_confirmation(now)
+            self._flush(now)
         if self._commit_owed and not self._store_waits(now) and self._may_rekey():
             self._commit_owed = False  # the peer asked for it: it waits for our commit, not its own timer
             session = self.session
@@ -242,26 +242,31 @@ class ProfileEndpoint:
 
     def _store_withheld(self, now: float) -> list[SessionAction]:
         """Try again to store the epoch of a peer commit we read; once stored, its answer goes out."""
-        assert self._writer is not None and self.session is not None and self._withheld is not None
-        try:
-            self._writer.flush(self.session)
-        except StoreUnavailable:
-            self._store_retry_at = now + STORE_RETRY
+        assert self._withheld is not None
+        if not self._flush(now):
             self.deferred_commits += 1
             return []
         actions, self._withheld = self._withheld, None
         return self._after_receive(actions, now)
 
-    def _unstored(self) -> bool:
-        """A confirmed epoch waits in memory for the store (see :meth:`_process`)."""
-        return self._withheld is None and self._writer is not None and self._writer.unstored
-
-    def _store_late_confirmation(self, now: float) -> None:
+    def _flush(self, now: float) -> bool:
+        """Write the state that waits in memory; False, and a new retry time, if the store still cannot take it."""
         assert self._writer is not None and self.session is not None
         try:
             self._writer.flush(self.session)
         except StoreUnavailable:
             self._store_retry_at = now + STORE_RETRY
+            return False
+        return True
+
+    def _unstored(self) -> bool:
+        """A confirmed epoch waits in memory for the store (see :meth:`_process`)."""
+        return self._withheld is None and self._writer is not None and self._writer.unstored
+
+    def _store_work_waits(self) -> bool:
+        """Something the store refused waits for the retry time: a peer commit's answer, a commit we owe the
+        peer, or a confirmed epoch of ours."""
+        return self._withheld is not None or self._commit_owed or self._unstored()
 
     def _our_commit(self, step: Callable[[], list[SessionAction]], now: float | None, *,
                     owed: bool = False) -> list[SessionAction]:
@@ -282,8 +287,7 @@ class ProfileEndpoint:
     def next_timer(self, now: float) -> float | None:
         """When :meth:`poll` has something to do (None: nothing waits)."""
         times = []
-        if self._store_retry_at is not None and (self._store_waits(now) or self._withheld is not None
-                                                 or self._commit_owed or self._unstored()):
+        if self._store_retry_at is not None and (self._store_waits(now) or self._store_work_waits()):
             times.append(self._store_retry_at)
         if self._held is not None:
             times.append(self.peer_budget.ready_at(now))
@@ -405,7 +409,7 @@ class ProfileEndpoint:
             return False
         if now < self._store_retry_at:
             return True
-        if self._withheld is None and not self._commit_owed and not self._unstored():
+        if not self._store_work_waits():
             self._store_retry_at = None
         return False
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mlscore.apq import APQMode, APQPair
 from mlscore.credentials import Credential, PinnedKeys, key_fingerprint
 from mlscore.crypto import get_suite
 from mlscore.group import Group, GroupConfig
@@ -164,6 +165,16 @@ def two_party(suite_id: int = 1, config: GroupConfig | None = None) -> tuple[Gro
     assert result.welcome is not None
     bob = Group.join(result.welcome.to_bytes(), bob_bundle, config=config)
     return result.group, bob
+
+
+def apq_two_party(t_suite: int = 1, pq_suite: int = 0x0051, mode: APQMode = APQMode.CONFIDENTIALITY,
+                  config: GroupConfig | None = None) -> tuple[APQPair, APQPair]:
+    """Alice creates an APQ-MLS pair and adds Bob by a FULL commit; Bob joins from the two Welcomes."""
+    alice = APQPair.create(bundle(b"alice", t_suite), bundle(b"alice", pq_suite), mode=mode, config=config)
+    bob_t, bob_pq = bundle(b"bob", t_suite), bundle(b"bob", pq_suite)
+    added = alice.commit_full(add=(bob_t.key_package, bob_pq.key_package))
+    assert added.pq_welcome is not None and added.t_welcome is not None
+    return added.pair, APQPair.join(added.pq_welcome, added.t_welcome, bob_t, bob_pq, config=config)
 
 
 # -- sessions in memory -------------------------------------------------------------------------

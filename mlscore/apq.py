@@ -31,14 +31,25 @@ from enum import IntEnum
 from typing import Self
 
 from .codec import Reader, Struct, Writer, decode_enum
-from .crypto import get_suite
+from .crypto import DHKEM_IDS, get_suite
 from .errors import DecodeError, ValidationError
 from .extensions import Extension
 from .framing import ContentType, MLSMessage, PrivateMessage, PublicMessage, WireFormat
 from .group import CommitMessage, Group, GroupConfig
+from .hpke_pq import MLKEM768, MLKEM1024
 from .key_package import KeyPackageBundle
 from .leaf_node import PROTOCOL_VERSION_MLS10
-from .messages import Add, AppDataUpdate, AppDataUpdateOperation, KeyPackage, PreSharedKey, Proposal
+from .messages import (
+    Add,
+    AppDataUpdate,
+    AppDataUpdateOperation,
+    ExternalInit,
+    KeyPackage,
+    PreSharedKey,
+    Proposal,
+    ReInit,
+    Remove,
+)
 from .safe_app import app_data_entries, with_app_data
 from .schedule.psk import PreSharedKeyID, PSKType
 
@@ -348,9 +359,8 @@ class APQPair:
         processed = _process_without_consuming(self.t, _commit_message(t_message, "T"))
         if processed.commit.path is None:
             raise ValidationError("a PARTIAL commit must carry an UpdatePath")
-        kinds = {type(p.proposal).__name__ for p in processed.commit.proposals if p.proposal is not None}
-        if kinds & {"Add", "Remove", "ReInit", "ExternalInit"} or any(
-                p.reference is not None for p in processed.commit.proposals):
+        if any(p.reference is not None or isinstance(p.proposal, (Add, Remove, ReInit, ExternalInit))
+               for p in processed.commit.proposals):
             raise ValidationError("a PARTIAL commit must not change the membership (Add and Remove are FULL)")
         if apq_info_of(processed.group) != apq_info_of(self.t):
             raise ValidationError("a PARTIAL commit must not change APQInfo")
@@ -449,9 +459,9 @@ def check_suites(info: APQInfo) -> None:
     """Section 7.1: a classical T suite, a PQ suite whose KEM is ML-KEM (not hybrid), and in mode 1 a PQ
     signature in the PQ group."""
     t_suite, pq_suite = get_suite(info.t_cipher_suite), get_suite(info.pq_cipher_suite)
-    if t_suite.kem_id not in (0x0010, 0x0011, 0x0012, 0x0020, 0x0021):
+    if t_suite.kem_id not in DHKEM_IDS:
         raise ValidationError(f"the T group's suite {t_suite.name} is not a classical (DHKEM) suite")
-    if pq_suite.kem_id not in (0x0041, 0x0042):
+    if pq_suite.kem_id not in (MLKEM768, MLKEM1024):
         raise ValidationError(f"the PQ group's suite {pq_suite.name} does not use a pure ML-KEM (hybrid KEMs are "
                               "refused in the PQ group)")
     if info.mode == APQMode.CONFIDENTIALITY_AND_AUTHENTICITY and not pq_suite.signature_scheme.startswith("mldsa"):

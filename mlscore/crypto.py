@@ -245,6 +245,8 @@ _KEMS: dict[int, HpkeKem] = {
     MLKEM768: MlKem(MLKEM768),
     MLKEM1024: MlKem(MLKEM1024),
 }
+DHKEM_IDS = frozenset(kem_id for kem_id, kem in _KEMS.items() if isinstance(kem, _Kem))
+"""The classical KEMs (RFC 9180 DHKEM): what APQ-MLS's traditional group must use."""
 
 
 # -- signature schemes ----------------------------------------------------------

@@ -236,7 +236,7 @@ class TunnelLink:
             log.info("link connection ended: %s", exc)
         finally:
             self._count_rekeys(writer)
-            abandoned, deferred, late = _store_waits(writer)
+            abandoned, deferred, late = _put_off_counts(writer)
             self.stats.rekeys_abandoned += abandoned
             self.stats.commits_deferred += deferred
             self.stats.epochs_stored_late += late
@@ -596,7 +596,7 @@ class TunnelLink:
         # until the first one.
         last = self.stats.last_rekey
         ago = time.monotonic() - last if last is not None else None
-        abandoned, deferred, late = _store_waits(self.writer) if self.writer is not None else (0, 0, 0)
+        abandoned, deferred, late = _put_off_counts(self.writer) if self.writer is not None else (0, 0, 0)
         return {"peer": printable(self.peer_identity, 256) if self.peer_identity else None,
                 "fingerprint": self.peer_fingerprint, "state": state, "epoch": epoch,
                 "last_rekey_seconds_ago": None if ago is None else round(ago, 1), "rekeys": self.stats.rekeys,
@@ -610,7 +610,7 @@ class TunnelLink:
                 "last_error": self.stats.last_error or None}
 
 
-def _store_waits(writer: MlsTlsWriter) -> tuple[int, int, int]:
+def _put_off_counts(writer: MlsTlsWriter) -> tuple[int, int, int]:
     """(our rekeys abandoned, peer commits deferred, epochs stored late) on ``writer``'s connection because the
     store could not take them at once (docs/fleet.md)."""
     endpoint = writer.connection.endpoint

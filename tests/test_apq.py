@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mls2p.testing import bundle
+from mls2p.testing import apq_two_party, bundle
 from mlscore.apq import (
     APQ_COMPONENT,
     APQInfo,
@@ -63,13 +63,7 @@ def test_the_component_logic_changes_only_the_epochs() -> None:
 
 
 def pair_of_two(pq_suite: int = PQ_SUITE, mode: APQMode = APQMode.CONFIDENTIALITY) -> tuple[APQPair, APQPair]:
-    """Alice creates the pair and adds Bob by a FULL commit; Bob joins from the two Welcomes."""
-    alice = APQPair.create(bundle(b"alice", T_SUITE), bundle(b"alice", pq_suite), mode=mode)
-    bob_t, bob_pq = bundle(b"bob", T_SUITE), bundle(b"bob", pq_suite)
-    added = alice.commit_full(add=(bob_t.key_package, bob_pq.key_package))
-    assert added.pq_welcome is not None and added.t_welcome is not None
-    bob = APQPair.join(added.pq_welcome, added.t_welcome, bob_t, bob_pq)
-    return added.pair, bob
+    return apq_two_party(T_SUITE, pq_suite, mode)
 
 
 def in_step(a: APQPair, b: APQPair) -> None:

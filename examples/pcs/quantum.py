@@ -31,13 +31,12 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mls2p.testing import bundle
+from mls2p.testing import apq_two_party, two_party
 from mlscore.apq import APQPair, ApqPsks, derive_apq_psk
 from mlscore.crypto import XWING_SUITE
 from mlscore.errors import MLSError
 from mlscore.framing import MLSMessage
 from mlscore.group import CommitMessage, Group, GroupConfig
-from mlscore.messages import Add
 from mlscore.tree.treekem import PathState
 
 Kind = Literal["classical", "xwing", "apq"]
@@ -103,27 +102,15 @@ class Thief:
         return self.group is not None and self.group.export_secret(*EXPORT) == honest.export_secret(*EXPORT)
 
 
-def _two(suite_id: int) -> tuple[Group, Group]:
-    alice = Group.create(bundle(b"alice", suite_id))
-    bob_bundle = bundle(b"bob", suite_id)
-    added = alice.commit([Add(bob_bundle.key_package)], force_path=False)
-    assert added.welcome is not None
-    return added.group, Group.join(added.welcome, bob_bundle)
-
-
 def run(kind: Kind, *, rekeys: int = 12, theft_at: int = 3, full_every: int = 4,
         pq_broken: bool = False) -> QuantumOutcome:
     """Alternate rekeys between the two members (ping-pong); the thief steals the victim's (bob's) epoch
     secrets once the T group reaches ``theft_at``.  ``pq_broken`` is the control: the thief also gets every
     APQ PSK (as if ML-KEM fell too), and must then read APQ like classical MLS."""
     if kind == "apq":
-        alice = APQPair.create(bundle(b"alice"), bundle(b"alice", 0x0051))
-        bob_t, bob_pq = bundle(b"bob"), bundle(b"bob", 0x0051)
-        added = alice.commit_full(add=(bob_t.key_package, bob_pq.key_package))
-        assert added.pq_welcome is not None and added.t_welcome is not None
-        pairs = [added.pair, APQPair.join(added.pq_welcome, added.t_welcome, bob_t, bob_pq)]
+        pairs = list(apq_two_party(1, 0x0051))
     else:
-        groups = list(_two(1 if kind == "classical" else XWING_SUITE))
+        groups = list(two_party(1 if kind == "classical" else XWING_SUITE))
     thief: Thief | None = None
     outcome = QuantumOutcome(kind, theft_at)
     for number in range(rekeys):

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mls2p.testing import bundle
+from mls2p.testing import apq_two_party, bundle
 from mlscore.apq import (
     APQ_COMPONENT,
     APQInfo,
@@ -60,12 +60,7 @@ PRIVATE_HANDSHAKES = GroupConfig(handshake_wire_format=WireFormat.PRIVATE_MESSAG
 def pair_of_two(pq_suite: int = PQ_SUITE, mode: APQMode = APQMode.CONFIDENTIALITY,
                 config: GroupConfig | None = None) -> tuple[APQPair, APQPair]:
     """Alice (the attacker in most tests) creates the pair and adds Bob (the victim) by a FULL commit."""
-    alice = APQPair.create(bundle(b"alice", T_SUITE), bundle(b"alice", pq_suite), mode=mode, config=config)
-    bob_t, bob_pq = bundle(b"bob", T_SUITE), bundle(b"bob", pq_suite)
-    added = alice.commit_full(add=(bob_t.key_package, bob_pq.key_package))
-    assert added.pq_welcome is not None and added.t_welcome is not None
-    bob = APQPair.join(added.pq_welcome, added.t_welcome, bob_t, bob_pq, config=config)
-    return added.pair, bob
+    return apq_two_party(T_SUITE, pq_suite, mode, config)
 
 
 def snapshot(pair: APQPair) -> tuple[object, ...]:
