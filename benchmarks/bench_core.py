@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from benchmarks.baselines import (
     OpenSslHandshake,
@@ -26,7 +26,7 @@ from benchmarks.baselines import (
 from benchmarks.mlsrs_baseline import mlsrs_commit_round_seconds
 from benchmarks.report import versions, write_json
 from interop import mlsrs
-from mls2p import ProfileConfig, SendMessage, TwoPartySession
+from mls2p import ProfileConfig, RekeyPolicy, SendMessage, TwoPartySession
 from mls2p.command import run_command
 from mls2p.testing import Pair, apq_two_party, bundle, sent, two_party
 from mlscore.crypto import XWING_SUITE
@@ -120,8 +120,8 @@ def mlscore_setup() -> float:
 class ProfileOperations:
     """One PCS rekey, one key establishment and one resumption per call, both sides, persisting."""
 
-    def __init__(self, suite_id: int = 1, prefix: str = "") -> None:
-        self.pair = Pair(suite_id)
+    def __init__(self, suite_id: int = 1, prefix: str = "", **overrides: Any) -> None:
+        self.pair = Pair(suite_id, **overrides)
         self.prefix = prefix
         self.sizes: dict[str, int] = {}
 
@@ -130,13 +130,13 @@ class ProfileOperations:
         return {f"{self.prefix}rekey": self.rekey, f"{self.prefix}phase1": self.establish,
                 f"{self.prefix}resumption": self.resume}
 
-    def rekey(self) -> None:
+    def rekey(self, full: bool = False, name: str = "rekey") -> None:
         pair, sizes = self.pair, self.sizes
 
-        update = pair.alice.update()
+        update = pair.alice.update(full=full)
         reply = pair.bob.receive(sent(update)[0])
         pair.alice.receive(sent(reply)[0])
-        sizes[f"{self.prefix}rekey"] = sum(len(a.data) for a in update + reply if isinstance(a, SendMessage))
+        sizes[f"{self.prefix}{name}"] = sum(len(a.data) for a in update + reply if isinstance(a, SendMessage))
 
     def establish(self) -> None:
         alice, hello = TwoPartySession.initiator(self.alice_config)
@@ -164,6 +164,18 @@ class ProfileOperations:
         return self.pair.bob_config
 
 
+class ApqProfileOperations(ProfileOperations):
+    """The same through the profile with APQ (T suite 1, PQ 0x0051): a PARTIAL rekey, a FULL one (ConnectionUpdate
+    and EpochKeyUpdate), key establishment (the Welcome pair) and resumption (two FULL commits)."""
+
+    def __init__(self) -> None:
+        super().__init__(1, "apq_profile_", apq="require", rekey=RekeyPolicy(full_every=None))
+        self.rekey(full=True)  # the joiner's first commit is FULL: from now on ``rekey`` is PARTIAL
+
+    def operations(self) -> dict[str, Callable[[], object]]:
+        return {**super().operations(), "apq_profile_full_rekey": functools.partial(self.rekey, True, "full_rekey")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=200)
@@ -185,10 +197,11 @@ def measure(rounds: int) -> dict[str, float | str]:
     profile = ProfileOperations()
     xwing = ProfileOperations(XWING_SUITE, prefix="xwing_")
     apq = ApqOperations()
+    apq_profile = ApqProfileOperations()
     try:
         primitives = floor_primitives()
         ms = interleaved_medians_ms({"openssl_handshake": handshake, **primitives, **profile.operations(),
-                                     **xwing.operations(), **apq.operations()}, rounds)
+                                     **xwing.operations(), **apq.operations(), **apq_profile.operations()}, rounds)
     finally:
         handshake.close()
     floor = rekey_floor_ms(ms)
@@ -209,6 +222,10 @@ def measure(rounds: int) -> dict[str, float | str]:
         "rekey_vs_crypto_floor": ms["rekey"] / floor,
         "commit_round_ms": mlscore_commit_round(rounds),
         **apq_figures(ms, apq.sizes),
+        **{f"apq_profile_{name}_{unit}": value for name in APQ_PROFILE for unit, value in (
+            ("ms", ms[f"apq_profile_{name}"]), ("bytes", apq_profile.sizes[f"apq_profile_{name}"]),
+            ("vs_suite1", ms[f"apq_profile_{name}"] / ms[APQ_PROFILE[name]]),
+            ("bytes_vs_suite1", apq_profile.sizes[f"apq_profile_{name}"] / profile.sizes[APQ_PROFILE[name]]))},
         **versions(),
     }
     if mlsrs.MLSRS_AVAILABLE:
@@ -216,6 +233,10 @@ def measure(rounds: int) -> dict[str, float | str]:
         figures.update(mlsrs_commit_round_ms=theirs, commit_round_vs_mlsrs=float(figures["commit_round_ms"]) / theirs,
                        mlsrs_version="agentvault-mls-rs-uniffi 0.1.1")
     return figures
+
+
+APQ_PROFILE = {"rekey": "rekey", "full_rekey": "rekey", "phase1": "phase1", "resumption": "resumption"}
+"""The profile's APQ operations and the suite-1 operation each is compared with."""
 
 
 def report(args: argparse.Namespace) -> int:
@@ -240,6 +261,11 @@ def report(args: argparse.Namespace) -> int:
               f"{float(figures[f'apq_rekey_bytes_full_every_{every}']):7.0f} bytes per rekey: "
               f"{float(figures[f'apq_full_every_{every}_vs_classical']):.2f}x classical, "
               f"{float(figures[f'apq_full_every_{every}_vs_xwing']):.2f}x X-Wing every time")
+    for name in APQ_PROFILE:
+        print(f"profile with APQ {name:10} {float(figures[f'apq_profile_{name}_ms']):7.3f} ms, "
+              f"{figures[f'apq_profile_{name}_bytes']:5} bytes: {float(figures[f'apq_profile_{name}_vs_suite1']):.2f}x "
+              f"the time and {float(figures[f'apq_profile_{name}_bytes_vs_suite1']):.2f}x the bytes of suite 1's "
+              f"{APQ_PROFILE[name]}")
     print(f"rekey vs crypto floor: {float(figures['rekey_vs_crypto_floor']):.2f}x")
     if "commit_round_vs_mlsrs" in figures:
         print(f"commit round: mlscore {float(figures['commit_round_ms']):.3f} ms, mls-rs "

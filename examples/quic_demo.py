@@ -86,7 +86,8 @@ def profile(name: str, signature_priv: bytes, pins: dict[bytes, set[str]], args:
     return ProfileConfig(credential=Credential.basic(name.encode()), signature_priv=signature_priv,
                          cipher_suite=args.suite, accepted_suites=args.suites,
                          authentication_service=None if insecure else PinnedKeys(pins),
-                         insecure_accept_any_peer=insecure, rekey=RekeyPolicy(max_seconds=args.rekey_seconds))
+                         insecure_accept_any_peer=insecure, apq=args.apq, apq_suite=args.apq_suite,
+                         rekey=RekeyPolicy(max_seconds=args.rekey_seconds, full_every=args.full_every or None))
 
 
 def pins_from(args: argparse.Namespace) -> dict[bytes, set[str]]:
@@ -276,8 +277,9 @@ async def run_client(args: argparse.Namespace, profile_: ProfileConfig) -> None:
             echoed = await client.request(payload)
             if i % max(1, args.rounds // 5) == 0:
                 quic.rekey()  # an on-demand PCS rekey too
+            pq_epoch = quic.mls_session.pq_epoch if quic.mls_session is not None else None
             print(f"echo {i + 1}/{args.rounds}: {len(echoed)} bytes, intact={echoed == payload}, "
-                  f"epoch {quic.mls_epoch}")
+                  f"epoch {quic.mls_epoch}" + (f", PQ epoch {pq_epoch}" if pq_epoch is not None else ""))
             await asyncio.sleep(args.interval)
 
 
@@ -330,6 +332,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="MLS cipher suite (default 1; 77 is X-Wing, post-quantum); repeat to offer (client) "
                              "or accept (server) several, most preferred first")
     parser.add_argument("--rekey-seconds", type=float, default=0.5, help="PCS rekey interval (default 0.5 s)")
+    parser.add_argument("--apq", choices=("off", "prefer", "require"), default="off",
+                        help="APQ-MLS (docs/pq.md): a post-quantum group beside the classical one (default off)")
+    parser.add_argument("--apq-suite", type=int, default=0x0051, choices=(0x0051, 0x0052),
+                        help="APQ: the PQ group's ML-KEM-1024 suite (default 81; the ML-DSA ones need a second "
+                             "key: mls-tunnel has them)")
+    parser.add_argument("--full-every", type=int, default=10, metavar="N",
+                        help="APQ: one of every N of this end's rekeys is FULL (default 10; 0: only the first "
+                             "and resumptions)")
     parser.add_argument("--rounds", type=int, default=10, help="echo round trips (default 10)")
     parser.add_argument("--size", type=int, default=64 * 1024, help="bytes per echo")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between echoes")

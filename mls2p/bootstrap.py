@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from mlscore.apq import APQMessagePair, is_message_pair
 from mlscore.errors import ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
 
@@ -87,6 +88,10 @@ class ProfileEndpoint:
         self._store_retry_at: float | None = None  # the store was unavailable: work it refused waits until then
         self._withheld: list[SessionAction] | None = None  # a peer commit's answer, until its epoch is stored
         self._commit_owed = False  # the peer's CommitRequest was answered by a commit the store could not take
+        self._full_since: float | None = None  # APQ: when our last FULL commit went out (or the keys came)
+        self._full_waiting = False  # APQ: a FULL rekey was asked for before confirmation
+        self.full_commits = 0
+        """APQ: our FULL commits on this connection (the PQ group's new epochs we made)."""
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
@@ -173,8 +178,8 @@ class ProfileEndpoint:
         session = self.session
         assert session is not None
         if message.msg_type == ProfileMessageType.COMMIT_REQUEST:  # answered with our commit, or ignored
-            return self._after_receive(self._our_commit(lambda: session.receive(message, now=self._wall_now()),
-                                                        now, owed=True), now)
+            return self._after_receive(self._our_commit(lambda: self._answer_request(message, now), now, owed=True),
+                                       now)
         # The peer keeps its old keys until our EpochKeyUpdate, so the new epoch of its ConnectionUpdate can wait
         # in memory if the store cannot take it yet, its EpochKeyUpdate and key change withheld (a message's keys
         # are used up once it is read: it could not be read again later).  The peer's EpochKeyUpdate confirming
@@ -204,9 +209,17 @@ class ProfileEndpoint:
             return []
         return self._after_receive(actions, now)
 
+    def _answer_request(self, message: ProfileMessage, now: float) -> list[SessionAction]:
+        """The peer's CommitRequest: our commit if it is our turn (FULL if ``full_seconds`` say so)."""
+        session = self.session
+        assert session is not None
+        return session.receive(message, now=self._wall_now(), full=self._full_due(now))
+
     def _after_receive(self, actions: list[SessionAction], now: float) -> list[SessionAction]:
         if any(isinstance(action, KeysChanged) for action in actions):
             self.meter.restart(now)
+            if self._full_since is None:
+                self._full_since = now
             self._commit_owed = False  # new keys: whatever the peer asked for happened
             if self.is_client or self.resumed:  # the peer made this epoch, or proved it holds it
                 actions += self._confirm()
@@ -231,7 +244,8 @@ class ProfileEndpoint:
             self._commit_owed = False  # the peer asked for it: it waits for our commit, not its own timer
             session = self.session
             assert session is not None
-            actions += self._our_commit(lambda: session.update(now=self._wall_now()), now, owed=True)
+            actions += self._our_commit(lambda: session.update(now=self._wall_now(), full=self._full_due(now)),
+                                        now, owed=True)
         if self._held is not None and self.peer_budget.take(now):
             held, self._held = self._held, None
             actions += self._process(held, now)
@@ -275,7 +289,7 @@ class ProfileEndpoint:
         ``owed`` to the peer (the answer to its CommitRequest) is tried again then whatever the policy says:
         the peer waits for it."""
         try:
-            return step()
+            actions = step()
         except StoreUnavailable as exc:
             self.abandoned_rekeys += 1
             self._commit_owed = self._commit_owed or owed
@@ -283,6 +297,18 @@ class ProfileEndpoint:
                 self._store_retry_at = now + STORE_RETRY
             log.info("rekey abandoned, the keys stay as they are: %s", exc)
             return []
+        pending = self.session.pending if self.session is not None else None
+        if pending is not None and pending.full and any(isinstance(a, SendMessage) for a in actions):
+            self.full_commits += 1
+            if now is not None:
+                self._full_since = now
+        return actions
+
+    def _full_due(self, now: float | None) -> bool:
+        """APQ: ``RekeyPolicy.full_seconds`` have passed since our last FULL commit (or the keys came)."""
+        seconds = self.profile.rekey.full_seconds
+        return (seconds is not None and now is not None and self._full_since is not None
+                and now - self._full_since >= seconds)
 
     def next_timer(self, now: float) -> float | None:
         """When :meth:`poll` has something to do (None: nothing waits)."""
@@ -320,7 +346,7 @@ class ProfileEndpoint:
                                   "(its turn); the rekey policy closes such connections")
         log.warning("the peer did not commit within %s s of our request (its turn): committing ourselves "
                     "(%d unanswered on this connection)", policy.turn_timeout, self.unanswered_requests)
-        return self._our_commit(lambda: session.update(now=self._wall_now()), now)
+        return self._our_commit(lambda: session.update(now=self._wall_now(), full=self._full_due(now)), now)
 
     def check_peer(self) -> None:
         """Ask the trust configuration in force whether it still accepts the peer (RevokedPeer if not).
@@ -351,8 +377,8 @@ class ProfileEndpoint:
             self._writer.enable(self.session)  # stored first: a failed write leaves us unconfirmed
         self.confirmed = True
         if self._rekey_waiting:
-            self._rekey_waiting = False
-            return self.rekey()
+            self._rekey_waiting, full, self._full_waiting = False, self._full_waiting, False
+            return self.rekey(full=full)
         return []
 
     def _record_first_use(self) -> None:
@@ -363,9 +389,10 @@ class ProfileEndpoint:
         for leaf in peer_leaves(group):
             service.confirmed(leaf.credential, leaf.signature_key)
 
-    def rekey(self) -> list[SessionAction]:
+    def rekey(self, *, full: bool = False, now: float | None = None) -> list[SessionAction]:
         """Our own ConnectionUpdate now, whoever's turn it is, if the session is synced (else nothing: one
         rekey at a time).  The application's explicit rekey; the policy goes through :meth:`want_new_keys`.
+        ``full`` makes it FULL in an APQ session (``now``, the transport's clock, restarts ``full_seconds``).
 
         Before the connection is confirmed the rekey waits, and happens at confirmation.
         """
@@ -373,11 +400,13 @@ class ProfileEndpoint:
             return []
         if not self.confirmed:
             self._rekey_waiting = True
+            self._full_waiting = self._full_waiting or full
             return []
         if self.session.state is not State.SYNCED or self._held is not None or self._withheld is not None:
             return []  # one commit at a time: a held peer commit goes first
         session = self.session
-        return self._our_commit(lambda: session.update(now=self._wall_now()), None)
+        full = full or self._full_due(now)
+        return self._our_commit(lambda: session.update(now=self._wall_now(), full=full), now)
 
     def want_new_keys(self, now: float) -> list[SessionAction]:
         """The rekey policy (or a key-usage limit) wants new keys: our commit on our turn, a CommitRequest on
@@ -387,7 +416,8 @@ class ProfileEndpoint:
             return []
         session = self.session
         assert session is not None
-        actions = self._our_commit(lambda: session.rekey(now=self._wall_now()), now)
+        full = self._full_due(now)
+        actions = self._our_commit(lambda: session.rekey(now=self._wall_now(), full=full), now)
         if any(isinstance(a, SendMessage) and a.msg_type == ProfileMessageType.COMMIT_REQUEST for a in actions):
             self._asked_at = now
             self.commit_requests += 1
@@ -533,8 +563,10 @@ def persist_to(store: SessionStore, *, loaded: bytes | None = None,
 
 
 def group_id_of(body: bytes) -> bytes:
-    """The group a ResumptionRequest's commit belongs to (readable before any key is known)."""
-    message = MLSMessage.from_bytes(body)
+    """The group a ResumptionRequest's commit belongs to (readable before any key is known; of an APQ FULL
+    commit, the T group, under which the session is stored)."""
+    message = (APQMessagePair.from_message_bytes(body).t_message if is_message_pair(body)
+               else MLSMessage.from_bytes(body))
     if isinstance(message.body, PrivateMessage):
         return message.body.group_id
     if isinstance(message.body, PublicMessage):

@@ -6,8 +6,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Literal
 
-from mlscore.credentials import AuthenticationService, Credential
+from mlscore.apq import APQInfo, APQMode, check_suites
+from mlscore.credentials import AuthenticationService, Credential, CredentialType
 from mlscore.crypto import SUPPORTED_SUITES, SigningKey, get_suite
 from mlscore.errors import ConfigurationError, MLSError
 from mlscore.extensions import Extension
@@ -66,6 +68,18 @@ class ProfileConfig:
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     """Seconds since the Unix epoch, for KeyPackage lifetimes and certificate validity.  The session
     never calls it; the bootstrap does and passes the time in.  Tests inject a fixed clock."""
+    apq: Literal["off", "prefer", "require"] = "off"
+    """APQ-MLS (docs/pq.md, "APQ in the profile"): a post-quantum group beside the classical one, whose FULL
+    commits keep the classical keys PQ-secure.  ``"prefer"``: a client offers it and takes a classical answer;
+    a server uses it when offered.  ``"require"``: a client refuses a classical answer and a server refuses a
+    client that does not offer it.  The classical suite is ``cipher_suite`` (a DHKEM suite)."""
+    apq_suite: int = 0x0051
+    """The PQ group's suite: a pure ML-KEM suite.  One that signs with ML-DSA makes the pair PQ-authenticated too
+    (the combiner's mode 1) and needs ``apq_signature_priv``; otherwise it must sign like ``cipher_suite``, with
+    the same key (mode 0)."""
+    apq_signature_priv: bytes | None = field(default=None, repr=False)
+    """The ML-DSA private key (its 32-byte seed) of a mode-1 ``apq_suite``; the peer must trust its public key
+    too (one trust decision covers both groups' leaves)."""
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -97,6 +111,43 @@ class ProfileConfig:
                 "insecure_accept_any_peer=True to accept anyone (never in production)")
         if self.authentication_service is not None and self.insecure_accept_any_peer:
             raise ConfigurationError("insecure_accept_any_peer=True contradicts the authentication_service given")
+        self._check_apq()
+
+    def _check_apq(self) -> None:
+        if self.apq not in ("off", "prefer", "require"):
+            raise ConfigurationError(f"apq must be 'off', 'prefer' or 'require', not {self.apq!r}")
+        if self.apq == "off":
+            return
+        if self.apq_suite not in SUPPORTED_SUITES or self.apq_suite in self.suite_preference:
+            raise ConfigurationError(f"apq_suite {self.apq_suite} must be a supported suite that is not also offered "
+                                     "as a classical one")
+        try:
+            check_suites(APQInfo(b"", b"", self.apq_mode, self.cipher_suite, self.apq_suite, 0, 0))
+        except MLSError as exc:
+            raise ConfigurationError(f"APQ cannot pair suites {self.cipher_suite} and {self.apq_suite}: "
+                                     f"{exc}") from None
+        pq_scheme = get_suite(self.apq_suite).signature_scheme
+        if self.apq_mode == APQMode.CONFIDENTIALITY:
+            if pq_scheme != get_suite(self.cipher_suite).signature_scheme:
+                raise ConfigurationError(f"apq_suite {self.apq_suite} signs with {pq_scheme}: it needs "
+                                         "apq_signature_priv (mode 1 signs with ML-DSA)")
+            return
+        if self.credential.credential_type != CredentialType.BASIC:
+            raise ConfigurationError("APQ with an ML-DSA suite (mode 1) needs a basic credential: the same "
+                                     "credential is in both groups, and no X.509 chain here certifies an ML-DSA key")
+        if not isinstance(self.apq_signature_priv, bytes | bytearray):
+            raise ConfigurationError(f"apq_suite {self.apq_suite} signs with {pq_scheme} (mode 1): set "
+                                     "apq_signature_priv to its private key")
+        try:
+            object.__setattr__(self, "_apq_signer", get_suite(self.apq_suite).signing_key(self.apq_signature_priv))
+        except MLSError:
+            raise ConfigurationError(f"apq_signature_priv is not a private key of suite {self.apq_suite}") from None
+
+    @property
+    def apq_mode(self) -> APQMode:
+        """Mode 1 (PQ/T confidentiality and authenticity) when the PQ suite signs with ML-DSA, else mode 0."""
+        scheme = get_suite(self.apq_suite).signature_scheme
+        return APQMode.CONFIDENTIALITY_AND_AUTHENTICITY if scheme.startswith("mldsa") else APQMode.CONFIDENTIALITY
 
     def _check_types(self) -> None:
         """Wrong types fail here, naming the field, not deep inside a handshake as an internal error."""
@@ -132,6 +183,9 @@ class ProfileConfig:
 
     def signing_key(self, suite_id: int) -> SigningKey:
         """``signature_priv`` parsed for ``suite_id`` (for the configured suite, parsed once)."""
+        if suite_id == self.apq_suite and "_apq_signer" in self.__dict__:
+            apq_signer: SigningKey = self.__dict__["_apq_signer"]
+            return apq_signer
         signer: SigningKey = self.__dict__["_signer"]
         return signer if suite_id == self.cipher_suite else get_suite(suite_id).signing_key(self.signature_priv)
 

@@ -16,15 +16,31 @@ server refuses.  An active attacker can therefore not make two peers that
 both support X-Wing settle on a classical suite: removing KeyPackages is
 detected, and changing the signed list breaks the KeyPackage's signature,
 which the server verifies before it answers.
+
+**APQ-MLS** (docs/pq.md, "APQ in the profile") rides on the same list: a client
+that offers it puts, in place of the KeyPackage of its first suite, one
+APQMessagePair of KeyPackages (that suite's, and one of its PQ suite)::
+
+    ClientHello body = MLSMessage(APQMessagePair(T KeyPackage, PQ KeyPackage)) || MLSMessage(KeyPackage) || ...
+
+and every KeyPackage it sends lists, signed, the PQ suite in its capabilities
+and the APQ component (0x0006) in its leaf's app_data_dictionary.  A server
+that does APQ with that PQ suite and finds that mark on the KeyPackage it would
+choose, but no pair, refuses: someone removed the pair (or replaced it with its
+T half).  A server that does not do APQ answers the T KeyPackage alone, which
+a client that requires APQ refuses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from mlscore import safe_app
+from mlscore.apq import APQ_COMPONENT, APQMessagePair, is_message_pair
 from mlscore.codec import Reader
 from mlscore.errors import DecodeError, UnsupportedError, ValidationError
-from mlscore.framing import MLSMessage
+from mlscore.framing import MLSMessage, WireFormat
 from mlscore.messages import KeyPackage
 
 MAX_OFFERED_SUITES = 8
@@ -35,19 +51,45 @@ class DowngradeError(ValidationError):
     """The ClientHello lacks the KeyPackage of a suite the client's signed capabilities offer (and we prefer)."""
 
 
-def client_hello(key_packages: Sequence[KeyPackage]) -> bytes:
-    """The ClientHello body: the KeyPackages, in the client's order of preference."""
-    return b"".join(MLSMessage(key_package).to_bytes() for key_package in key_packages)
+@dataclass(frozen=True)
+class ClientOffer:
+    """What a ClientHello offers: one KeyPackage per suite (most preferred first; an APQ pair's T half among
+    them, in the pair's place), and the APQ pair as (T KeyPackage, PQ KeyPackage) if there is one."""
+
+    key_packages: list[KeyPackage]
+    apq: tuple[KeyPackage, KeyPackage] | None = None
 
 
-def offered_key_packages(body: bytes) -> list[KeyPackage]:
-    """The KeyPackages of a ClientHello body, at most MAX_OFFERED_SUITES, one per suite."""
-    reader = Reader(bytes(body))
+def client_hello(key_packages: Sequence[KeyPackage], apq_pq: KeyPackage | None = None) -> bytes:
+    """The ClientHello body: the KeyPackages, in the client's order of preference; with ``apq_pq`` the first
+    one goes as an APQ pair with it."""
+    messages = [MLSMessage(key_package).to_bytes() for key_package in key_packages]
+    if apq_pq is not None:
+        messages[0] = APQMessagePair(WireFormat.KEY_PACKAGE, MLSMessage(key_packages[0]),
+                                     MLSMessage(apq_pq)).to_message_bytes()
+    return b"".join(messages)
+
+
+def parse_client_hello(body: bytes) -> ClientOffer:
+    """The offer of a ClientHello body: at most MAX_OFFERED_SUITES KeyPackages, one per suite, at most one pair."""
+    data = bytes(body)
+    reader = Reader(data)
     offered: list[KeyPackage] = []
+    apq: tuple[KeyPackage, KeyPackage] | None = None
     while reader.remaining:
         if len(offered) == MAX_OFFERED_SUITES:
             raise DecodeError(f"a ClientHello offers at most {MAX_OFFERED_SUITES} KeyPackages")
         try:
+            if is_message_pair(data, reader.position):
+                if apq is not None:
+                    raise ValidationError("a ClientHello offers at most one APQ pair")
+                pair = APQMessagePair.read_message(reader)
+                if pair.wire_format != WireFormat.KEY_PACKAGE:
+                    raise ValidationError(f"a ClientHello's APQ pair carries KeyPackages, not {pair.wire_format.name}")
+                assert isinstance(pair.t_message.body, KeyPackage) and isinstance(pair.pq_message.body, KeyPackage)
+                apq = (pair.t_message.body, pair.pq_message.body)
+                offered.append(apq[0])
+                continue
             message = MLSMessage.decode(reader)
         except (ValueError, OverflowError) as exc:
             raise DecodeError(f"invalid ClientHello: {exc}") from exc
@@ -57,9 +99,40 @@ def offered_key_packages(body: bytes) -> list[KeyPackage]:
     if not offered:
         raise DecodeError("an empty ClientHello")
     suites = [key_package.cipher_suite for key_package in offered]
+    if apq is not None:
+        suites.append(apq[1].cipher_suite)
     if len(set(suites)) != len(suites):
         raise ValidationError(f"the ClientHello offers a suite twice: {suites}")
-    return offered
+    return ClientOffer(offered, apq)
+
+
+def offered_key_packages(body: bytes) -> list[KeyPackage]:
+    """The KeyPackages of a ClientHello body, one per suite (an APQ pair's T half among them)."""
+    return parse_client_hello(body).key_packages
+
+
+def offers_apq(key_package: KeyPackage, pq_suite: int) -> bool:
+    """The signed mark of a client that offered APQ with ``pq_suite``: its capabilities list that suite and
+    its leaf's app_data_dictionary the APQ component."""
+    leaf = key_package.leaf_node
+    return (pq_suite in leaf.capabilities.cipher_suites
+            and APQ_COMPONENT in safe_app.listed_components(leaf.extensions))
+
+
+def choose_apq(offer: ClientOffer, preference: Sequence[int], pq_suite: int,
+               required: bool) -> tuple[KeyPackage, KeyPackage | None]:
+    """A server that does APQ with ``pq_suite``: (T KeyPackage, PQ KeyPackage) of the client's pair when its
+    suites are ours (APQ comes before the order of the classical suites: either way the keys are PQ-secure),
+    else :func:`choose`'s KeyPackage and None, after the APQ downgrade check; ``required`` refuses that."""
+    if offer.apq is not None and offer.apq[1].cipher_suite == pq_suite and offer.apq[0].cipher_suite in preference:
+        return offer.apq
+    chosen = choose(offer.key_packages, preference)
+    if offer.apq is None and offers_apq(chosen, pq_suite):
+        raise DowngradeError(f"the client's signed leaf offers APQ with suite {pq_suite}, which we do too, but its "
+                             "ClientHello carries no APQ pair: a downgrade, refused")
+    if required:
+        raise UnsupportedError(f"the client does not offer APQ with PQ suite {pq_suite}, which we require")
+    return chosen, None
 
 
 def choose(offered: Sequence[KeyPackage], preference: Sequence[int]) -> KeyPackage:

@@ -38,6 +38,12 @@ class RekeyPolicy:
     """Sustained minimum seconds between commits the *peer* forces on us (its ConnectionUpdates); 0 disables."""
     peer_commit_burst: int = 64
     """How many peer commits may come faster than that before the next one waits (a token bucket)."""
+    full_every: int | None = 10
+    """APQ sessions (docs/pq.md): one of every ``full_every`` of our own commits is FULL (1: all of them; None:
+    only those below).  A FULL commit is what locks a quantum thief of our state out; the others are PARTIAL,
+    at classical cost.  The joiner's first commit, resumption commits and ``rekey(full=True)`` are always FULL."""
+    full_seconds: float | None = None
+    """APQ sessions: our next commit is FULL once our last FULL commit on this connection is this old."""
 
     def __post_init__(self) -> None:
         if self.max_bytes is not None and (not isinstance(self.max_bytes, int) or self.max_bytes < 1):
@@ -52,6 +58,12 @@ class RekeyPolicy:
         if self.on_unanswered not in ("commit", "close"):
             raise ConfigurationError(f"RekeyPolicy.on_unanswered must be 'commit' or 'close', "
                                      f"not {self.on_unanswered!r}")
+        if self.full_every is not None and (isinstance(self.full_every, bool) or not isinstance(self.full_every, int)
+                                            or self.full_every < 1):
+            raise ConfigurationError(f"RekeyPolicy.full_every must be a positive integer or None, "
+                                     f"not {self.full_every!r}")
+        if self.full_seconds is not None and not (self.full_seconds >= 0 and math.isfinite(self.full_seconds)):
+            raise ConfigurationError(f"RekeyPolicy.full_seconds must be >= 0 and finite, not {self.full_seconds!r}")
         if not isinstance(self.peer_commit_burst, int) or self.peer_commit_burst < 1:
             raise ConfigurationError(f"RekeyPolicy.peer_commit_burst must be a positive integer, "
                                      f"not {self.peer_commit_burst!r}")

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from mlscore import safe_app
+from mlscore.apq import APQ_COMPONENT, APQMessagePair, is_message_pair
 from mlscore.codec import Reader, Writer, decode_enum
 from mlscore.errors import ValidationError
 from mlscore.extensions import Extension, ExtensionType, RequiredCapabilities
@@ -48,9 +49,24 @@ def check_type(data: bytes, component_id: int, allowed: set[TwoPartyMessageType]
         raise ValidationError(f"Safe AAD message type {value.name} not allowed here")
 
 
-def checked_commit(body: bytes, component_id: int, allowed: set[TwoPartyMessageType]) -> MLSMessage:
-    """A received commit, decoded, whose Safe AAD type is one of ``allowed`` (nothing else checked yet)."""
+Commit = MLSMessage | APQMessagePair
+"""A profile commit as received: one MLSMessage, or an APQ FULL commit's two (T and PQ)."""
+
+
+def checked_commit(body: bytes, component_id: int, allowed: set[TwoPartyMessageType]) -> Commit:
+    """A received commit, decoded, whose Safe AAD type is one of ``allowed`` (nothing else checked yet); an APQ
+    FULL commit's two halves must both carry it."""
+    if is_message_pair(body):
+        pair = APQMessagePair.from_message_bytes(body)
+        _check_commit_aad(pair.t_message, component_id, allowed)
+        _check_commit_aad(pair.pq_message, component_id, allowed)
+        return pair
     message = MLSMessage.from_bytes(body)
+    _check_commit_aad(message, component_id, allowed)
+    return message
+
+
+def _check_commit_aad(message: MLSMessage, component_id: int, allowed: set[TwoPartyMessageType]) -> None:
     inner = message.body
     if isinstance(inner, PublicMessage):
         aad = inner.content.authenticated_data
@@ -59,7 +75,6 @@ def checked_commit(body: bytes, component_id: int, allowed: set[TwoPartyMessageT
     else:
         raise ValidationError(f"expected a commit, got {message.wire_format.name}")
     check_type(aad, component_id, allowed)
-    return message
 
 
 def decode_as(body: bytes, expected: type[T], what: str) -> T:
@@ -70,9 +85,9 @@ def decode_as(body: bytes, expected: type[T], what: str) -> T:
     return message.body
 
 
-def message_epoch(message: MLSMessage) -> int:
-    """The epoch in a checked commit's header (readable before it is decrypted)."""
-    body = message.body
+def message_epoch(commit: Commit) -> int:
+    """The (T group's) epoch in a checked commit's header (readable before it is decrypted)."""
+    body = (commit.t_message if isinstance(commit, APQMessagePair) else commit).body
     if isinstance(body, PublicMessage):
         return body.content.epoch
     assert isinstance(body, PrivateMessage)  # checked_commit let nothing else through
@@ -90,15 +105,18 @@ def require_component(extensions: Sequence[Extension], component_id: int, where:
 
 
 def capabilities(suite_id: int, offered: Sequence[int] = ()) -> Capabilities:
-    """A leaf's capabilities: the suite (and every suite ``offered`` with it, mls2p.negotiation), and the
-    app_data_dictionary extension."""
+    """A leaf's capabilities: the suite (and every suite ``offered`` with it, mls2p.negotiation, APQ's PQ suite
+    among them), and the app_data_dictionary extension."""
     suites = tuple(offered) if suite_id in offered else (suite_id, *offered)
     return replace(default_capabilities(suite_id, extensions=(ExtensionType.APP_DATA_DICTIONARY,)),
                    cipher_suites=suites)
 
 
-def leaf_extensions(config: ProfileConfig) -> tuple[Extension, ...]:
-    return (safe_app.app_data_dictionary_extension([config.component_id]), *config.leaf_extensions)
+def leaf_extensions(config: ProfileConfig, *, apq: bool = False) -> tuple[Extension, ...]:
+    """Our leaf's extensions: the profile's component, and APQ's when we offer it (the signed APQ mark,
+    mls2p.negotiation)."""
+    components = sorted({config.component_id, APQ_COMPONENT}) if apq else [config.component_id]
+    return (safe_app.app_data_dictionary_extension(components), *config.leaf_extensions)
 
 
 def group_extensions(config: ProfileConfig) -> tuple[Extension, ...]:

@@ -23,6 +23,14 @@ was.  That is a deliberate deviation from the draft's "delete the group state
 on any failure" (docs/profile.md): deleting on unauthenticated input would let
 anyone who can replay a message destroy a session.  Replaced epochs are
 destroyed as soon as the swap makes them unreachable.
+
+**APQ-MLS** (docs/pq.md, "APQ in the profile"): a session may run a PQ group
+beside its group (then the T group).  The T group gives the record keys, the
+epochs, the EpochKeyUpdates and the exporter exactly as without APQ; our commit
+is PARTIAL (the T group alone) or FULL (both groups, the PQ group's exporter
+as a PSK in the T commit, carried as one APQMessagePair), per
+``RekeyPolicy.full_every`` and ``rekey(full=True)``.  The joiner's first
+commit and every resumption commit are FULL.
 """
 
 from __future__ import annotations
@@ -31,17 +39,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from mlscore.errors import CredentialError, EpochError, StateError, ValidationError
+from mlscore.apq import APQ_COMPONENT, APQMessagePair, APQPair, ApqPsks, is_message_pair
+from mlscore.errors import CredentialError, EpochError, MLSError, StateError, ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage
-from mlscore.group import ApplicationMessage, CommitMessage, Group
+from mlscore.group import ApplicationMessage, CommitMessage, Group, GroupConfig
 from mlscore.key_package import KeyPackageBundle, create_key_package
 from mlscore.leaf_node import LeafNode
-from mlscore.messages import Add, Welcome
+from mlscore.messages import Add, AppDataUpdate, PreSharedKey, Welcome
 
 from . import negotiation, persistence, safe_aad
 from .actions import OUR_COMMIT_CONFIRMED, KeysChanged, ResumptionIgnored, SendMessage, SessionAction
 from .config import ProfileConfig, Role
-from .errors import ReplayedMessage, RevokedPeer, UnexpectedMessage
+from .errors import ReplayedMessage, RevokedPeer, StoredStateError, UnexpectedMessage
 from .persistence import PendingCommit, StoredSession
 from .transitions import Action, Event, State, Transition, Turn, authorizes, lookup
 from .wire import CommitRequest, EpochKeyUpdate, ProfileMessage, ProfileMessageType, TwoPartyMessageType
@@ -61,9 +70,13 @@ class _Progress:
     heard: bool = False  # a message from the peer arrived on the current connection
     our_turn: bool = True  # the last confirmed commit was the peer's (docs/profile.md, "Taking turns")
     asked: bool = False  # we sent a CommitRequest on this connection and the peer has not committed since
+    pq: Group | None = None  # APQ: the PQ group beside ``group`` (the T group)
+    partials: int | None = 0  # APQ: our PARTIAL commits since our last FULL one (None: we never made a FULL one)
 
     def group_objects(self) -> list[Group]:
-        return [g for g in (self.group, self.pending.group if self.pending else None) if g is not None]
+        pending = self.pending
+        candidates = (self.group, self.pq, pending.group if pending else None, pending.pq if pending else None)
+        return [g for g in candidates if g is not None]
 
     def groups(self) -> set[int]:
         return {id(g) for g in self.group_objects()}
@@ -83,11 +96,14 @@ class TwoPartySession:
     """One side of a two-party MLS group, across connections."""
 
     def __init__(self, config: ProfileConfig, *, initial_role: Role, progress: _Progress,
-                 on_state_change: Callable[[TwoPartySession], None] | None = None) -> None:
+                 on_state_change: Callable[[TwoPartySession], None] | None = None,
+                 psks: ApqPsks | None = None) -> None:
         self.config = config
         self.initial_role = initial_role
         self._progress = progress
         self._on_state_change = on_state_change
+        self._psks = psks if psks is not None else ApqPsks()  # APQ: how our T groups read the PQ group's PSK
+        self._full_asked = False  # APQ: the commit being made was asked to be FULL (update/rekey(full=True))
 
     def __repr__(self) -> str:
         return (f"TwoPartySession(state={self.state.value!r}, epoch={self.epoch}, "
@@ -100,14 +116,16 @@ class TwoPartySession:
                   on_state_change: Callable[[TwoPartySession], None] | None = None
                   ) -> tuple[TwoPartySession, list[SessionAction]]:
         """Start phase 1: one KeyPackage per suite we offer (mls2p.negotiation), and the ClientHello."""
+        apq = config.apq != "off"
         offered = config.suite_preference
-        bundles = tuple(create_key_package(
-            suite_id, config.credential, config.signing_key(suite_id), lifetime=config.lifetime,
-            capabilities=safe_aad.capabilities(suite_id, offered), leaf_extensions=safe_aad.leaf_extensions(config))
-            for suite_id in offered)
-        progress = _Progress(State.AWAITING_SERVER_HELLO, Role.INITIATOR, key_packages=bundles)
+        signed = (*offered, config.apq_suite) if apq else offered  # APQ's mark: the PQ suite, signed (negotiation)
+        bundles = tuple(_own_key_package(config, suite_id, signed, apq=apq) for suite_id in offered)
+        pq_bundle = _own_key_package(config, config.apq_suite, signed, apq=True) if apq else None
+        progress = _Progress(State.AWAITING_SERVER_HELLO, Role.INITIATOR,
+                             key_packages=bundles + ((pq_bundle,) if pq_bundle else ()))
         session = cls(config, initial_role=Role.INITIATOR, progress=progress, on_state_change=on_state_change)
-        hello = negotiation.client_hello([bundle.key_package for bundle in bundles])
+        hello = negotiation.client_hello([bundle.key_package for bundle in bundles],
+                                         pq_bundle.key_package if pq_bundle else None)
         return session, [_send(ProfileMessageType.CLIENT_HELLO, hello)]
 
     @classmethod
@@ -126,16 +144,26 @@ class TwoPartySession:
         if p.group is None or p.state not in persistence.STATE_CODES:
             return None
         return persistence.encode(StoredSession(p.state, self.initial_role, p.current_role, p.group,
-                                                p.last_applied_commit, p.pending))
+                                                p.last_applied_commit, p.pending, p.pq, p.partials))
 
     @classmethod
     def from_state(cls, data: bytes, config: ProfileConfig, *,
                    on_state_change: Callable[[TwoPartySession], None] | None = None) -> TwoPartySession:
         """Rebuild a session from :meth:`to_state`; raises StoredStateError for anything unreadable."""
-        stored = persistence.decode(data, config.group_config(None))
+        psks = ApqPsks()
+        stored = persistence.decode(data, APQPair.shared_config(config.group_config(None), psks))
+        if stored.pq is not None:
+            pending = stored.pending
+            try:
+                APQPair.of(stored.group, stored.pq, psks)
+                if pending is not None and pending.pq is not None:
+                    APQPair.of(pending.group, pending.pq, psks)
+            except MLSError as exc:
+                raise StoredStateError(f"stored session state is corrupt: {exc}") from None
         progress = _Progress(stored.state, stored.current_role, stored.group, stored.pending,
-                             stored.last_applied_commit)
-        return cls(config, initial_role=stored.initial_role, progress=progress, on_state_change=on_state_change)
+                             stored.last_applied_commit, pq=stored.pq, partials=stored.partials)
+        return cls(config, initial_role=stored.initial_role, progress=progress, on_state_change=on_state_change,
+                   psks=psks)
 
     # -- queries (never change anything) -------------------------------------------------------
 
@@ -162,6 +190,16 @@ class TwoPartySession:
     @property
     def epoch(self) -> int | None:
         return self.group.epoch if self.group else None
+
+    @property
+    def apq(self) -> bool:
+        """Whether this session runs APQ-MLS (a PQ group beside its group)."""
+        return self._progress.pq is not None
+
+    @property
+    def pq_epoch(self) -> int | None:
+        """APQ: the PQ group's epoch (it moves at FULL commits only)."""
+        return self._progress.pq.epoch if self._progress.pq is not None else None
 
     @property
     def group_id(self) -> bytes | None:
@@ -206,32 +244,42 @@ class TwoPartySession:
 
     # -- events --------------------------------------------------------------------------------
 
-    def receive(self, data: bytes | ProfileMessage, *, now: int | None = None) -> list[SessionAction]:
+    def receive(self, data: bytes | ProfileMessage, *, now: int | None = None,
+                full: bool = False) -> list[SessionAction]:
         """Process one profile message from the peer.
 
         Raises a :class:`~mlscore.errors.RemoteError` (UnexpectedMessage when
         the state does not allow the message) and changes nothing when the
-        message is refused.
+        message is refused.  ``full``: a commit of ours it leads to (the answer to a CommitRequest) is FULL in
+        an APQ session.
         """
         message = data if isinstance(data, ProfileMessage) else ProfileMessage.from_bytes(data)
-        return self._run(Event.received(message.msg_type), message.body, now)
+        return self._run_asking_full(Event.received(message.msg_type), now, full, message.body)
 
-    def update(self, *, now: int | None = None) -> list[SessionAction]:
+    def update(self, *, now: int | None = None, full: bool = False) -> list[SessionAction]:
         """Send a ConnectionUpdate (a commit with a fresh UpdatePath) now, whoever's turn it is; only when synced.
 
         Our own commit is what locks out a thief of our state, so an application that fears one calls this.
-        ``now`` (seconds since the Unix epoch) is the time the peer's credential is re-checked at.
+        ``now`` (seconds since the Unix epoch) is the time the peer's credential is re-checked at.  ``full``
+        makes an APQ session's commit FULL (a quantum thief of our state is locked out too).
         """
-        return self._run(Event.UPDATE, now=now)
+        return self._run_asking_full(Event.UPDATE, now, full)
 
-    def rekey(self, *, now: int | None = None) -> list[SessionAction]:
+    def rekey(self, *, now: int | None = None, full: bool = False) -> list[SessionAction]:
         """The rekey policy wants new keys: commit on our turn, else ask the peer to (one CommitRequest).
 
         Nothing while a commit is in flight or a request waits.  Taking turns
         is what makes each side commit at least every second rekey
-        (docs/profile.md, "Taking turns").
+        (docs/profile.md, "Taking turns").  ``full``: as for :meth:`update`.
         """
-        return self._run(Event.REKEY, now=now)
+        return self._run_asking_full(Event.REKEY, now, full)
+
+    def _run_asking_full(self, event: Event, now: int | None, full: bool, body: bytes = b"") -> list[SessionAction]:
+        self._full_asked = full
+        try:
+            return self._run(event, body, now)
+        finally:
+            self._full_asked = False
 
     def resume(self, *, now: int | None = None) -> list[SessionAction]:
         """Start phase 3 on a new connection: we become the current initiator (the peer is re-checked first)."""
@@ -309,44 +357,95 @@ class TwoPartySession:
     # -- actions: (current progress, message body, now) -> (next progress, what to do) -----------
 
     def _create_group(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
-        key_package = negotiation.choose(negotiation.offered_key_packages(body), self.config.suite_preference)
+        config = self.config
+        offer = negotiation.parse_client_hello(body)
+        if config.apq == "off":
+            key_package, pq_key_package = negotiation.choose(offer.key_packages, config.suite_preference), None
+        else:
+            key_package, pq_key_package = negotiation.choose_apq(offer, config.suite_preference, config.apq_suite,
+                                                                 required=config.apq == "require")
+        for offered in (key_package, pq_key_package):
+            if offered is not None:
+                safe_aad.require_component(offered.leaf_node.extensions, config.component_id,
+                                           "the initiator's KeyPackage")
         suite_id = key_package.cipher_suite
-        component = self.config.component_id
-        safe_aad.require_component(key_package.leaf_node.extensions, component, "the initiator's KeyPackage")
-        own = create_key_package(suite_id, self.config.credential, self.config.signing_key(suite_id),
-                                 lifetime=self.config.lifetime, capabilities=safe_aad.capabilities(suite_id),
-                                 leaf_extensions=safe_aad.leaf_extensions(self.config))
-        founding = Group.create(own, extensions=safe_aad.group_extensions(self.config),
-                                config=self.config.group_config(now))
-        result = founding.commit([Add(key_package)], force_path=False, include_tree_in_welcome=True)
-        founding.destroy()
-        assert result.welcome is not None
-        group = result.group
-        # The Add commit was ours: the initiator's turn comes first.
-        return (replace(p, state=State.SYNCED, group=group, our_turn=False),
-                [_send(ProfileMessageType.SERVER_HELLO, result.welcome.to_bytes()),
-                 KeysChanged(group.epoch, "key establishment")])
+        own = _own_key_package(config, suite_id, (suite_id,), apq=pq_key_package is not None)
+        # The Add commit is ours: the initiator's turn comes first.
+        ready = replace(p, state=State.SYNCED, our_turn=False)
+        if pq_key_package is not None:
+            own_pq = _own_key_package(config, config.apq_suite, (config.apq_suite,), apq=True)
+            founding = APQPair.create(own, own_pq, mode=config.apq_mode, extensions=safe_aad.group_extensions(config),
+                                      config=self._group_config(now), psks=self._psks)
+            added = founding.commit_full(add=(key_package, pq_key_package))
+            for group in (founding.t, founding.pq):
+                group.destroy()
+            welcomes = added.welcomes()
+            assert welcomes is not None
+            ready = replace(ready, group=added.pair.t, pq=added.pair.pq, partials=0)
+            welcome = welcomes.to_message_bytes()
+        else:
+            founding_group = Group.create(own, extensions=safe_aad.group_extensions(config),
+                                          config=self._group_config(now))
+            result = founding_group.commit([Add(key_package)], force_path=False, include_tree_in_welcome=True)
+            founding_group.destroy()
+            assert result.welcome is not None
+            ready, welcome = replace(ready, group=result.group), result.welcome.to_bytes()
+        assert ready.group is not None
+        return ready, [_send(ProfileMessageType.SERVER_HELLO, welcome), KeysChanged(ready.group.epoch,
+                                                                                   "key establishment")]
 
     def _join_group(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
-        welcome = safe_aad.decode_as(body, Welcome, "ServerHello")
-        bundle = next((b for b in p.key_packages if b.key_package.cipher_suite == welcome.cipher_suite), None)
+        config = self.config
+        if is_message_pair(body):
+            welcomes = APQMessagePair.from_message_bytes(body)
+            t_bundle = self._offered_bundle(p, welcomes.t_message)
+            pq_bundle = self._offered_bundle(p, welcomes.pq_message)
+            if config.apq == "off" or pq_bundle.key_package.cipher_suite != config.apq_suite:
+                raise ValidationError("the server answered with APQ Welcomes, which we did not offer")
+            pair = APQPair.join_pair(welcomes, t_bundle, pq_bundle, config=self._group_config(now), psks=self._psks)
+            joined = [(pair.t, t_bundle), (pair.pq, pq_bundle)]
+            # our first commit is FULL (the combiner's section 3.2): partials=None
+            ready = replace(p, group=pair.t, pq=pair.pq, partials=None)
+        else:
+            if config.apq == "require":
+                raise negotiation.DowngradeError("the server answered without APQ, which we require")
+            welcome = safe_aad.decode_as(body, Welcome, "ServerHello")
+            bundle = self._offered_bundle(p, MLSMessage(welcome))
+            group = Group.join(welcome, bundle, config=self._group_config(now))
+            joined, ready = [(group, bundle)], replace(p, group=group)
+        try:
+            for group, bundle in joined:
+                members = group.members()
+                if len(members) != 2:
+                    raise ValidationError(f"the group has {len(members)} members, the profile needs exactly two")
+                if group.own_leaf_node.encryption_key != bundle.key_package.leaf_node.encryption_key:
+                    raise ValidationError("our leaf in the group is not the KeyPackage we sent")
+                safe_aad.require_component(group.context.extensions, config.component_id, "the GroupContext")
+        except ValidationError:
+            for group, _ in joined:
+                group.destroy()
+            raise
+        assert ready.group is not None
+        return (replace(ready, state=State.SYNCED, key_packages=(), our_turn=True),
+                [KeysChanged(ready.group.epoch, "key establishment")])
+
+    @staticmethod
+    def _offered_bundle(p: _Progress, welcome: MLSMessage) -> KeyPackageBundle:
+        """Our KeyPackage of the suite a Welcome from the server uses."""
+        body = welcome.body
+        if not isinstance(body, Welcome):
+            raise ValidationError(f"ServerHello must carry a Welcome, got {welcome.wire_format.name}")
+        bundle = next((b for b in p.key_packages if b.key_package.cipher_suite == body.cipher_suite), None)
         if bundle is None:
-            raise ValidationError(f"the server chose cipher suite {welcome.cipher_suite}, which we did not offer")
-        group = Group.join(welcome, bundle, config=self.config.group_config(now))
-        members = group.members()
-        if len(members) != 2:
-            raise ValidationError(f"the group has {len(members)} members, the profile needs exactly two")
-        if group.own_leaf_node.encryption_key != bundle.key_package.leaf_node.encryption_key:
-            raise ValidationError("our leaf in the group is not the KeyPackage we sent")
-        safe_aad.require_component(group.context.extensions, self.config.component_id, "the GroupContext")
-        return (replace(p, state=State.SYNCED, group=group, key_packages=(), our_turn=True),
-                [KeysChanged(group.epoch, "key establishment")])
+            raise ValidationError(f"the server chose cipher suite {body.cipher_suite}, which we did not offer")
+        return bundle
 
     def _apply_and_confirm(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         assert p.group is not None
         message = self._checked_commit(body, {TwoPartyMessageType.CONNECTION_UPDATE})
-        new_group, digest = self._apply_peer_commit(p.group, message, body, now)
-        return self._confirm(replace(p, last_applied_commit=digest, pending=None), new_group, "peer ConnectionUpdate")
+        new_group, new_pq, digest = self._apply_peer_commit(p.group, p.pq, message, body, now)
+        return self._confirm(replace(p, last_applied_commit=digest, pending=None, pq=new_pq), new_group,
+                             "peer ConnectionUpdate")
 
     def _ignore_commit(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         log.debug("ignoring a concurrent ConnectionUpdate: the current initiator's commit wins")
@@ -366,7 +465,7 @@ class TwoPartySession:
         update = EpochKeyUpdate.from_bytes(processed.data)
         if update.epoch != pending.epoch:
             raise EpochError(f"EpochKeyUpdate names epoch {update.epoch}, expected {pending.epoch}")
-        return (replace(p, state=State.SYNCED, group=pending, pending=None, our_turn=False, asked=False),
+        return (replace(_ours_confirmed(p, p.pending), state=State.SYNCED, our_turn=False, asked=False),
                 [KeysChanged(pending.epoch, OUR_COMMIT_CONFIRMED)])
 
     def _answer_resumption(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
@@ -393,13 +492,13 @@ class TwoPartySession:
             base = replace(base, pending=None)
         elif p.pending is not None and epoch == p.pending.group.epoch:
             # Rule 2: the peer applied our pending commit; its confirmation was lost.
-            group, applied = self._apply_peer_commit(p.pending.group, message, body, now)
-            base = replace(base, group=group, pending=None, last_applied_commit=applied)
+            group, pq, applied = self._apply_peer_commit(p.pending.group, p.pending.pq, message, body, now)
+            base = replace(_ours_confirmed(base, p.pending), group=group, pq=pq, last_applied_commit=applied)
         else:
             if epoch != p.group.epoch:
                 raise EpochError(f"ResumptionRequest commit for epoch {epoch}, we are at {p.group.epoch}")
-            group, applied = self._apply_peer_commit(p.group, message, body, now)
-            base = replace(base, group=group, pending=None, last_applied_commit=applied)
+            group, pq, applied = self._apply_peer_commit(p.group, p.pq, message, body, now)
+            base = replace(base, group=group, pq=pq, pending=None, last_applied_commit=applied)
         return self._commit(base, TwoPartyMessageType.RESUMPTION_RESPONSE)
 
     def _ignore_resumption(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
@@ -412,10 +511,10 @@ class TwoPartySession:
     def _finish_resumption(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         assert p.pending is not None
         message = self._checked_commit(body, {TwoPartyMessageType.RESUMPTION_RESPONSE})
-        own = p.pending.group
-        new_group, digest = self._apply_peer_commit(own, message, body, now)
-        return self._confirm(replace(p, group=own, pending=None, last_applied_commit=digest), new_group,
-                             "resumption")
+        own = _ours_confirmed(p, p.pending)  # the response was made in the epoch of our request
+        assert own.group is not None
+        new_group, new_pq, digest = self._apply_peer_commit(own.group, own.pq, message, body, now)
+        return self._confirm(replace(own, pq=new_pq, last_applied_commit=digest), new_group, "resumption")
 
     def _send_commit(self, p: _Progress, body: bytes, now: int | None) -> _Outcome:
         return self._commit(p, TwoPartyMessageType.CONNECTION_UPDATE)
@@ -484,9 +583,17 @@ class TwoPartySession:
     def _commit(self, p: _Progress, msg_type: TwoPartyMessageType) -> _Outcome:
         """A fresh commit with an UpdatePath from ``p.group``, kept pending until confirmed."""
         assert p.group is not None
-        result = p.group.commit(force_path=True, authenticated_data=self._safe_aad(msg_type))
-        encoded = result.message.to_bytes()
-        pending = PendingCommit(encoded, msg_type, result.group)
+        aad = self._safe_aad(msg_type)
+        if p.pq is None:
+            result = p.group.commit(force_path=True, authenticated_data=aad)
+            pending = PendingCommit(result.message.to_bytes(), msg_type, result.group)
+        elif self._full_commit(p, msg_type):
+            full = self._pair(p.group, p.pq).commit_full(authenticated_data=aad)
+            pending = PendingCommit(full.messages().to_message_bytes(), msg_type, full.pair.t, full.pair.pq, full=True)
+        else:
+            message, pair = self._pair(p.group, p.pq).commit_partial(authenticated_data=aad)
+            pending = PendingCommit(message.to_bytes(), msg_type, pair.t, pair.pq)
+        encoded = pending.message
         if msg_type is TwoPartyMessageType.RESUMPTION_REQUEST:
             state, wire = State.AWAITING_RESUMPTION_RESPONSE, ProfileMessageType.RESUMPTION_REQUEST
         elif msg_type is TwoPartyMessageType.CONNECTION_UPDATE:
@@ -503,30 +610,73 @@ class TwoPartySession:
         return (replace(p, state=State.SYNCED, group=new_group, pending=None, our_turn=True, asked=False),
                 [_send(ProfileMessageType.EPOCH_KEY_UPDATE, ack.to_bytes()), KeysChanged(new_group.epoch, reason)])
 
-    def _apply_peer_commit(self, group: Group, message: MLSMessage, encoded: bytes,
-                           now: int | None) -> tuple[Group, bytes]:
-        """Validate a peer commit against ``group``: no proposals, an UpdatePath, our component.
+    def _full_commit(self, p: _Progress, msg_type: TwoPartyMessageType) -> bool:
+        """Whether our next commit in an APQ session is FULL: when asked, for resumption, for our first
+        commit after joining, and for one of every ``RekeyPolicy.full_every`` of our commits."""
+        if self._full_asked or msg_type is not TwoPartyMessageType.CONNECTION_UPDATE or p.partials is None:
+            return True
+        every = self.config.rekey.full_every
+        return every is not None and p.partials + 1 >= every
 
-        Returns the next epoch and the commit's digest (the draft's "last applied commit").
+    def _apply_peer_commit(self, group: Group, pq: Group | None, message: safe_aad.Commit, encoded: bytes,
+                           now: int | None) -> tuple[Group, Group | None, bytes]:
+        """Validate a peer commit against ``group`` (and, in an APQ session, the PQ group ``pq``): an
+        UpdatePath, our component, no proposals but a FULL commit's own.
+
+        Returns the next epoch's groups and the commit's digest (the draft's "last applied commit").
         """
+        digest = safe_aad.commit_hash(encoded)
+        if pq is not None:
+            pair = self._pair(group, pq)
+            if isinstance(message, APQMessagePair):
+                new = pair.process_full_pair(message, now=now, check=self._check_full_half)
+            else:
+                new = pair.process_partial(message, now=now, check=self._check_plain_commit)
+            return new.t, new.pq, digest
+        if isinstance(message, APQMessagePair):
+            raise ValidationError("an APQ FULL commit in a session without APQ")
         processed = group.process(message, now=now)
         if not isinstance(processed, CommitMessage):
             raise ValidationError("expected a commit")
+        self._check_plain_commit(processed, "")
+        return processed.group, None, digest
+
+    def _check_plain_commit(self, processed: CommitMessage, half: str) -> None:
+        """A profile commit (or an APQ PARTIAL one): no proposals, an UpdatePath, our component."""
+        self._check_commit(processed, ())
+
+    def _check_full_half(self, processed: CommitMessage, half: str) -> None:
+        """One half of an APQ FULL commit: only the combiner's proposals (APQInfo's update; in the T half, the
+        PQ group's PSK), an UpdatePath, our component."""
+        self._check_commit(processed, (AppDataUpdate, PreSharedKey) if half == "T" else (AppDataUpdate,))
+
+    def _check_commit(self, processed: CommitMessage, allowed: tuple[type, ...]) -> None:
         commit = processed.commit
         try:
-            if commit.proposals or commit.path is None:
-                raise ValidationError("profile commits must have no proposals and an UpdatePath")
+            for item in commit.proposals:
+                proposal = item.proposal
+                if proposal is None or not isinstance(proposal, allowed) or (
+                        isinstance(proposal, AppDataUpdate) and proposal.component_id != APQ_COMPONENT):
+                    raise ValidationError("profile commits must have no proposals (but an APQ FULL commit's own)")
+            if commit.path is None:
+                raise ValidationError("profile commits must have an UpdatePath")
             safe_aad.require_component(commit.path.leaf_node.extensions, self.config.component_id,
                                        "the peer's new LeafNode")
         except ValidationError:
             processed.group.destroy()
             raise
-        return processed.group, safe_aad.commit_hash(encoded)
+
+    def _pair(self, group: Group, pq: Group) -> APQPair:
+        return APQPair.of(group, pq, self._psks)
+
+    def _group_config(self, now: int | None) -> GroupConfig:
+        """The profile's group configuration, able to read APQ's PSK and APQInfo (classical groups never do)."""
+        return APQPair.shared_config(self.config.group_config(now), self._psks)
 
     def _safe_aad(self, msg_type: TwoPartyMessageType) -> bytes:
         return safe_aad.authenticated_data(self.config.component_id, msg_type)
 
-    def _checked_commit(self, body: bytes, allowed: set[TwoPartyMessageType]) -> MLSMessage:
+    def _checked_commit(self, body: bytes, allowed: set[TwoPartyMessageType]) -> safe_aad.Commit:
         return safe_aad.checked_commit(body, self.config.component_id, allowed)
 
 
@@ -535,6 +685,24 @@ class TwoPartySession:
 def peer_leaves(group: Group) -> list[LeafNode]:
     """The leaves of ``group`` that are not ours (in the profile: the one peer)."""
     return [leaf for index, leaf in group.members() if index != group.own_leaf]
+
+
+def _own_key_package(config: ProfileConfig, suite_id: int, signed_suites: tuple[int, ...], *,
+                     apq: bool) -> KeyPackageBundle:
+    """Our KeyPackage for ``suite_id``, listing ``signed_suites`` and, when APQ is offered, its component."""
+    return create_key_package(suite_id, config.credential, config.signing_key(suite_id), lifetime=config.lifetime,
+                              capabilities=safe_aad.capabilities(suite_id, signed_suites),
+                              leaf_extensions=safe_aad.leaf_extensions(config, apq=apq))
+
+
+def _ours_confirmed(p: _Progress, pending: PendingCommit | None) -> _Progress:
+    """``p`` once the peer holds our pending commit's epoch: its groups in force, and, in an APQ session, our
+    count of PARTIAL commits since our last FULL one moved on."""
+    assert pending is not None
+    partials = p.partials
+    if pending.pq is not None:
+        partials = 0 if pending.full else (None if partials is None else partials + 1)
+    return replace(p, group=pending.group, pq=pending.pq or p.pq, pending=None, partials=partials)
 
 
 def _send(msg_type: ProfileMessageType, body: bytes) -> SendMessage:

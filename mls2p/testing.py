@@ -191,10 +191,16 @@ def trusted_test_peers() -> PinnedKeys:
 def config(name: bytes, suite_id: int = 1, **overrides: Any) -> ProfileConfig:
     """A ProfileConfig with a basic credential ``name`` and a fresh signature key, pinned in :data:`TEST_PINS`.
 
-    Unless ``overrides`` say otherwise, it trusts every other key made here.
+    Unless ``overrides`` say otherwise, it trusts every other key made here.  With APQ on an ML-DSA suite
+    (mode 1), the ML-DSA key is made and pinned too.
     """
     signature_priv, signature_pub = get_suite(suite_id).generate_signature_key_pair()
     TEST_PINS.setdefault(name, set()).add(key_fingerprint(signature_pub))
+    apq_suite = get_suite(overrides.get("apq_suite", 0x0051))
+    if (overrides.get("apq", "off") != "off" and "apq_signature_priv" not in overrides
+            and apq_suite.signature_scheme != get_suite(suite_id).signature_scheme):
+        overrides["apq_signature_priv"], pq_pub = apq_suite.generate_signature_key_pair()
+        TEST_PINS[name].add(key_fingerprint(pq_pub))
     if "insecure_accept_any_peer" not in overrides:
         overrides.setdefault("authentication_service", trusted_test_peers())
     return ProfileConfig(credential=Credential.basic(name), signature_priv=signature_priv,
@@ -234,11 +240,11 @@ def pump(a: TwoPartySession, b: TwoPartySession, a_out: list[bytes], b_out: list
 class Pair:
     """Alice (initial initiator) and Bob, established, each persisting to its own store."""
 
-    def __init__(self, suite_id: int = 1) -> None:
+    def __init__(self, suite_id: int = 1, **overrides: Any) -> None:
         self.alice_store = MemorySessionStore()
         self.bob_store = MemorySessionStore()
-        self.alice_config = config(b"alice", suite_id)
-        self.bob_config = config(b"bob", suite_id)
+        self.alice_config = config(b"alice", suite_id, **overrides)
+        self.bob_config = config(b"bob", suite_id, **overrides)
         self.alice, hello = TwoPartySession.initiator(self.alice_config, on_state_change=persist_to(self.alice_store))
         self.bob = TwoPartySession.responder(self.bob_config, on_state_change=persist_to(self.bob_store))
         pump(self.alice, self.bob, sent(hello))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Self
@@ -186,13 +186,24 @@ class APQMessagePair(Struct):
     def from_message_bytes(cls, data: bytes) -> APQMessagePair:
         """Read an MLSMessage of wire format 0x0007 (the whole of ``data``)."""
         r = Reader(data)
+        pair = cls.read_message(r)
+        r.finish()
+        return pair
+
+    @classmethod
+    def read_message(cls, r: Reader) -> APQMessagePair:
+        """Read one MLSMessage of wire format 0x0007 from ``r`` (others may follow it)."""
         if r.u16() != PROTOCOL_VERSION_MLS10:
             raise DecodeError("an APQMessagePair must be an MLS 1.0 message")
         if r.u16() != APQ_MESSAGE_PAIR:
             raise DecodeError("expected an MLSMessage of wire format apq_message_pair (0x0007)")
-        pair = cls.decode(r)
-        r.finish()
-        return pair
+        return cls.decode(r)
+
+
+def is_message_pair(data: bytes, offset: int = 0) -> bool:
+    """Whether the MLSMessage at ``offset`` of ``data`` has wire format apq_message_pair (read from its header
+    only: the rest is checked when it is decoded)."""
+    return data[offset + 2 : offset + 4] == APQ_MESSAGE_PAIR.to_bytes(2, "big")
 
 
 def key_package_pair(t_bundle: KeyPackageBundle, pq_bundle: KeyPackageBundle) -> APQMessagePair:
@@ -255,12 +266,16 @@ class APQPair:
 
     @classmethod
     def create(cls, t_bundle: KeyPackageBundle, pq_bundle: KeyPackageBundle, *, mode: APQMode = APQMode.CONFIDENTIALITY,
-               extensions: Sequence[Extension] = (), config: GroupConfig | None = None) -> APQPair:
-        """Both groups, one member each, epoch 0, each holding the pair's APQInfo (its epochs 0)."""
+               extensions: Sequence[Extension] = (), config: GroupConfig | None = None,
+               psks: ApqPsks | None = None) -> APQPair:
+        """Both groups, one member each, epoch 0, each holding the pair's APQInfo (its epochs 0).
+
+        ``psks`` is the slot through which the T group reads the APQ PSKs (a new one if not given); a caller
+        that rebuilds pairs from their groups later (:meth:`of`) keeps it."""
         t_suite, pq_suite = t_bundle.key_package.cipher_suite, pq_bundle.key_package.cipher_suite
         info = APQInfo(os.urandom(16), os.urandom(16), mode, t_suite, pq_suite, 0, 0)
         check_suites(info)
-        psks = ApqPsks()
+        psks = psks if psks is not None else ApqPsks()
         shared = cls.shared_config(config, psks)
         pq = Group.create(pq_bundle, group_id=info.pq_group_id, extensions=with_apq_info(extensions, info),
                           config=shared)
@@ -270,9 +285,10 @@ class APQPair:
 
     @classmethod
     def join(cls, pq_welcome: MLSMessage | bytes, t_welcome: MLSMessage | bytes, t_bundle: KeyPackageBundle,
-             pq_bundle: KeyPackageBundle, *, config: GroupConfig | None = None) -> APQPair:
+             pq_bundle: KeyPackageBundle, *, config: GroupConfig | None = None,
+             psks: ApqPsks | None = None) -> APQPair:
         """Section 3.2: the PQ Welcome first, its exporter opens the T Welcome; then both APQInfos are checked."""
-        psks = ApqPsks()
+        psks = psks if psks is not None else ApqPsks()
         shared = cls.shared_config(config, psks)
         pq = Group.join(pq_welcome, pq_bundle, config=shared)
         info = apq_info_of(pq)
@@ -291,9 +307,23 @@ class APQPair:
 
     # -- commits --------------------------------------------------------------------------------------------
 
-    def commit_full(self, *, add: tuple[KeyPackage, KeyPackage] | None = None) -> FullCommit:
+    @classmethod
+    def of(cls, t: Group, pq: Group, psks: ApqPsks) -> APQPair:
+        """The pair of two groups built by :meth:`create` or :meth:`join` with ``psks`` (or read back from their
+        states with a :meth:`shared_config` over ``psks``); APQInfo is the T group's, checked."""
+        info = apq_info_of(t)
+        if info is None:
+            raise ValidationError("the T group has no APQInfo")
+        pq_info = apq_info_of(pq)
+        if pq_info is None or not info.same_pair(pq_info):
+            raise ValidationError("the T and PQ groups do not belong to one pair")
+        return cls(t, pq, info, psks)
+
+    def commit_full(self, *, add: tuple[KeyPackage, KeyPackage] | None = None,
+                    authenticated_data: bytes = b"") -> FullCommit:
         """A FULL commit (section 3.1): the PQ group's commit (with an UpdatePath), then the T group's with the
-        APQ PSK; ``add`` = (T KeyPackage, PQ KeyPackage) adds the peer (adding is always FULL)."""
+        APQ PSK; ``add`` = (T KeyPackage, PQ KeyPackage) adds the peer (adding is always FULL).  Both commits
+        carry ``authenticated_data``."""
         info = replace(self.info, t_epoch=self.t.epoch + 1, pq_epoch=self.pq.epoch + 1)
         update = AppDataUpdate(APQ_COMPONENT, AppDataUpdateOperation.UPDATE,
                                APQInfoUpdate(APQUpdateType.FULL_UPDATE, info=info).to_bytes())
@@ -302,46 +332,53 @@ class APQPair:
         if add is not None:
             pq_proposals.insert(0, Add(add[1]))
             t_proposals.insert(0, Add(add[0]))
-        pq_result = self.pq.commit(pq_proposals, force_path=True)
+        pq_result = self.pq.commit(pq_proposals, force_path=True, authenticated_data=authenticated_data)
         psk_id, psk = derive_apq_psk(pq_result.group, self.info.t_cipher_suite)
         t_suite = get_suite(self.info.t_cipher_suite)
         nonce = os.urandom(t_suite.hash_len)
         t_proposals.append(PreSharedKey(PreSharedKeyID.application(APQ_COMPONENT, psk_id, nonce)))
         with self._psks.offering(psk_id, psk):
-            t_result = self.t.commit(t_proposals, force_path=True)
+            t_result = self.t.commit(t_proposals, force_path=True, authenticated_data=authenticated_data)
         pair = APQPair(t_result.group, pq_result.group, info, self._psks)
         pair._check_after_full()
         return FullCommit(pq_result.message, t_result.message, pq_result.welcome, t_result.welcome, pair)
 
     @classmethod
     def join_pair(cls, welcomes: APQMessagePair | bytes, t_bundle: KeyPackageBundle, pq_bundle: KeyPackageBundle,
-                  *, config: GroupConfig | None = None) -> APQPair:
+                  *, config: GroupConfig | None = None, psks: ApqPsks | None = None) -> APQPair:
         """:meth:`join` from the Welcomes' APQMessagePair (or its MLSMessage bytes)."""
         pair = APQMessagePair.from_message_bytes(welcomes) if isinstance(welcomes, bytes) else welcomes
         if pair.wire_format != WireFormat.WELCOME:
             raise ValidationError(f"expected a pair of Welcomes, not of {pair.wire_format.name}")
-        return cls.join(pair.pq_message, pair.t_message, t_bundle, pq_bundle, config=config)
+        return cls.join(pair.pq_message, pair.t_message, t_bundle, pq_bundle, config=config, psks=psks)
 
-    def process_full_pair(self, messages: APQMessagePair | bytes) -> APQPair:
+    def process_full_pair(self, messages: APQMessagePair | bytes, *, now: int | None = None,
+                          check: CommitCheck | None = None) -> APQPair:
         """:meth:`process_full` from the commits' APQMessagePair (or its MLSMessage bytes)."""
         pair = APQMessagePair.from_message_bytes(messages) if isinstance(messages, bytes) else messages
         if pair.wire_format not in (WireFormat.PUBLIC_MESSAGE, WireFormat.PRIVATE_MESSAGE):
             raise ValidationError(f"expected a pair of commits, not of {pair.wire_format.name}")
-        return self.process_full(pair.pq_message, pair.t_message)
+        return self.process_full(pair.pq_message, pair.t_message, now=now, check=check)
 
-    def commit_partial(self) -> tuple[MLSMessage, APQPair]:
+    def commit_partial(self, *, authenticated_data: bytes = b"") -> tuple[MLSMessage, APQPair]:
         """A PARTIAL commit: the T group alone, with an UpdatePath (classical PCS; the PQ PSK stays in force)."""
-        result = self.t.commit([], force_path=True)
+        result = self.t.commit([], force_path=True, authenticated_data=authenticated_data)
         return result.message, APQPair(result.group, self.pq, self.info, self._psks)
 
-    def process_full(self, pq_message: MLSMessage | bytes, t_message: MLSMessage | bytes) -> APQPair:
+    def process_full(self, pq_message: MLSMessage | bytes, t_message: MLSMessage | bytes, *,
+                     now: int | None = None, check: CommitCheck | None = None) -> APQPair:
         """The peer's FULL commit: the PQ commit first, then the T commit, which must carry the APQ PSK; both
-        with an UpdatePath (a FULL commit is the committer's PQ post-compromise security)."""
+        with an UpdatePath (a FULL commit is the committer's PQ post-compromise security).  ``now`` is the
+        time credentials are checked at; ``check`` (a profile's own rules) sees each processed commit, PQ
+        first, before the pair is built, and refuses by raising."""
         pq_message, t_message = _commit_message(pq_message, "PQ"), _commit_message(t_message, "T")
-        pq_processed = _process_without_consuming(self.pq, pq_message)
+        pq_processed = _process_without_consuming(self.pq, pq_message, now)
         psk_id, psk = derive_apq_psk(pq_processed.group, self.info.t_cipher_suite)
         with self._psks.offering(psk_id, psk):
-            t_processed = _process_without_consuming(self.t, t_message)
+            t_processed = _process_without_consuming(self.t, t_message, now)
+        if check is not None:
+            check(pq_processed, "PQ")
+            check(t_processed, "T")
         if pq_processed.commit.path is None or t_processed.commit.path is None:
             raise ValidationError("both commits of a FULL commit must carry an UpdatePath")
         carried = [p.proposal.psk for p in t_processed.commit.proposals
@@ -353,10 +390,13 @@ class APQPair:
         pair._check_after_full()  # both APQInfos present, equal, with the pair's fixed fields and the new epochs
         return pair
 
-    def process_partial(self, t_message: MLSMessage | bytes) -> APQPair:
+    def process_partial(self, t_message: MLSMessage | bytes, *, now: int | None = None,
+                        check: CommitCheck | None = None) -> APQPair:
         """The peer's PARTIAL commit: a T commit with an UpdatePath that changes neither membership (Add and
         Remove must be FULL, section 3) nor APQInfo."""
-        processed = _process_without_consuming(self.t, _commit_message(t_message, "T"))
+        processed = _process_without_consuming(self.t, _commit_message(t_message, "T"), now)
+        if check is not None:
+            check(processed, "T")
         if processed.commit.path is None:
             raise ValidationError("a PARTIAL commit must carry an UpdatePath")
         if any(p.reference is not None or isinstance(p.proposal, (Add, Remove, ReInit, ExternalInit))
@@ -387,6 +427,10 @@ class APQPair:
         if _members(self.t) != _members(self.pq):
             raise ValidationError("the T and PQ groups do not have the same members (sections 3.2.1, 3.3)")
         self.info = t_info
+
+
+CommitCheck = Callable[[CommitMessage, str], None]
+"""A caller's own rules for a processed commit (the T or PQ half, named by the second argument)."""
 
 
 class ApqPsks:
@@ -431,13 +475,13 @@ def _commit_message(message: MLSMessage | bytes, which: str) -> MLSMessage:
     return parsed
 
 
-def _process_without_consuming(group: Group, message: MLSMessage) -> CommitMessage:
+def _process_without_consuming(group: Group, message: MLSMessage, now: int | None) -> CommitMessage:
     """Process a commit so that a refusal uses up nothing: a PrivateMessage is opened on a copy of ``group``
     (opening it takes its handshake key from the secret tree, and a misrouted or forged half of a FULL commit,
     refused after that, would leave the real one unreadable).  The new epoch is the copy's."""
     target = group if isinstance(message.body, PublicMessage) else Group.from_state(group.to_state(),
                                                                                     config=group.config)
-    processed = target.process(message)
+    processed = target.process(message, now=now)
     assert isinstance(processed, CommitMessage)  # _commit_message checked the content type
     return processed
 
@@ -453,6 +497,13 @@ def derive_apq_psk(pq: Group, t_suite_id: int) -> tuple[bytes, bytes]:
     exporter = pq.safe_export(APQ_COMPONENT)
     t_suite = get_suite(t_suite_id)
     return t_suite.derive_secret(exporter, "psk_id"), t_suite.derive_secret(exporter, "psk")
+
+
+def pq_group_suites() -> tuple[int, ...]:
+    """The registered suites a PQ group may use (pure ML-KEM; :func:`check_suites`)."""
+    from .crypto import SUPPORTED_SUITES  # read at the call: register_suite replaces the tuple
+
+    return tuple(suite for suite in SUPPORTED_SUITES if get_suite(suite).kem_id in (MLKEM768, MLKEM1024))
 
 
 def check_suites(info: APQInfo) -> None:

@@ -167,15 +167,18 @@ def app_data_dictionary_extension(component_ids: Sequence[int]) -> Extension:
     return Extension(ExtensionType.APP_DATA_DICTIONARY, dictionary.to_bytes())
 
 
+def listed_components(extensions: Sequence[Extension], list_id: int = APP_COMPONENTS) -> tuple[int, ...]:
+    """The components the extensions' app_data_dictionary lists in ``app_components`` (or ``list_id``)."""
+    encoded = app_data_entries(extensions).get(list_id)
+    return ComponentsList.from_bytes(encoded).component_ids if encoded is not None else ()
+
+
 def require_components(extensions: Sequence[Extension], component_ids: Sequence[int], where: str) -> None:
     """Raise unless the extensions' app_data_dictionary lists each component in both lists."""
-    extension = get_extension(extensions, ExtensionType.APP_DATA_DICTIONARY)
-    if extension is None:
+    if get_extension(extensions, ExtensionType.APP_DATA_DICTIONARY) is None:
         raise ValidationError(f"{where} has no app_data_dictionary extension")
-    dictionary = extension.decoded(AppDataDictionary)
     for list_id, name in ((APP_COMPONENTS, "app_components"), (SAFE_AAD, "safe_aad")):
-        encoded = dictionary.get(list_id)
-        listed = ComponentsList.from_bytes(encoded).component_ids if encoded is not None else ()
+        listed = listed_components(extensions, list_id)
         missing = [c for c in component_ids if c not in listed]
         if missing:
             raise ValidationError(f"{where} does not list component(s) {missing} in {name}")

@@ -115,12 +115,13 @@ class EpochKeyedConnection(HookedQuicConnection):
         """The MLS epoch of the 1-RTT keys in use (0 in alongside mode before the first MLS epoch)."""
         return self.one_rtt.epoch
 
-    def rekey(self) -> bool:
+    def rekey(self, *, full: bool = False) -> bool:
         """Start a PCS rekey now: our own ConnectionUpdate, whoever's turn it is (the rekey policy takes
-        turns instead, docs/profile.md); False before keys exist or while one is in flight."""
+        turns instead, docs/profile.md); False before keys exist or while one is in flight.  ``full``: a FULL
+        commit in an APQ session (docs/pq.md)."""
         if self.one_rtt.epoch is None:
             return False
-        actions = self.endpoint.rekey()
+        actions = self.endpoint.rekey(full=full, now=self._now)
         self.act(actions)
         return bool(actions)
 

@@ -290,10 +290,11 @@ class MlsHandshakeContext:
         server = group.export_secret(LABELS[(epoch, False)], binding, length)
         return (server, client) if self.is_client else (client, server)
 
-    def rekey(self) -> bool:
-        """A ConnectionUpdate now, once 1-RTT keys exist; False while one is in flight."""
+    def rekey(self, *, full: bool = False) -> bool:
+        """A ConnectionUpdate now (FULL in an APQ session if ``full``), once 1-RTT keys exist; False while one
+        is in flight."""
         if self._connection.one_rtt.epoch is None:
             raise StateError("no 1-RTT keys yet")
-        actions = self.endpoint.rekey()
+        actions = self.endpoint.rekey(full=full, now=self._connection._now)
         self.act(actions)
         return bool(actions)

@@ -217,9 +217,9 @@ class AlongsideConnection:
             raise StateError("the handshake has not completed")
         self.inner.send_data(data, now)
 
-    def rekey(self) -> None:
+    def rekey(self, *, full: bool = False) -> None:
         if self.inner is not None:
-            self.inner.rekey()
+            self.inner.rekey(full=full)
 
     def poll(self, now: float) -> None:
         if self.inner is not None:

@@ -63,8 +63,9 @@ from mls2p.session import TwoPartySession
 from mls2p.store import FileSessionStore, SessionStore, open_store
 from mls2p.store_guard import GuardedStore
 from mls2p.trust import TrustOnFirstUse, TrustPolicy, merge_pins, parse_pin, read_pins
+from mlscore.apq import pq_group_suites
 from mlscore.credentials import Credential
-from mlscore.crypto import SUPPORTED_SUITES
+from mlscore.crypto import SUPPORTED_SUITES, get_suite
 from mlscore.errors import MLSError
 
 from .config import MlsTlsConfiguration
@@ -141,7 +142,8 @@ def _services_from_config(tables: object, *, mode: str, source: str) -> dict[str
 status_log = logging.getLogger("mlstls.status")
 """The periodic status lines (--status-interval): INFO, shown whatever the log level once asked for."""
 RESTART_ONLY = ("connect", "state_dir", "identity", "suites", "store", "store_keyring", "store_replicas",
-                "rekey_seconds", "rekey_bytes", "metrics", "control_socket")
+                "rekey_seconds", "rekey_bytes", "apq", "apq_suite", "full_every", "full_seconds", "metrics",
+                "control_socket")
 """Options a reload cannot change (it says so and keeps the running value); a server's --listen too."""
 
 
@@ -183,11 +185,25 @@ def _writable(folder: Path, what: str) -> None:
         raise ConfigurationError(f"cannot write the {what} {folder}: {reason}") from None
 
 
+def _key_file(suite: int) -> str:
+    """The file of this end's key for ``suite``: one per ML-DSA scheme (APQ's mode 1 signs the PQ group with
+    it, beside the classical key), else KEY_FILE."""
+    scheme = get_suite(suite).signature_scheme
+    return f"signature-{scheme}.key" if scheme.startswith("mldsa") else KEY_FILE
+
+
 def _own_key(folder: Path, suite: int) -> bytes:
     """This end's signature key from ``folder``, created there (and the folder checked) on first use."""
-    if not (folder / KEY_FILE).exists():
+    if not (folder / _key_file(suite)).exists():
         _writable(folder, "state folder")
-    return load_or_create_key(folder / KEY_FILE, suite)
+    return load_or_create_key(folder / _key_file(suite), suite)
+
+
+def _apq_key(args: argparse.Namespace, folder: Path) -> bytes | None:
+    """The ML-DSA key of APQ's mode 1 (an --apq-suite that signs with ML-DSA), else None."""
+    if args.apq == "off" or not get_suite(args.apq_suite).signature_scheme.startswith("mldsa"):
+        return None
+    return _own_key(folder, args.apq_suite)
 
 
 def _state_folder(args: argparse.Namespace) -> Path:
@@ -243,13 +259,16 @@ def _store(args: argparse.Namespace) -> SessionStore:
 
 
 def _profile(args: argparse.Namespace, private: bytes,
-             trust: tuple[TrustPolicy | None, bool] | None = None) -> tuple[ProfileConfig, SessionStore]:
+             trust: tuple[TrustPolicy | None, bool] | None = None,
+             apq_key: bytes | None = None) -> tuple[ProfileConfig, SessionStore]:
     service, insecure = trust if trust is not None else _trust(args)
     store = _store(args)
     profile = ProfileConfig(credential=Credential.basic(args.identity.encode()), signature_priv=private,
                             cipher_suite=args.suites[0], accepted_suites=args.suites, authentication_service=service,
                             insecure_accept_any_peer=insecure,
-                            rekey=RekeyPolicy(max_bytes=args.rekey_bytes, max_seconds=args.rekey_seconds))
+                            rekey=RekeyPolicy(max_bytes=args.rekey_bytes, max_seconds=args.rekey_seconds,
+                                              full_every=args.full_every or None, full_seconds=args.full_seconds),
+                            apq=args.apq, apq_suite=args.apq_suite, apq_signature_priv=apq_key)
     return profile, store
 
 
@@ -445,7 +464,7 @@ def _resumable(store: SessionStore, profile: ProfileConfig) -> bytes | None:
     return group_ids[0]
 
 
-def _announce(args: argparse.Namespace, folder: Path, key: str) -> None:
+def _announce(args: argparse.Namespace, folder: Path, key: str, apq_key: str | None = None) -> None:
     """Say what was chosen for the user: the default state folder, the default name, this end's key.
 
     Printed before the trust options are checked, so that a first start without them still shows what the
@@ -458,6 +477,9 @@ def _announce(args: argparse.Namespace, folder: Path, key: str) -> None:
         print(f"{prefix} no --identity given: this end is named {DEFAULT_IDENTITY!r}; the peer pins it with "
               f"--allow {DEFAULT_IDENTITY}={key}", flush=True)
     print(f"{prefix} identity {args.identity}, key {key}", flush=True)
+    if apq_key is not None:
+        print(f"{prefix} APQ (suite {args.apq_suite}) signs with a second key, which the peer pins too: "
+              f"--allow {args.identity}={apq_key}", flush=True)
 
 
 async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namespace] | None = None) -> int:
@@ -482,7 +504,8 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
     await control.check()
     private = _own_key(folder, args.suite)
     key = running.key = fingerprint(private, args.suite)
-    _announce(args, folder, key)
+    apq_key = _apq_key(args, folder)
+    _announce(args, folder, key, fingerprint(apq_key, args.apq_suite) if apq_key is not None else None)
     trust, insecure = _trust(args)  # checked (nothing written yet) before the control socket is made
     if args.mode == "server":
         _check_service_peers(args, services, trust)
@@ -491,7 +514,7 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
     endpoint: TunnelServer | TunnelClient | None = None
     stopping = False
     try:
-        profile, store = _profile(args, private, (trust, insecure))
+        profile, store = _profile(args, private, (trust, insecure), apq_key)
         if metrics_address is not None:
             metrics = await serve_metrics(*metrics_address, running.report)  # a busy address: exit status 2
         if args.mode == "server":
@@ -588,7 +611,8 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("fingerprint", parents=[verbose],
                                help="create this end's key if needed and print its fingerprint")
     show.add_argument("--state-dir", required=True, help="where this end keeps its key and state")
-    show.add_argument("--suite", type=int, default=1, choices=SUPPORTED_SUITES, help="MLS cipher suite")
+    show.add_argument("--suite", type=int, default=1, choices=SUPPORTED_SUITES,
+                      help="MLS cipher suite (an ML-DSA suite such as 85: the second key of APQ's mode 1)")
     key = commands.add_parser("store-key", parents=[verbose],
                               help="print a new sealing key line for a Redis store's keyring")
     key.add_argument("--id", default=time.strftime("%Y-%m-%d"), help="the key's name (default: today's date)")
@@ -637,6 +661,17 @@ def _parser() -> argparse.ArgumentParser:
                               "(client) or accept (server) several, most preferred first")
         sub.add_argument("--rekey-seconds", type=float, default=30.0, help="PCS rekey interval (default 30)")
         sub.add_argument("--rekey-bytes", type=int, default=1 << 30, help="PCS rekey after this many bytes")
+        sub.add_argument("--apq", choices=("off", "prefer", "require"), default="off",
+                         help="APQ-MLS (docs/pq.md): a post-quantum group beside the classical one, whose FULL "
+                              "commits keep the keys PQ-secure at close to classical cost (default off)")
+        sub.add_argument("--apq-suite", type=int, default=0x0051, choices=pq_group_suites(),
+                         help="the PQ group's suite (default 81, ML-KEM-1024; 85 and 86 sign with ML-DSA-87 too, "
+                              "with a second key the peer pins: 'mls-tunnel fingerprint --suite 85')")
+        sub.add_argument("--full-every", type=int, default=10, metavar="N",
+                         help="APQ: one of every N of this end's rekeys is FULL (default 10; 0: only the first, "
+                              "resumptions and those --full-seconds asks for)")
+        sub.add_argument("--full-seconds", type=float, metavar="S",
+                         help="APQ: this end's next rekey is FULL once its last FULL one is S seconds old")
         sub.add_argument("--state-dir", help="keep the key and group state here (resumption across restarts; "
                                              f"default $XDG_STATE_HOME/{STATE_FOLDER}/{mode}, that is "
                                              f"~/.local/state/{STATE_FOLDER}/{mode})")

@@ -193,11 +193,12 @@ class MlsTlsConnection:
         self.endpoint.record_sent(len(data))
         self._maybe_rekey()
 
-    def rekey(self) -> None:
+    def rekey(self, *, full: bool = False) -> None:
         """Start a PCS rekey now: our own ConnectionUpdate, whoever's turn it is, if the session is synced
-        (and neither side has half-closed: the rekey could not complete)."""
+        (and neither side has half-closed: the rekey could not complete).  ``full``: a FULL commit in an APQ
+        session (docs/pq.md)."""
         if self._send is not None and not self.closed and not self.write_closed and not self.read_closed:
-            self._run(self.endpoint.rekey)
+            self._run(lambda: self.endpoint.rekey(full=full, now=self._now))
 
     def close(self) -> None:
         """Send close_notify (unless :meth:`send_eof` did) and end; the group state stays stored for a later

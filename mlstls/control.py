@@ -185,6 +185,8 @@ def render(report: dict[str, Any]) -> str:
                      f"peer's; stored late {link['epochs_stored_late']})"
                      if link.get("rekeys_abandoned") or link.get("commits_deferred") or link.get("epochs_stored_late")
                      else ""),
+                  *([f"    APQ: PQ epoch {link['pq_epoch']}, our FULL commits {link.get('full_commits', 0)}"]
+                    if link.get("pq_epoch") is not None else []),
                   f"    bytes in {link['bytes_in']}, out {link['bytes_out']}; streams {link['streams']} "
                   f"(refused {link['streams_refused']}); reconnects {link['reconnects']}",
                   f"    last error: {printable(link['last_error'] or '-', limit=None)}"]

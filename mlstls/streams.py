@@ -278,9 +278,9 @@ class MlsTlsWriter:
     async def drain(self) -> None:
         await self._protocol.drain()
 
-    def rekey(self) -> None:
-        """Start a PCS rekey now."""
-        self.connection.rekey()
+    def rekey(self, *, full: bool = False) -> None:
+        """Start a PCS rekey now (``full``: a FULL commit in an APQ session, docs/pq.md)."""
+        self.connection.rekey(full=full)
         self._protocol._flush()
 
     def can_write_eof(self) -> bool:

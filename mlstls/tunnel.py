@@ -148,6 +148,8 @@ class LinkStats:
     """Times the peer's commit waited because the session store could not take its epoch."""
     epochs_stored_late: int = 0
     """Our confirmed commits whose new epoch the session store took only later (the keys changed on time)."""
+    full_commits: int = 0
+    """APQ: our FULL commits (the PQ group's epochs we made), on connections that ended."""
     last_error: str = ""
     started: float = field(default_factory=time.monotonic)
 
@@ -240,6 +242,7 @@ class TunnelLink:
             self.stats.rekeys_abandoned += abandoned
             self.stats.commits_deferred += deferred
             self.stats.epochs_stored_late += late
+            self.stats.full_commits += _full_commits(writer)
             if self.writer is writer:
                 self.link_ready.clear()
                 self.reliable.disconnected()
@@ -597,6 +600,7 @@ class TunnelLink:
         last = self.stats.last_rekey
         ago = time.monotonic() - last if last is not None else None
         abandoned, deferred, late = _put_off_counts(self.writer) if self.writer is not None else (0, 0, 0)
+        session = self.writer.connection.session if self.writer is not None else None
         return {"peer": printable(self.peer_identity, 256) if self.peer_identity else None,
                 "fingerprint": self.peer_fingerprint, "state": state, "epoch": epoch,
                 "last_rekey_seconds_ago": None if ago is None else round(ago, 1), "rekeys": self.stats.rekeys,
@@ -607,7 +611,15 @@ class TunnelLink:
                 "rekeys_abandoned": self.stats.rekeys_abandoned + abandoned,
                 "commits_deferred": self.stats.commits_deferred + deferred,
                 "epochs_stored_late": self.stats.epochs_stored_late + late,
+                "pq_epoch": session.pq_epoch if session is not None else None,
+                "full_commits": self.stats.full_commits + (_full_commits(self.writer) if self.writer else 0),
                 "last_error": self.stats.last_error or None}
+
+
+def _full_commits(writer: MlsTlsWriter) -> int:
+    """APQ: our FULL commits on ``writer``'s connection."""
+    endpoint = writer.connection.endpoint
+    return endpoint.full_commits if endpoint is not None else 0
 
 
 def _put_off_counts(writer: MlsTlsWriter) -> tuple[int, int, int]:

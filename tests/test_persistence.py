@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mls2p import State, StoredStateError, TwoPartySession
-from mls2p.persistence import FORMAT, ROLE_CODES, STATE_CODES
+from mls2p.persistence import APQ_FORMAT, FORMAT, ROLE_CODES, STATE_CODES
 from mls2p.testing import Pair, config, pump, sent
 from mlscore.codec import Reader
 
@@ -24,7 +24,9 @@ def in_sync(a: TwoPartySession, b: TwoPartySession) -> bool:
 
 
 def test_codes_are_the_ones_release_0_1_wrote() -> None:
-    assert FORMAT == 1
+    assert FORMAT == 1 and APQ_FORMAT == 2  # classical sessions are still written in format 1
+    state = Pair().alice.to_state()
+    assert state is not None and state[:2] == b"\x00\x01"
     assert STATE_CODES == {State.SYNCED: 3, State.AWAITING_EPOCH_KEY_UPDATE: 4,
                            State.AWAITING_RESUMPTION_RESPONSE: 5}
     assert set(ROLE_CODES.values()) == {1, 2}
@@ -88,7 +90,8 @@ def test_release_0_1_files_are_saved_again_with_group_state_format_2(name: str) 
 
 
 @pytest.mark.parametrize(("mutate", "message"), [
-    (lambda b: b"\x00\x02" + b[2:], "format 2; this release reads format 1"),
+    (lambda b: b"\x00\x03" + b[2:], "format 3; this release reads formats 1, 2"),
+    (lambda b: b"\x00\x02" + b[2:], "corrupt"),  # format 1's fields but not the APQ one format 2 adds
     (lambda b: b[:2] + b"\x01" + b[3:], "unknown state code 1"),
     (lambda b: b[:3] + b"\x07" + b[4:], "unknown role code 7"),
     (lambda b: b + b"\x00", "corrupt"),

@@ -20,8 +20,8 @@ Expected, and checked by tests/test_quantum_thief.py:
 * APQ-MLS (T suite 1, PQ suite 0x0051, a FULL rekey every ``full_every``): it
   follows the PARTIAL rekeys and is locked out at the first FULL one, for good.
 
-This is the combiner core (mlscore.apq) between two members in memory; the
-transports do not carry APQ yet (docs/pq.md).
+This is the combiner core (mlscore.apq) between two members in memory; the same
+thief against a real connection is :mod:`examples.pcs.quantum_tls`.
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ class Thief:
         probe = Group(suite=own.suite, context=own.context, tree=own.tree, own_leaf=receiver.own_leaf,
                       signature_priv=own.suite.generate_signature_key_pair()[0], path_state=path_state,
                       secrets=own._secrets,  # the stolen chain
+                      secret_tree=own._secret_tree,  # and the stolen epoch's handshake keys (PrivateMessage commits)
                       interim_transcript_hash=own.interim_transcript_hash,
                       config=APQPair.shared_config(None, psks := ApqPsks()))
         try:
