@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from mlscore import safe_app
 from mlscore.apq import APQ_COMPONENT, APQMessagePair, is_message_pair
 from mlscore.codec import Reader
+from mlscore.crypto import get_suite
 from mlscore.errors import DecodeError, UnsupportedError, ValidationError
 from mlscore.framing import MLSMessage, WireFormat
 from mlscore.messages import KeyPackage
@@ -111,28 +112,49 @@ def offered_key_packages(body: bytes) -> list[KeyPackage]:
     return parse_client_hello(body).key_packages
 
 
-def offers_apq(key_package: KeyPackage, pq_suite: int) -> bool:
+def offers_apq(key_package: KeyPackage, pq_suite: int, preference: Sequence[int] = ()) -> bool:
     """The signed mark of a client that offered APQ with ``pq_suite``: its capabilities list that suite and
-    its leaf's app_data_dictionary the APQ component."""
+    its leaf's app_data_dictionary the APQ component.  With ``preference``, only if the pair's classical suite
+    (the first the capabilities list: the client's first) is one of those, so that the pair could be used."""
     leaf = key_package.leaf_node
-    return (pq_suite in leaf.capabilities.cipher_suites
-            and APQ_COMPONENT in safe_app.listed_components(leaf.extensions))
+    suites = leaf.capabilities.cipher_suites
+    return (pq_suite in suites and APQ_COMPONENT in safe_app.listed_components(leaf.extensions)
+            and (not preference or (bool(suites) and suites[0] in preference)))
 
 
 def choose_apq(offer: ClientOffer, preference: Sequence[int], pq_suite: int,
                required: bool) -> tuple[KeyPackage, KeyPackage | None]:
     """A server that does APQ with ``pq_suite``: (T KeyPackage, PQ KeyPackage) of the client's pair when its
     suites are ours (APQ comes before the order of the classical suites: either way the keys are PQ-secure),
-    else :func:`choose`'s KeyPackage and None, after the APQ downgrade check; ``required`` refuses that."""
+    else :func:`choose`'s KeyPackage and None, after the APQ downgrade check; ``required`` refuses that.
+
+    The downgrade check reads the chosen KeyPackage's signed mark whatever else arrived: a pair whose PQ half
+    was replaced (by one of another suite, say) is no pair, and the mark still names our PQ suite."""
     if offer.apq is not None and offer.apq[1].cipher_suite == pq_suite and offer.apq[0].cipher_suite in preference:
+        check_pair(*offer.apq)
         return offer.apq
     chosen = choose(offer.key_packages, preference)
-    if offer.apq is None and offers_apq(chosen, pq_suite):
+    if offers_apq(chosen, pq_suite, preference):
         raise DowngradeError(f"the client's signed leaf offers APQ with suite {pq_suite}, which we do too, but its "
-                             "ClientHello carries no APQ pair: a downgrade, refused")
+                             "ClientHello carries no usable APQ pair: a downgrade, refused")
     if required:
         raise UnsupportedError(f"the client does not offer APQ with PQ suite {pq_suite}, which we require")
     return chosen, None
+
+
+def check_pair(t: KeyPackage, pq: KeyPackage) -> None:
+    """The two halves of an APQ offer belong together: both carry the signed mark naming the PQ half's suite,
+    the same credential, and (the PQ suite signing like the T suite: mode 0) the same signature key.  Each
+    half's signature is verified when the group adds it."""
+    for half, key_package in (("T", t), ("PQ", pq)):
+        if not offers_apq(key_package, pq.cipher_suite):
+            raise DowngradeError(f"the {half} half of the APQ pair does not carry the signed APQ mark for suite "
+                                 f"{pq.cipher_suite}")
+    if t.leaf_node.credential != pq.leaf_node.credential:
+        raise ValidationError("the two halves of the APQ pair name different credentials")
+    if (get_suite(t.cipher_suite).signature_scheme == get_suite(pq.cipher_suite).signature_scheme
+            and t.leaf_node.signature_key != pq.leaf_node.signature_key):
+        raise ValidationError("the two halves of the APQ pair are signed by different keys")
 
 
 def choose(offered: Sequence[KeyPackage], preference: Sequence[int]) -> KeyPackage:

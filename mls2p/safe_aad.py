@@ -58,8 +58,9 @@ def checked_commit(body: bytes, component_id: int, allowed: set[TwoPartyMessageT
     FULL commit's two halves must both carry it."""
     if is_message_pair(body):
         pair = APQMessagePair.from_message_bytes(body)
+        if _commit_aad(pair.t_message) != _commit_aad(pair.pq_message):
+            raise ValidationError("the two halves of a FULL commit carry different authenticated data")
         _check_commit_aad(pair.t_message, component_id, allowed)
-        _check_commit_aad(pair.pq_message, component_id, allowed)
         return pair
     message = MLSMessage.from_bytes(body)
     _check_commit_aad(message, component_id, allowed)
@@ -67,14 +68,17 @@ def checked_commit(body: bytes, component_id: int, allowed: set[TwoPartyMessageT
 
 
 def _check_commit_aad(message: MLSMessage, component_id: int, allowed: set[TwoPartyMessageType]) -> None:
+    check_type(_commit_aad(message), component_id, allowed)
+
+
+def _commit_aad(message: MLSMessage) -> bytes:
+    """The ``authenticated_data`` of a handshake message, readable before it is opened."""
     inner = message.body
     if isinstance(inner, PublicMessage):
-        aad = inner.content.authenticated_data
-    elif isinstance(inner, PrivateMessage):
-        aad = inner.authenticated_data
-    else:
-        raise ValidationError(f"expected a commit, got {message.wire_format.name}")
-    check_type(aad, component_id, allowed)
+        return inner.content.authenticated_data
+    if isinstance(inner, PrivateMessage):
+        return inner.authenticated_data
+    raise ValidationError(f"expected a commit, got {message.wire_format.name}")
 
 
 def decode_as(body: bytes, expected: type[T], what: str) -> T:

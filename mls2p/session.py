@@ -39,7 +39,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from mlscore.apq import APQ_COMPONENT, APQMessagePair, APQPair, ApqPsks, is_message_pair
+from mlscore.apq import APQ_COMPONENT, APQMessagePair, APQPair, ApqPsks, apq_info_of, is_message_pair
 from mlscore.errors import CredentialError, EpochError, MLSError, StateError, ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage
 from mlscore.group import ApplicationMessage, CommitMessage, Group, GroupConfig
@@ -152,6 +152,12 @@ class TwoPartySession:
         """Rebuild a session from :meth:`to_state`; raises StoredStateError for anything unreadable."""
         psks = ApqPsks()
         stored = persistence.decode(data, APQPair.shared_config(config.group_config(None), psks))
+        if stored.pq is None and apq_info_of(stored.group) is not None:
+            raise StoredStateError("stored session state is corrupt: its group belongs to an APQ pair, but the "
+                                   "state holds no PQ group")
+        if stored.pq is None and config.apq == "require":
+            raise StoredStateError("the stored session is classical, and this configuration requires APQ: start "
+                                   "a new session")
         if stored.pq is not None:
             pending = stored.pending
             try:
@@ -398,11 +404,17 @@ class TwoPartySession:
         config = self.config
         if is_message_pair(body):
             welcomes = APQMessagePair.from_message_bytes(body)
-            t_bundle = self._offered_bundle(p, welcomes.t_message)
-            pq_bundle = self._offered_bundle(p, welcomes.pq_message)
-            if config.apq == "off" or pq_bundle.key_package.cipher_suite != config.apq_suite:
+            if config.apq == "off":
                 raise ValidationError("the server answered with APQ Welcomes, which we did not offer")
+            t_bundle = self._offered_bundle(p, welcomes.t_message, config.suite_preference[:1])
+            pq_bundle = self._offered_bundle(p, welcomes.pq_message, (config.apq_suite,))
             pair = APQPair.join_pair(welcomes, t_bundle, pq_bundle, config=self._group_config(now), psks=self._psks)
+            try:
+                _check_pair_keys(pair)
+            except ValidationError:
+                for group in (pair.t, pair.pq):
+                    group.destroy()
+                raise
             joined = [(pair.t, t_bundle), (pair.pq, pq_bundle)]
             # our first commit is FULL (the combiner's section 3.2): partials=None
             ready = replace(p, group=pair.t, pq=pair.pq, partials=None)
@@ -410,7 +422,7 @@ class TwoPartySession:
             if config.apq == "require":
                 raise negotiation.DowngradeError("the server answered without APQ, which we require")
             welcome = safe_aad.decode_as(body, Welcome, "ServerHello")
-            bundle = self._offered_bundle(p, MLSMessage(welcome))
+            bundle = self._offered_bundle(p, MLSMessage(welcome), config.suite_preference)
             group = Group.join(welcome, bundle, config=self._group_config(now))
             joined, ready = [(group, bundle)], replace(p, group=group)
         try:
@@ -430,12 +442,14 @@ class TwoPartySession:
                 [KeysChanged(ready.group.epoch, "key establishment")])
 
     @staticmethod
-    def _offered_bundle(p: _Progress, welcome: MLSMessage) -> KeyPackageBundle:
-        """Our KeyPackage of the suite a Welcome from the server uses."""
+    def _offered_bundle(p: _Progress, welcome: MLSMessage, suites: tuple[int, ...]) -> KeyPackageBundle:
+        """Our KeyPackage of the suite a Welcome from the server uses, one of ``suites`` (the classical ones we
+        offered, or APQ's PQ suite: a Welcome on our PQ KeyPackage is no classical answer)."""
         body = welcome.body
         if not isinstance(body, Welcome):
             raise ValidationError(f"ServerHello must carry a Welcome, got {welcome.wire_format.name}")
-        bundle = next((b for b in p.key_packages if b.key_package.cipher_suite == body.cipher_suite), None)
+        bundle = next((b for b in p.key_packages
+                       if b.key_package.cipher_suite == body.cipher_suite and body.cipher_suite in suites), None)
         if bundle is None:
             raise ValidationError(f"the server chose cipher suite {body.cipher_suite}, which we did not offer")
         return bundle
@@ -687,6 +701,18 @@ def peer_leaves(group: Group) -> list[LeafNode]:
     return [leaf for index, leaf in group.members() if index != group.own_leaf]
 
 
+MAX_PARTIALS = 2**32 - 1
+"""The count of our PARTIAL commits since our last FULL one stops here (it is stored as a uint32)."""
+
+
+def _check_pair_keys(pair: APQPair) -> None:
+    """Mode 0: the peer signs both groups with one key (the offer's rule, :func:`mls2p.negotiation.check_pair`)."""
+    if pair.t.suite.signature_scheme != pair.pq.suite.signature_scheme:
+        return
+    if [leaf.signature_key for leaf in peer_leaves(pair.t)] != [leaf.signature_key for leaf in peer_leaves(pair.pq)]:
+        raise ValidationError("the peer signs the T and PQ groups with different keys")
+
+
 def _own_key_package(config: ProfileConfig, suite_id: int, signed_suites: tuple[int, ...], *,
                      apq: bool) -> KeyPackageBundle:
     """Our KeyPackage for ``suite_id``, listing ``signed_suites`` and, when APQ is offered, its component."""
@@ -701,7 +727,7 @@ def _ours_confirmed(p: _Progress, pending: PendingCommit | None) -> _Progress:
     assert pending is not None
     partials = p.partials
     if pending.pq is not None:
-        partials = 0 if pending.full else (None if partials is None else partials + 1)
+        partials = 0 if pending.full else (None if partials is None else min(partials + 1, MAX_PARTIALS))
     return replace(p, group=pending.group, pq=pending.pq or p.pq, pending=None, partials=partials)
 
 

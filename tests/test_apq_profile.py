@@ -103,7 +103,7 @@ def stripped_hello(hello: bytes) -> bytes:
 def test_stripping_the_pair_is_a_refused_downgrade(server: dict[str, Any]) -> None:
     _, hello = TwoPartySession.initiator(config(b"alice", apq="prefer"))
     b = TwoPartySession.responder(config(b"bob", **server))
-    with pytest.raises(DowngradeError, match="no APQ pair"):
+    with pytest.raises(DowngradeError, match="no usable APQ pair"):
         b.receive(stripped_hello(sent(hello)[0]))
     assert b.group is None and b.state is State.AWAITING_CLIENT_HELLO
 
@@ -274,3 +274,12 @@ def test_mode_1_trusts_the_pq_key_only_when_pinned() -> None:
     with pytest.raises(CredentialError, match="pinned"):
         a.receive(welcome[0])
     assert a.group is None and a.state is State.AWAITING_SERVER_HELLO
+
+
+def test_a_classical_stored_session_is_not_resumed_where_apq_is_required() -> None:
+    classical = Pair()
+    state = classical.alice.to_state()
+    assert state is not None
+    TwoPartySession.from_state(state, config(b"alice", apq="prefer"))  # prefer: it resumes classically
+    with pytest.raises(StoredStateError, match="requires APQ"):
+        TwoPartySession.from_state(state, config(b"alice", apq="require"))
