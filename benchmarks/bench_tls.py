@@ -7,8 +7,15 @@ seconds), and throughput while rekeying every second, each as a ratio to
 stdlib ssl measured in the same run (modes take turns round by round).  JSON
 keys: ``<mode>_setup_ms``, ``<mode>_throughput_mb_s``, ``<mode>_setup_vs_ssl``
 and ``<mode>_throughput_vs_ssl`` for the modes in_place, in_place_rekey,
-alongside and alongside_rekey; ``alongside_throughput_vs_ssl`` and
-``alongside_rekey_throughput_vs_ssl`` are the issue's headline ratios.
+alongside, alongside_rekey, housley, housley_rekey and tlslite;
+``alongside_throughput_vs_ssl`` and ``alongside_rekey_throughput_vs_ssl`` are
+the issue's headline ratios.
+
+The Housley mode (MLS inside the TLS 1.3 handshake) runs on tlslite-ng, whose
+record protection is pure Python: its figures are bounded by that, so they are
+also given against plain tlslite-ng TLS 1.3 (certificate, ECDHE) in the same run
+(``housley_setup_vs_tlslite``, ``housley_throughput_vs_tlslite``,
+``housley_rekey_throughput_vs_tlslite``), the fair comparison.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import argparse
 import asyncio
 import datetime
 import functools
+import socket
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -36,8 +45,10 @@ from mls2p.command import run_command
 from mls2p.testing import config
 from mlstls import MlsTlsConfiguration, MlsTlsWriter, open_connection, start_server
 from mlstls.alongside import TlsSettings
+from mlstls.config import HousleyConfig
 
 CHUNK = 256 * 1024
+HOUSLEY = HousleyConfig(tls_suites=(0x1301,))  # TLS_AES_128_GCM_SHA256, as the baselines
 
 Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter | MlsTlsWriter]]]
 
@@ -64,6 +75,9 @@ MODES = {  # JSON key prefix: (label, server kind, rekey every N seconds)
     "in_place_rekey": ("in place+rekey/1s", "in_place", 1.0),
     "alongside": ("mlstls alongside", "alongside", None),
     "alongside_rekey": ("alongside+rekey/1s", "alongside", 1.0),
+    "housley": ("mlstls housley", "housley", None),
+    "housley_rekey": ("housley+rekey/1s", "housley", 1.0),
+    "tlslite": ("tlslite-ng", "tlslite", None),
 }
 END = b"\x01"  # the last byte of a transfer; every other byte is zero
 
@@ -103,6 +117,66 @@ async def push(connect: Connect, seconds: float, rekey: float | None) -> tuple[f
     return setup, sent / (1 << 20) / elapsed
 
 
+class TlsliteBaseline:
+    """Plain tlslite-ng TLS 1.3 (certificate, x25519): a blocking server thread, and a blocking client run in a
+    worker thread per transfer (tlslite-ng has no asyncio integration)."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        from tlslite import HandshakeSettings, X509CertChain, parsePEMKey
+
+        self.chain = X509CertChain()
+        self.chain.parsePemList(cert.read_text())
+        self.key = parsePEMKey(key.read_text(), private=True)
+        self.settings = HandshakeSettings()
+        self.settings.cipherNames = ["aes128gcm"]
+        self.settings.keyShares = ["x25519"]
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        from tlslite import TLSConnection
+
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            with sock:
+                tls = TLSConnection(sock)
+                tls.handshakeServer(certChain=self.chain, privateKey=self.key, settings=self.settings)
+                total = 0
+                while data := tls.read(max=1 << 20):
+                    total += len(data)
+                    if data[-1:] == END:
+                        break
+                tls.write(b"%d" % total)
+                tls.close()
+
+    def push(self, seconds: float) -> tuple[float, float]:
+        from tlslite import TLSConnection
+
+        started = time.perf_counter()
+        tls = TLSConnection(socket.create_connection(("127.0.0.1", self.port)))
+        tls.handshakeClientCert(settings=self.settings)
+        setup = time.perf_counter() - started
+        payload, sent = bytes(CHUNK), 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            tls.write(payload)
+            sent += CHUNK
+        tls.write(END)
+        count = int(tls.read(max=100))
+        elapsed = time.perf_counter() - started
+        tls.close()
+        if count != sent + 1:
+            raise RuntimeError(f"the tlslite-ng server counted {count} bytes of {sent + 1}")
+        return setup, sent / (1 << 20) / elapsed
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 async def run(seconds: float, rounds: int) -> dict[str, Figure]:
     with tempfile.TemporaryDirectory() as folder:
         cert, key = self_signed(Path(folder))
@@ -116,6 +190,8 @@ async def run(seconds: float, rounds: int) -> dict[str, Figure]:
                 config(b"server"), is_client=False)),
             "alongside": await start_server(counting_sink, "127.0.0.1", 0, configuration=MlsTlsConfiguration(
                 config(b"server"), is_client=False, tls=TlsSettings(certfile=str(cert), keyfile=str(key)))),
+            "housley": await start_server(counting_sink, "127.0.0.1", 0, configuration=MlsTlsConfiguration(
+                config(b"server"), is_client=False, housley=HOUSLEY)),
         }
         ports = {kind: server.sockets[0].getsockname()[1] for kind, server in servers.items()}
         clients: dict[str, Connect] = {
@@ -126,9 +202,16 @@ async def run(seconds: float, rounds: int) -> dict[str, Figure]:
             "alongside": lambda: open_connection("127.0.0.1", ports["alongside"], configuration=MlsTlsConfiguration(
                 config(b"client", rekey=RekeyPolicy()),
                 tls=TlsSettings(cafile=str(cert), server_hostname="localhost"))),
+            "housley": lambda: open_connection("127.0.0.1", ports["housley"], configuration=MlsTlsConfiguration(
+                config(b"client", rekey=RekeyPolicy()), housley=HOUSLEY)),
         }
-        results = await interleaved({label: partial(push, clients[kind], seconds, rekey)
-                                     for label, kind, rekey in MODES.values()}, rounds)
+        tlslite = TlsliteBaseline(cert, key)
+        runs: dict[str, Callable[[], Awaitable[tuple[float, float]]]] = {
+            label: partial(push, clients[kind], seconds, rekey)
+            for label, kind, rekey in MODES.values() if kind != "tlslite"}
+        runs[MODES["tlslite"][0]] = partial(asyncio.to_thread, tlslite.push, seconds)
+        results = await interleaved(runs, rounds)
+        tlslite.close()
         for server in servers.values():
             server.close()
     print_ratios(results, "ssl", "set-up")
@@ -142,6 +225,10 @@ async def run(seconds: float, rounds: int) -> dict[str, Figure]:
         if mode != "ssl":
             figures[f"{mode}_setup_vs_ssl"] = setup / base_setup
             figures[f"{mode}_throughput_vs_ssl"] = rate / base_rate
+    tlslite_setup, tlslite_rate = table[MODES["tlslite"][0]]
+    figures["housley_setup_vs_tlslite"] = table[MODES["housley"][0]][0] / tlslite_setup
+    figures["housley_throughput_vs_tlslite"] = table[MODES["housley"][0]][1] / tlslite_rate
+    figures["housley_rekey_throughput_vs_tlslite"] = table[MODES["housley_rekey"][0]][1] / tlslite_rate
     return figures
 
 

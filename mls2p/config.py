@@ -77,6 +77,10 @@ class ProfileConfig:
     """The PQ group's suite: a pure ML-KEM suite.  One that signs with ML-DSA makes the pair PQ-authenticated too
     (the combiner's mode 1) and needs ``apq_signature_priv``; otherwise it must sign like ``cipher_suite``, with
     the same key (mode 0)."""
+    group_id_prefix: bytes = b""
+    """A group this side creates gets ``group_id = prefix || 16 random bytes``, and a Welcome to a group whose
+    id lacks the prefix is refused (draft-housley-tls-using-mls-handshake: the group_id "MUST contain
+    'tls13'"; mlstls.housley sets it).  Empty: any id."""
     apq_signature_priv: bytes | None = field(default=None, repr=False)
     """The ML-DSA private key (its 32-byte seed) of a mode-1 ``apq_suite``; the peer must trust its public key
     too (one trust decision covers both groups' leaves)."""
@@ -104,6 +108,8 @@ class ProfileConfig:
             raise ConfigurationError(f"component_id {self.component_id} is not a 16-bit value")
         if self.handshake_wire_format not in (WireFormat.PUBLIC_MESSAGE, WireFormat.PRIVATE_MESSAGE):
             raise ConfigurationError("handshake_wire_format must be PUBLIC_MESSAGE or PRIVATE_MESSAGE")
+        if not isinstance(self.group_id_prefix, bytes) or len(self.group_id_prefix) > 32:
+            raise ConfigurationError("group_id_prefix must be bytes, at most 32 of them")
         if self.authentication_service is None and not self.insecure_accept_any_peer:
             raise ConfigurationError(
                 "no authentication_service: say whom to trust, by key (mls2p.trust.load_trust_store, "

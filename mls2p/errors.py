@@ -92,14 +92,18 @@ class AlertDescription(IntEnum):
     CLOSE_NOTIFY = 0
     UNEXPECTED_MESSAGE = 10
     BAD_RECORD_MAC = 20
+    RECORD_OVERFLOW = 22
     HANDSHAKE_FAILURE = 40
     BAD_CERTIFICATE = 42
     CERTIFICATE_REVOKED = 44
     ILLEGAL_PARAMETER = 47
     DECODE_ERROR = 50
     DECRYPT_ERROR = 51
+    PROTOCOL_VERSION = 70
     INSUFFICIENT_SECURITY = 71
     INTERNAL_ERROR = 80
+    MISSING_EXTENSION = 109
+    UNSUPPORTED_EXTENSION = 110
     NO_APPLICATION_PROTOCOL = 120
 
 
@@ -122,7 +126,10 @@ _ALERTS: tuple[tuple[type[MLSError], AlertDescription], ...] = (
 
 
 def alert_for(error: BaseException) -> AlertDescription:
-    """The alert that names ``error`` best; anything unforeseen is an internal error."""
+    """The alert that names ``error`` best (its own, if it carries one); anything unforeseen is an internal error."""
+    own = getattr(error, "alert", None)
+    if isinstance(error, MLSError) and isinstance(own, AlertDescription):
+        return own
     for kind, alert in _ALERTS:
         if isinstance(error, kind):
             return alert

@@ -36,6 +36,7 @@ commit and every resumption commit are FULL.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -381,7 +382,7 @@ class TwoPartySession:
         if pq_key_package is not None:
             own_pq = _own_key_package(config, config.apq_suite, (config.apq_suite,), apq=True)
             founding = APQPair.create(own, own_pq, mode=config.apq_mode, extensions=safe_aad.group_extensions(config),
-                                      config=self._group_config(now), psks=self._psks)
+                                      config=self._group_config(now), psks=self._psks, t_group_id=self._new_group_id())
             added = founding.commit_full(add=(key_package, pq_key_package))
             for group in (founding.t, founding.pq):
                 group.destroy()
@@ -390,8 +391,8 @@ class TwoPartySession:
             ready = replace(ready, group=added.pair.t, pq=added.pair.pq, partials=0)
             welcome = welcomes.to_message_bytes()
         else:
-            founding_group = Group.create(own, extensions=safe_aad.group_extensions(config),
-                                          config=self._group_config(now))
+            founding_group = Group.create(own, group_id=self._new_group_id(),
+                                          extensions=safe_aad.group_extensions(config), config=self._group_config(now))
             result = founding_group.commit([Add(key_package)], force_path=False, include_tree_in_welcome=True)
             founding_group.destroy()
             assert result.welcome is not None
@@ -433,6 +434,8 @@ class TwoPartySession:
                 if group.own_leaf_node.encryption_key != bundle.key_package.leaf_node.encryption_key:
                     raise ValidationError("our leaf in the group is not the KeyPackage we sent")
                 safe_aad.require_component(group.context.extensions, config.component_id, "the GroupContext")
+                if not group.group_id.startswith(config.group_id_prefix):
+                    raise ValidationError(f"the group id does not start with {config.group_id_prefix!r}")
         except ValidationError:
             for group, _ in joined:
                 group.destroy()
@@ -440,6 +443,11 @@ class TwoPartySession:
         assert ready.group is not None
         return (replace(ready, state=State.SYNCED, key_packages=(), our_turn=True),
                 [KeysChanged(ready.group.epoch, "key establishment")])
+
+    def _new_group_id(self) -> bytes | None:
+        """The id of a group we create: the configured prefix and 16 random bytes (None: Group.create's own)."""
+        prefix = self.config.group_id_prefix
+        return prefix + os.urandom(16) if prefix else None
 
     @staticmethod
     def _offered_bundle(p: _Progress, welcome: MLSMessage, suites: tuple[int, ...]) -> KeyPackageBundle:

@@ -267,13 +267,13 @@ class APQPair:
     @classmethod
     def create(cls, t_bundle: KeyPackageBundle, pq_bundle: KeyPackageBundle, *, mode: APQMode = APQMode.CONFIDENTIALITY,
                extensions: Sequence[Extension] = (), config: GroupConfig | None = None,
-               psks: ApqPsks | None = None) -> APQPair:
+               psks: ApqPsks | None = None, t_group_id: bytes | None = None) -> APQPair:
         """Both groups, one member each, epoch 0, each holding the pair's APQInfo (its epochs 0).
 
         ``psks`` is the slot through which the T group reads the APQ PSKs (a new one if not given); a caller
         that rebuilds pairs from their groups later (:meth:`of`) keeps it."""
         t_suite, pq_suite = t_bundle.key_package.cipher_suite, pq_bundle.key_package.cipher_suite
-        info = APQInfo(os.urandom(16), os.urandom(16), mode, t_suite, pq_suite, 0, 0)
+        info = APQInfo(t_group_id or os.urandom(16), os.urandom(16), mode, t_suite, pq_suite, 0, 0)
         check_suites(info)
         psks = psks if psks is not None else ApqPsks()
         shared = cls.shared_config(config, psks)

@@ -68,7 +68,7 @@ from mlscore.credentials import Credential
 from mlscore.crypto import SUPPORTED_SUITES, get_suite
 from mlscore.errors import MLSError
 
-from .config import MlsTlsConfiguration
+from .config import HousleyConfig, MlsTlsConfiguration
 from .control import CONTROL_SOCKET, ControlServer, query, render
 from .errors import TunnelError
 from .metrics import check_available, serve_metrics
@@ -142,8 +142,8 @@ def _services_from_config(tables: object, *, mode: str, source: str) -> dict[str
 status_log = logging.getLogger("mlstls.status")
 """The periodic status lines (--status-interval): INFO, shown whatever the log level once asked for."""
 RESTART_ONLY = ("connect", "state_dir", "identity", "suites", "store", "store_keyring", "store_replicas",
-                "rekey_seconds", "rekey_bytes", "apq", "apq_suite", "full_every", "full_seconds", "metrics",
-                "control_socket")
+                "rekey_seconds", "rekey_bytes", "apq", "apq_suite", "full_every", "full_seconds", "tls_mode",
+                "metrics", "control_socket")
 """Options a reload cannot change (it says so and keeps the running value); a server's --listen too."""
 
 
@@ -270,6 +270,18 @@ def _profile(args: argparse.Namespace, private: bytes,
                                               full_every=args.full_every or None, full_seconds=args.full_seconds),
                             apq=args.apq, apq_suite=args.apq_suite, apq_signature_priv=apq_key)
     return profile, store
+
+
+def _housley(args: argparse.Namespace) -> HousleyConfig | None:
+    """``--mode housley``: MLS inside the TLS 1.3 handshake (needs tlslite-ng, checked here, at start)."""
+    if args.tls_mode != "housley":
+        return None
+    try:
+        import mlstls.housley  # noqa: F401
+    except ImportError as exc:
+        raise ConfigurationError(f"--mode housley needs tlslite-ng: pip install mls-transport[housley] "
+                                 f"({exc})") from None
+    return HousleyConfig()
 
 
 def _services(args: argparse.Namespace) -> dict[str, Service]:
@@ -519,7 +531,7 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
             metrics = await serve_metrics(*metrics_address, running.report)  # a busy address: exit status 2
         if args.mode == "server":
             assert listen is not None
-            endpoint = TunnelServer(MlsTlsConfiguration(profile, False, store), services)
+            endpoint = TunnelServer(MlsTlsConfiguration(profile, False, store, housley=_housley(args)), services)
             try:
                 port = await endpoint.start(*listen)
             except OSError as exc:
@@ -528,7 +540,8 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
                 f"{s.name} {s.address[0]}:{s.address[1]}" for s in services.values()), flush=True)
         else:
             assert remote is not None
-            config = MlsTlsConfiguration(profile, True, store, resume_group_id=_resumable(store, profile))
+            config = MlsTlsConfiguration(profile, True, store, resume_group_id=_resumable(store, profile),
+                                         housley=_housley(args))
             endpoint = TunnelClient(config, remote, retry_refused=args.retry_refused,
                                     max_retry_delay=args.max_retry_delay)
             timeout = None if args.retry_forever else args.connect_timeout
@@ -661,6 +674,10 @@ def _parser() -> argparse.ArgumentParser:
                               "(client) or accept (server) several, most preferred first")
         sub.add_argument("--rekey-seconds", type=float, default=30.0, help="PCS rekey interval (default 30)")
         sub.add_argument("--rekey-bytes", type=int, default=1 << 30, help="PCS rekey after this many bytes")
+        sub.add_argument("--mode", "--tls-mode", dest="tls_mode", choices=("mls", "housley"), default="mls",
+                         help="mls: MLS in place of the TLS handshake (default); housley: MLS inside a TLS 1.3 "
+                              "handshake (draft-housley-tls-using-mls-handshake, docs/housley.md; both ends "
+                              "alike). In a --config file: tls-mode")
         sub.add_argument("--apq", choices=("off", "prefer", "require"), default="off",
                          help="APQ-MLS (docs/pq.md): a post-quantum group beside the classical one, whose FULL "
                               "commits keep the keys PQ-secure at close to classical cost (default off)")
@@ -696,6 +713,13 @@ def _config_value(parser: argparse.ArgumentParser, name: str, key: str, value: A
         return ConfigurationError(f"{source}: {key} must be {expected}, not {value!r}")
 
     def one(item: Any) -> Any:
+        item = converted(item)
+        if action.choices is not None and item not in action.choices:
+            raise ConfigurationError(f"{source}: {key} must be one of {', '.join(map(str, action.choices))}, "
+                                     f"not {value!r}")
+        return item
+
+    def converted(item: Any) -> Any:
         kind = action.type
         if kind is None:
             if not isinstance(item, str):
@@ -713,9 +737,6 @@ def _config_value(parser: argparse.ArgumentParser, name: str, key: str, value: A
             item = float(item)
         elif not (kind is int and isinstance(item, int)):
             raise wrong(number)
-        if action.choices is not None and item not in action.choices:
-            raise ConfigurationError(f"{source}: {key} must be one of {', '.join(map(str, action.choices))}, "
-                                     f"not {value!r}")
         return item
 
     if action.nargs == 0:  # a flag: --retry-forever, --insecure-accept-any-peer ...

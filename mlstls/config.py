@@ -39,13 +39,45 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class HousleyConfig:
+    """MLS inside the TLS 1.3 handshake (mlstls.housley, docs/housley.md): the draft's open code points, with
+    private-use defaults, all configurable, and the TLS 1.3 suites offered or accepted, in our order."""
+
+    extension_type: int = 0xFF4D
+    """``tls_using_mls_handshake`` (TBD0): 0xFF00-0xFFFF is the ExtensionType registry's Private Use range."""
+    handshake_type: int = 0xE3
+    """``mls_handshake`` (TBD1): unassigned, far from TLS 1.3's 0-26 and 254."""
+    tpmlsmt_base: int = 0xF000
+    """``tpmlsmt`` = this + the profile's message type (mls2p.wire): RFC 9420's Private Use range."""
+    key_switch: int = 0xF018
+    """Our ``tpmlsmt`` for 'my records use the new epoch from here' (the mlstls key switch frame's 24)."""
+    tls_suites: tuple[int, ...] = (0x1301, 0x1302, 0x1303)
+    """TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256."""
+
+    def __post_init__(self) -> None:
+        for name, bits in (("extension_type", 16), ("handshake_type", 8), ("tpmlsmt_base", 16), ("key_switch", 16)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
+                raise ConfigurationError(f"HousleyConfig.{name} must be a {bits}-bit number, not {value!r}")
+        if self.handshake_type <= 26 or self.handshake_type == 254:
+            raise ConfigurationError(f"HousleyConfig.handshake_type {self.handshake_type} is a TLS 1.3 message type")
+        if not self.tls_suites or any(suite not in (0x1301, 0x1302, 0x1303) for suite in self.tls_suites):
+            raise ConfigurationError(f"HousleyConfig.tls_suites must name TLS 1.3 suites among 0x1301-0x1303, "
+                                     f"not {self.tls_suites}")
+        if self.tpmlsmt_base <= self.key_switch < self.tpmlsmt_base + 0x100 and self.key_switch - self.tpmlsmt_base in (
+                1, 2, 3, 4, 5, 6, 32):
+            raise ConfigurationError("HousleyConfig.key_switch collides with a profile message's tpmlsmt")
+
+
+@dataclass(frozen=True)
 class MlsTlsConfiguration:
     """One endpoint's settings.
 
     ``store`` keeps the group between connections; a client with
     ``resume_group_id`` set resumes that group instead of running phase 1.
     ``tls`` set means MLS *alongside* TLS 1.3 (:mod:`mlstls.alongside`);
-    None means MLS in place of TLS.
+    ``housley`` set means MLS *inside* the TLS 1.3 handshake (:mod:`mlstls.housley`);
+    neither means MLS in place of TLS.
     """
 
     profile: ProfileConfig
@@ -54,6 +86,7 @@ class MlsTlsConfiguration:
     resume_group_id: bytes | None = None
     padding: int = 0
     tls: TlsSettings | None = None
+    housley: HousleyConfig | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, ProfileConfig):
@@ -65,6 +98,11 @@ class MlsTlsConfiguration:
         _check_type(self, "resume_group_id", bytes, "bytes (a group id the store holds)", optional=True)
         _check_type(self, "padding", int, "an int (bytes of padding per record)")
         _check_type(self, "tls", TlsSettings, "a mlstls.TlsSettings (alongside mode)", optional=True)
+        _check_type(self, "housley", HousleyConfig, "a mlstls.HousleyConfig (MLS inside the TLS handshake)",
+                    optional=True)
+        if self.tls is not None and self.housley is not None:
+            raise ConfigurationError("tls (MLS alongside TLS) and housley (MLS inside the TLS handshake) are two "
+                                     "modes: choose one")
         if not 0 <= self.padding <= 1 << 14:
             raise ConfigurationError(f"padding must be between 0 and 16384 bytes, not {self.padding}")
         if self.tls is not None and self.tls.verify and self.is_client and not self.tls.cafile:

@@ -28,6 +28,14 @@ class KeyLimitReached(LocalError):
     """The current keys protected as many records as RFC 8446 section 5.5 allows."""
 
 
+class TlsAlert(RemoteError):
+    """The peer broke a TLS 1.3 rule (the Housley mode's own handshake): closed with the alert RFC 8446 names."""
+
+    def __init__(self, alert: AlertDescription, reason: str) -> None:
+        super().__init__(reason)
+        self.alert = alert
+
+
 class TlsError(RemoteError):
     """The outer TLS 1.3 connection (alongside mode) failed: handshake, certificate, hostname, ALPN."""
 

@@ -32,22 +32,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mls2p.identity import SESSION_INFO, session_extra_info
 from mls2p.session import TwoPartySession
 
-from .alongside import AlongsideConnection
 from .config import MlsTlsConfiguration
 from .connection import (
     ConnectionTerminated,
     DataReceived,
     EpochChanged,
     HandshakeCompleted,
-    MlsTlsConnection,
     StreamEnded,
 )
 from .errors import ConfigurationError, HandshakeError, StateError, TruncatedStream
+from .modes import new_connection
+
+if TYPE_CHECKING:
+    from .modes import Connection as AnyConnection
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +111,7 @@ class MlsTlsProtocol(asyncio.Protocol):
 
     def __init__(self, configuration: MlsTlsConfiguration,
                  on_epoch: Callable[[int], None] | None = None) -> None:
-        self.connection: MlsTlsConnection | AlongsideConnection = (
-            AlongsideConnection(configuration) if configuration.tls is not None else MlsTlsConnection(configuration))
+        self.connection: AnyConnection = new_connection(configuration)
         self.reader = MlsTlsStreamReader(limit=1 << 24)
         self.transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -254,7 +255,7 @@ class MlsTlsWriter:
         self._protocol = protocol
 
     @property
-    def connection(self) -> MlsTlsConnection | AlongsideConnection:
+    def connection(self) -> AnyConnection:
         return self._protocol.connection
 
     @property

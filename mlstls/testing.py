@@ -21,12 +21,13 @@ from mls2p.testing import config
 from .alongside import AlongsideConnection
 from .config import MlsTlsConfiguration, TlsSettings
 from .connection import Event, MlsTlsConnection
+from .modes import new_connection
 
-Connection = MlsTlsConnection | AlongsideConnection
+Connection = MlsTlsConnection | AlongsideConnection  # (the Housley mode's connection quacks the same)
 
 
 def _connection(configuration: MlsTlsConfiguration) -> Connection:
-    return AlongsideConnection(configuration) if configuration.tls is not None else MlsTlsConnection(configuration)
+    return new_connection(configuration)  # type: ignore[return-value]
 
 
 class TlsPair:

@@ -102,6 +102,11 @@ def test_apq_mistakes_are_one_line(tmp_path) -> None:
     base = ("client", "--listen", "127.0.0.1:0", "--connect", "127.0.0.1:9", "--allow", pin,
             "--state-dir", str(tmp_path))
     one_line_error(run(*base, "--apq", "require", "--full-every", "-1"), 2, "full_every")
+    # a --config file's value of an option with choices is checked like the command line's (it was not, for
+    # string options: "apq = 'sometimes'" passed, and so did "tls-mode")
+    for key in ("apq", "tls-mode"):
+        (tmp_path / "bad.toml").write_text(f"{key} = 'sometimes'\n")
+        one_line_error(run(*base, "--config", str(tmp_path / "bad.toml")), 2, f"{key} must be one of")
     one_line_error(run(*base, "--apq", "require", "--suite", "82"), 2, "not a classical")
     one_line_error(run(*base, "--apq", "require", "--suite", "81"), 2, "not also offered as a classical one")
 

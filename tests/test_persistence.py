@@ -49,8 +49,9 @@ def test_release_0_1_files_recover_a_commit_in_flight() -> None:
     assert in_sync(alice, bob) and alice.epoch == 3
 
 
-def test_round_trip_in_every_stored_state() -> None:
-    pair = Pair()
+@pytest.mark.parametrize("profile", [{}, {"apq": "require"}], ids=["classical", "apq"])
+def test_round_trip_in_every_stored_state(profile: dict[str, str]) -> None:
+    pair = Pair(**profile)
     assert pair.alice.to_state() is not None
     for step in (lambda: None, pair.alice.update, pair.bob.resume):
         step()
@@ -58,7 +59,7 @@ def test_round_trip_in_every_stored_state() -> None:
             state = session.to_state()
             assert state is not None
             again = TwoPartySession.from_state(state, session.config)
-            assert again.to_state() == state and again.state is session.state
+            assert again.to_state() == state and again.state is session.state and again.apq is session.apq
 
 
 def stored_groups(state: bytes) -> list[bytes]:

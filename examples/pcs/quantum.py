@@ -153,14 +153,20 @@ def run(kind: Kind, *, rekeys: int = 12, theft_at: int = 3, full_every: int = 4,
     return outcome
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(argv: list[str] | None, description: str | None, *, first_theft: int = 1) -> argparse.Namespace:
+    """The quantum thief's options (this command's and examples.pcs.quantum_tls's)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rekeys", type=int, default=12)
     parser.add_argument("--theft-at", type=int, default=3)
     parser.add_argument("--full-every", type=int, default=4)
     args = parser.parse_args(argv)
-    if args.rekeys < 1 or args.theft_at < 1 or args.full_every < 1:
-        parser.error("--rekeys, --theft-at and --full-every must be at least 1")
+    if args.rekeys < 1 or args.theft_at < first_theft or args.full_every < 1:
+        parser.error(f"--rekeys and --full-every must be at least 1, --theft-at at least {first_theft}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv, __doc__)
     print(f"quantum thief: steals epoch {args.theft_at}'s secrets, computes every X25519 private key; "
           f"{args.rekeys} rekeys, ping-pong; APQ: FULL every {args.full_every}")
     for kind, label in (("classical", "classical MLS (suite 1)"), ("xwing", "X-Wing MLS (0x004D)"),

@@ -30,7 +30,6 @@ the first FULL commit after the theft, then nothing.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 
 from mls2p import ProfileConfig, RekeyPolicy
@@ -44,7 +43,7 @@ from mlstls.connection import MlsTlsConnection
 from mlstls.testing import TlsPair
 
 from .full_state import LABELS, Direction, DirectionReader, Side, Wire, _epochs, _lookup, _request_response
-from .quantum import Kind, Thief
+from .quantum import Kind, Thief, arguments
 from .tls_thief import SEQUENCE_SEARCH
 
 RECEIVER: dict[Direction, Side] = {"c2s": "server", "s2c": "client"}
@@ -171,13 +170,7 @@ def _attack(outcome: ConnectionOutcome, wire: Wire, held: dict[tuple[Side, int],
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rekeys", type=int, default=12)
-    parser.add_argument("--theft-at", type=int, default=3)
-    parser.add_argument("--full-every", type=int, default=4)
-    args = parser.parse_args(argv)
-    if args.rekeys < 1 or args.theft_at < 2 or args.full_every < 1:
-        parser.error("--rekeys and --full-every must be at least 1, --theft-at at least 2")
+    args = arguments(argv, __doc__, first_theft=2)
     print(f"quantum thief on an mlstls connection: steals the client's epoch-{args.theft_at} secrets, computes "
           f"every X25519 private key; {args.rekeys} rekeys after, ping-pong; APQ: each side FULL every "
           f"{args.full_every} of its commits")

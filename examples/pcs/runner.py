@@ -31,6 +31,7 @@ from mls2p.command import run_command
 from mls2p.errors import ConfigurationError
 from mlstls import MlsTlsConfiguration, MlsTlsWriter, TlsSettings, open_connection, start_server
 from mlstls.alongside import AlongsideConnection
+from mlstls.config import HousleyConfig
 from mlstls.connection import CLIENT_LABEL, MlsTlsConnection
 from mlstls.record import aead_spec
 
@@ -82,8 +83,9 @@ async def run_eku_model(settings: Settings) -> Outcome:
     return outcome
 
 
-async def run_mlstls(settings: Settings, *, alongside: bool = False) -> list[Outcome]:
-    """A real mlstls connection through the relay, in place of TLS or alongside TLS 1.3."""
+async def run_mlstls(settings: Settings, *, alongside: bool = False, housley: bool = False) -> list[Outcome]:
+    """A real mlstls connection through the relay, in place of TLS, alongside TLS 1.3, or inside the TLS 1.3
+    handshake (``housley``: tlslite-ng's TLS 1.3 records, keys from the MLS exporter)."""
     keylog: list[bytes] = []
     server_tls = client_tls = None
     if alongside:
@@ -95,12 +97,13 @@ async def run_mlstls(settings: Settings, *, alongside: bool = False) -> list[Out
         while await reader.read(1 << 16):
             pass
 
+    mode = HousleyConfig(tls_suites=(0x1301,)) if housley else None  # TLS_AES_128_GCM_SHA256
     server = await start_server(drain, "127.0.0.1", 0, configuration=MlsTlsConfiguration(
-        profile(b"s"), is_client=False, tls=server_tls))
+        profile(b"s"), is_client=False, tls=server_tls, housley=mode))
     relay = TcpRelay(("127.0.0.1", server.sockets[0].getsockname()[1]))
     port = await relay.start()
     _, writer = await open_connection("127.0.0.1", port, configuration=MlsTlsConfiguration(
-        profile(b"c"), tls=client_tls))
+        profile(b"c"), tls=client_tls, housley=mode))
     loot: tuple[bytes, bytes | None, str | None] | None = None
     theft_time, rekey_times = 0.0, []
     lags: list[int] = []  # records written after each rekey before its confirmation switched our keys
@@ -130,6 +133,9 @@ async def run_mlstls(settings: Settings, *, alongside: bool = False) -> list[Out
                if r[1][0] == APPLICATION_DATA and r[0] > theft_time]
     thieves = [(f"mlstls (rekey every {settings.rekey_every} records)", KeyFollower(aead_spec(1), record_secret,
                                                                                     search=SEQUENCE_SEARCH))]
+    if housley:
+        thieves = [("TLS 1.3 using MLS handshake: thief with the TLS traffic secret",
+                    KeyFollower(suite_spec("TLS_AES_128_GCM_SHA256"), record_secret, search=SEQUENCE_SEARCH))]
     if alongside:
         assert tls_secret is not None and tls_cipher is not None
         thieves = [("mlstls alongside: thief with the record secret",
@@ -139,7 +145,8 @@ async def run_mlstls(settings: Settings, *, alongside: bool = False) -> list[Out
     outcomes = []
     for name, thief in thieves:
         outcome = Outcome(name, settings.theft_at, settings.records, rekeys=len(rekey_times),
-                          stack="mlstls alongside pyOpenSSL" if alongside else "mlstls")
+                          stack="mlstls alongside pyOpenSSL" if alongside else
+                          "mlstls inside a tlslite-ng TLS 1.3 handshake" if housley else "mlstls")
         for when, header, body in records:
             outcome.record(when, thief.open(header, body) is not None, len(header) + len(body))
         outcome.mark_rekeys([r[0] for r in records], [t for t in rekey_times if t > theft_time])
@@ -148,8 +155,7 @@ async def run_mlstls(settings: Settings, *, alongside: bool = False) -> list[Out
     return outcomes
 
 
-def _steal(connection: MlsTlsConnection | AlongsideConnection,
-           keylog: list[bytes]) -> tuple[bytes, bytes | None, str | None]:
+def _steal(connection: object, keylog: list[bytes]) -> tuple[bytes, bytes | None, str | None]:
     """(the client's current record secret, its TLS traffic secret, the TLS cipher) at the theft."""
     if isinstance(connection, AlongsideConnection):
         inner = connection.inner
@@ -158,7 +164,11 @@ def _steal(connection: MlsTlsConnection | AlongsideConnection,
         tls = next(bytes.fromhex(line.split()[-1].decode()) for line in keylog
                    if line.startswith(b"CLIENT_TRAFFIC_SECRET_0"))
         return inner.traffic_secret(CLIENT_LABEL), tls, connection.tls_cipher
-    return connection.traffic_secret(CLIENT_LABEL), None, None
+    if isinstance(connection, MlsTlsConnection):
+        return connection.traffic_secret(CLIENT_LABEL), None, None
+    if hasattr(connection, "traffic_secret"):  # the Housley mode: the client's TLS application traffic secret
+        return connection.traffic_secret(True), None, None
+    raise TypeError(f"no thief for a {type(connection).__name__} here")
 
 
 Step = tuple[str, Callable[[], Awaitable[list[Outcome]]]]
@@ -189,6 +199,7 @@ def steps(settings: Settings) -> list[Step]:
                       functools.partial(run_mlstls, replace(s, rekey_every=every))))
     found += [
         ("mlstls alongside TLS 1.3", functools.partial(run_mlstls, s, alongside=True)),
+        ("TLS 1.3 using MLS handshake (tlslite-ng)", functools.partial(run_mlstls, s, housley=True)),
         ("QUIC key update (aioquic)",
          _one(lambda: run_aioquic_key_update(s.records, s.rekey_every, s.theft_at, s.record_size))),
         ("mlsquic QUIC-MLS", _one(lambda: run_quic("mls", s.records, s.rekey_every, s.theft_at, s.record_size))),

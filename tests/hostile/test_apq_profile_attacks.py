@@ -68,6 +68,8 @@ from mlstls.connection import ConnectionTerminated
 from mlstls.record import HEADER_SIZE, ContentType, plaintext_records
 from mlstls.testing import TlsPair
 
+from ..test_apq_profile import rekey
+
 MODE_1_SUITE = 0x0055  # ML-KEM-1024 + ML-DSA-87
 CU = TwoPartyMessageType.CONNECTION_UPDATE
 RR = TwoPartyMessageType.RESUMPTION_REQUEST
@@ -125,12 +127,14 @@ def aad(session: TwoPartySession, msg_type: TwoPartyMessageType) -> bytes:
     return profile_aad.authenticated_data(session.config.component_id, msg_type)
 
 
-def rekey(pair: Pair, committer: TwoPartySession, **kwargs: Any) -> bytes:
-    other = pair.bob if committer is pair.alice else pair.alice
-    out = sent(committer.update(**kwargs))
-    pump(committer, other, out)
-    assert pair.in_sync()
-    return out[0]
+def full_commit_refused(pair: Pair, **kwargs: Any) -> None:
+    """Alice crafts a FULL commit with ``kwargs``; Bob refuses it, and the honest exchange goes on."""
+    try:
+        body = craft_full(pair.alice, **kwargs)
+    except MLSError as exc:
+        pytest.skip(f"mlscore would not even build it: {exc}")
+    refused(pair.bob, wrap(ProfileMessageType.CONNECTION_UPDATE, body))
+    honest_still_works(pair)
 
 
 def honest_still_works(pair: Pair) -> None:
@@ -468,12 +472,7 @@ def test_a_partial_commit_with_by_reference_proposals_is_refused() -> None:
 def test_a_full_commit_without_an_update_path_is_refused(which: str) -> None:
     pair = apq_pair()
     kwargs = {"t_force_path": which == "pq", "pq_force_path": which == "t"}
-    try:
-        body = craft_full(pair.alice, **kwargs)
-    except MLSError as exc:
-        pytest.skip(f"mlscore would not even build it: {exc}")
-    refused(pair.bob, wrap(ProfileMessageType.CONNECTION_UPDATE, body))
-    honest_still_works(pair)
+    full_commit_refused(pair, **kwargs)
 
 
 def test_a_pq_group_commit_sent_alone_as_partial_is_refused() -> None:
@@ -546,12 +545,7 @@ def test_a_full_commit_smuggling_proposals_is_refused(what: str) -> None:
             kwargs[key] = value
         else:
             kwargs[key] = _resolve(value, pair.alice, 0x0051 if key.startswith("pq") else 1)
-    try:
-        body = craft_full(pair.alice, **kwargs)
-    except MLSError as exc:
-        pytest.skip(f"mlscore would not even build it: {exc}")
-    refused(pair.bob, wrap(ProfileMessageType.CONNECTION_UPDATE, body))
-    honest_still_works(pair)
+    full_commit_refused(pair, **kwargs)
 
 
 @pytest.mark.parametrize("which", ["t", "pq"])
