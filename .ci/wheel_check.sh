@@ -46,15 +46,22 @@ assert top_level == set(PUBLIC), f"the wheel installs {sorted(top_level)}, not j
 for name in ("examples", "benchmarks", "interop", "tests"):
     assert not (site / name).exists(), f"site-packages has a top-level {name}"
 modules = 0
+optional: list[str] = []
 for name in PUBLIC:
     package = importlib.import_module(name)
     folder = pathlib.Path(package.__file__).parent
     assert folder.parent == site, f"{name} was imported from {folder}, not from the installed wheel"
     assert (folder / "py.typed").is_file(), f"{name} has no py.typed"
     for module in pkgutil.walk_packages(package.__path__, f"{name}."):
-        importlib.import_module(module.name)
+        try:
+            importlib.import_module(module.name)
+        except ImportError as exc:  # an optional extra's module must say which extra it needs
+            assert "pip install mls-transport[" in str(exc), f"{module.name} does not import: {exc}"
+            optional.append(module.name)
+            continue
         modules += 1
-print(f"{len(PUBLIC)} packages and {modules} modules import from {site}; top level: {sorted(top_level)}")
+print(f"{len(PUBLIC)} packages and {modules} modules import from {site}; top level: {sorted(top_level)}; "
+      f"needing an extra: {optional}")
 EOF
 
 echo "-- a user's mypy sees our types"

@@ -20,26 +20,47 @@ import errno
 from collections.abc import Iterator
 from typing import TypeVar
 
-from tlslite import __version__ as TLSLITE_VERSION
-from tlslite.constants import ContentType
-from tlslite.errors import (
-    TLSBadRecordMAC,
-    TLSDecodeError,
-    TLSDecryptionFailed,
-    TLSIllegalParameterException,
-    TLSInternalError,
-    TLSRecordOverflow,
-    TLSUnexpectedMessage,
-)
-from tlslite.messages import Message
-from tlslite.recordlayer import RecordLayer
-from tlslite.utils.codec import DecodeError as TlsliteDecodeError
-from tlslite.utils.codec import Parser
-
-from mls2p.errors import AlertDescription, ConfigurationError, UnexpectedMessage
+from mls2p.errors import AlertDescription, UnexpectedMessage
 from mlscore.errors import CryptoError, DecodeError, ValidationError
 
-from .errors import TlsAlert
+from .errors import MissingExtra, TlsAlert
+
+try:  # an optional dependency: without it, importing this (or mlstls.housley) says which extra to install
+    from tlslite import __version__ as TLSLITE_VERSION
+    from tlslite.constants import CipherSuite, ContentType, ExtensionType, GroupName, HandshakeType
+    from tlslite.errors import (
+        TLSBadRecordMAC,
+        TLSDecodeError,
+        TLSDecryptionFailed,
+        TLSIllegalParameterException,
+        TLSInternalError,
+        TLSRecordOverflow,
+        TLSUnexpectedMessage,
+    )
+    from tlslite.extensions import (
+        ClientKeyShareExtension,
+        KeyShareEntry,
+        SrvSupportedVersionsExtension,
+        SupportedGroupsExtension,
+        SupportedVersionsExtension,
+        TLSExtension,
+    )
+    from tlslite.messages import (
+        ClientHello,
+        EncryptedExtensions,
+        Finished,
+        Message,
+        NewSessionTicket,
+        ServerHello,
+    )
+    from tlslite.recordlayer import RecordLayer
+    from tlslite.utils.codec import DecodeError as TlsliteDecodeError
+    from tlslite.utils.codec import Parser
+    from tlslite.utils.cryptomath import HKDF_expand_label, secureHMAC
+except ImportError as exc:
+    raise MissingExtra(f"MLS inside the TLS 1.3 handshake needs tlslite-ng: pip install mls-transport[housley] "
+                       f"({exc})") from exc
+
 
 M = TypeVar("M")
 
@@ -47,7 +68,7 @@ TESTED = ("0.8.2",)
 """The tlslite-ng versions the Housley mode is tested with (pyproject's ``housley`` extra pins them)."""
 
 if TLSLITE_VERSION not in TESTED:
-    raise ConfigurationError(f"the Housley mode is tested with tlslite-ng {', '.join(TESTED)}, not "
+    raise MissingExtra(f"the Housley mode is tested with tlslite-ng {', '.join(TESTED)}, not "
                              f"{TLSLITE_VERSION}: install mls-transport[housley]")
 
 
@@ -162,4 +183,28 @@ def as_mls_error(error: Exception) -> Exception:
     return error
 
 
-__all__ = ["TESTED", "ContentType", "MemorySocket", "Records", "as_mls_error", "parse"]
+__all__ = [  # tlslite-ng's names the Housley mode uses, from here only
+    "TESTED",
+    "CipherSuite",
+    "ClientHello",
+    "ClientKeyShareExtension",
+    "ContentType",
+    "EncryptedExtensions",
+    "ExtensionType",
+    "Finished",
+    "GroupName",
+    "HKDF_expand_label",
+    "HandshakeType",
+    "KeyShareEntry",
+    "MemorySocket",
+    "NewSessionTicket",
+    "Records",
+    "ServerHello",
+    "SrvSupportedVersionsExtension",
+    "SupportedGroupsExtension",
+    "SupportedVersionsExtension",
+    "TLSExtension",
+    "as_mls_error",
+    "parse",
+    "secureHMAC",
+]

@@ -28,6 +28,10 @@ class KeyLimitReached(LocalError):
     """The current keys protected as many records as RFC 8446 section 5.5 allows."""
 
 
+class MissingExtra(ConfigurationError, ImportError):
+    """An optional dependency is not installed; the message names the extra (``pip install mls-transport[...]``)."""
+
+
 class TlsAlert(RemoteError):
     """The peer broke a TLS 1.3 rule (the Housley mode's own handshake): closed with the alert RFC 8446 names."""
 

@@ -32,17 +32,6 @@ from collections import deque
 from collections.abc import Callable
 from enum import Enum
 
-from tlslite.constants import ContentType, ExtensionType, GroupName, HandshakeType
-from tlslite.extensions import (
-    ClientKeyShareExtension,
-    KeyShareEntry,
-    SrvSupportedVersionsExtension,
-    SupportedGroupsExtension,
-    SupportedVersionsExtension,
-    TLSExtension,
-)
-from tlslite.messages import ClientHello, EncryptedExtensions, Finished, NewSessionTicket, ServerHello
-
 from mls2p.bootstrap import ProfileEndpoint
 from mls2p.errors import AlertDescription, InternalError, StateError, alert_for, as_project_error
 from mls2p.session import KeysChanged, SendMessage, SessionAction, TwoPartySession
@@ -53,7 +42,26 @@ from mlscore.codec import Reader, Writer
 from mlscore.errors import DecodeError, ValidationError
 from mlscore.framing import WireFormat
 
-from ._tlslite_compat import Records, as_mls_error, parse
+from ._tlslite_compat import (
+    ClientHello,
+    ClientKeyShareExtension,
+    ContentType,
+    EncryptedExtensions,
+    ExtensionType,
+    Finished,
+    GroupName,
+    HandshakeType,
+    KeyShareEntry,
+    NewSessionTicket,
+    Records,
+    ServerHello,
+    SrvSupportedVersionsExtension,
+    SupportedGroupsExtension,
+    SupportedVersionsExtension,
+    TLSExtension,
+    as_mls_error,
+    parse,
+)
 from .config import HousleyConfig, MlsTlsConfiguration
 from .connection import ConnectionTerminated, DataReceived, EpochChanged, Event, HandshakeCompleted, StreamEnded
 from .errors import TlsAlert, UnexpectedMessage

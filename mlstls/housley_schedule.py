@@ -18,8 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from tlslite.constants import CipherSuite
-from tlslite.utils.cryptomath import HKDF_expand_label, secureHMAC
+from ._tlslite_compat import CipherSuite, HKDF_expand_label, secureHMAC
 
 EXPORTER_LABEL = "TLS shared secret"
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, TypeAlias
 from .alongside import AlongsideConnection
 from .config import MlsTlsConfiguration
 from .connection import MlsTlsConnection
-from .errors import ConfigurationError
 
 if TYPE_CHECKING:  # imported only when asked for: tlslite-ng is an optional dependency
     from .housley import HousleyConnection
@@ -25,10 +24,7 @@ def new_connection(configuration: MlsTlsConfiguration) -> Connection:
     if configuration.tls is not None:
         return AlongsideConnection(configuration)
     if configuration.housley is not None:
-        try:
-            from .housley import HousleyConnection
-        except ImportError as exc:
-            raise ConfigurationError(f"MLS inside the TLS handshake needs tlslite-ng: install "
-                                     f"mls-transport[housley] ({exc})") from None
+        from .housley import HousleyConnection  # MissingExtra (a ConfigurationError) without tlslite-ng
+
         return HousleyConnection(configuration)
     return MlsTlsConnection(configuration)

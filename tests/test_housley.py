@@ -329,3 +329,19 @@ def test_x509_credentials_are_the_one_trust_decision_as_in_the_other_modes() -> 
     ended = [e for e in iter(server.next_event, None) if isinstance(e, ConnectionTerminated)]
     assert not stranger.established and ended and ended[0].alert == 42  # bad_certificate
     assert len(stores[1].group_ids()) == 1  # only the first, trusted client's session
+
+
+def test_without_tlslite_the_mode_says_which_extra_to_install(tmp_path) -> None:
+    """Run as if tlslite-ng were not installed: one line, exit status 2, naming mls-transport[housley]."""
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.modules['tlslite'] = None\n"  # every 'import tlslite...' now fails
+              "from mlstls.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run([sys.executable, "-c", script, "client", "--mode", "housley", "--listen", "127.0.0.1:0",
+                           "--connect", "127.0.0.1:9", "--allow", "server=sha256:" + "a" * 64, "--state-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "pip install mls-transport[housley]" in errors[0]
