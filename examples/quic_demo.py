@@ -83,11 +83,24 @@ def profile(name: str, signature_priv: bytes, pins: dict[bytes, set[str]], args:
             ) -> ProfileConfig:
     """Our identity ``name`` with ``signature_priv``, trusting exactly the keys in ``pins``."""
     insecure = args.insecure_accept_any_peer
+    apq_label(args)  # the APQ options are checked before anything starts
     return ProfileConfig(credential=Credential.basic(name.encode()), signature_priv=signature_priv,
                          cipher_suite=args.suite, accepted_suites=args.suites,
                          authentication_service=None if insecure else PinnedKeys(pins),
-                         insecure_accept_any_peer=insecure, apq=args.apq, apq_suite=args.apq_suite,
-                         rekey=RekeyPolicy(max_seconds=args.rekey_seconds, full_every=args.full_every or None))
+                         insecure_accept_any_peer=insecure, apq=args.apq, apq_suite=args.apq_suite or 0x0051,
+                         rekey=RekeyPolicy(max_seconds=args.rekey_seconds,
+                                           full_every=10 if args.full_every is None else args.full_every or None))
+
+
+def apq_label(args: argparse.Namespace) -> str:
+    """What the banners say about APQ; its options without --apq are a mistake, not silently ignored."""
+    if args.apq == "off":
+        if args.apq_suite is not None or args.full_every is not None:
+            raise ConfigurationError("--apq-suite and --full-every need --apq prefer or --apq require")
+        return ""
+    every = 10 if args.full_every is None else args.full_every
+    return (f", APQ {args.apq} with PQ suite {args.apq_suite or 0x0051}"
+            + (f", FULL every {every} of our rekeys" if every else ", FULL only when resuming"))
 
 
 def pins_from(args: argparse.Namespace) -> dict[bytes, set[str]]:
@@ -230,8 +243,8 @@ async def run_server(args: argparse.Namespace, profile_: ProfileConfig) -> MlsQu
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot load --cert {args.cert} / --key {args.key}: {exc}") from None
     server = await mlsquic.serve(args.host, args.port, configuration=configuration, create_protocol=DemoServer)
-    print(f"QUIC-MLS server on {args.host}:{args.port}, mode {args.mode} ({MODES[args.mode]}), suite {args.suite}",
-          flush=True)
+    print(f"QUIC-MLS server on {args.host}:{args.port}, mode {args.mode} ({MODES[args.mode]}), suite {args.suite}"
+          f"{apq_label(args)}", flush=True)
     return server
 
 
@@ -334,10 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rekey-seconds", type=float, default=0.5, help="PCS rekey interval (default 0.5 s)")
     parser.add_argument("--apq", choices=("off", "prefer", "require"), default="off",
                         help="APQ-MLS (docs/pq.md): a post-quantum group beside the classical one (default off)")
-    parser.add_argument("--apq-suite", type=int, default=0x0051, choices=(0x0051, 0x0052),
+    parser.add_argument("--apq-suite", type=int, choices=(0x0051, 0x0052),
                         help="APQ: the PQ group's ML-KEM-1024 suite (default 81; the ML-DSA ones need a second "
                              "key: mls-tunnel has them)")
-    parser.add_argument("--full-every", type=int, default=10, metavar="N",
+    parser.add_argument("--full-every", type=int, metavar="N",
                         help="APQ: one of every N of this end's rekeys is FULL (default 10; 0: only the first "
                              "and resumptions)")
     parser.add_argument("--rounds", type=int, default=10, help="echo round trips (default 10)")

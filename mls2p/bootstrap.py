@@ -113,7 +113,9 @@ class ProfileEndpoint:
             self.resumed = True
             log.info("resuming group %s at epoch %s", self.session.group_id.hex() if self.session.group_id else "?",
                      self.session.epoch)
-            return self.session.resume(now=self._wall_now())
+            actions = self.session.resume(now=self._wall_now())
+            self._count_full(actions)
+            return actions
         self.session, actions = TwoPartySession.initiator(self.profile, on_state_change=self._writer_for(None))
         return actions
 
@@ -195,6 +197,8 @@ class ProfileEndpoint:
         finally:
             if writer is not None:
                 writer.deferring = False
+        if message.msg_type == ProfileMessageType.RESUMPTION_REQUEST:
+            self._count_full(actions)  # our answer, a FULL commit in an APQ session
         if writer is not None and writer.unstored and message.msg_type == ProfileMessageType.EPOCH_KEY_UPDATE:
             self._store_retry_at = now + STORE_RETRY
             self.late_confirmations += 1
@@ -297,12 +301,20 @@ class ProfileEndpoint:
                 self._store_retry_at = now + STORE_RETRY
             log.info("rekey abandoned, the keys stay as they are: %s", exc)
             return []
-        pending = self.session.pending if self.session is not None else None
-        if pending is not None and pending.full and any(isinstance(a, SendMessage) for a in actions):
-            self.full_commits += 1
-            if now is not None:
-                self._full_since = now
+        if self._count_full(actions) and now is not None:
+            self._full_since = now
         return actions
+
+    def _count_full(self, actions: list[SessionAction]) -> bool:
+        """Count a FULL commit of ours among ``actions`` (a rekey, or a resumption's request or response)."""
+        pending = self.session.pending if self.session is not None else None
+        ours = (ProfileMessageType.CONNECTION_UPDATE, ProfileMessageType.RESUMPTION_REQUEST,
+                ProfileMessageType.RESUMPTION_RESPONSE)
+        if pending is not None and pending.full and any(isinstance(a, SendMessage) and a.msg_type in ours
+                                                        for a in actions):
+            self.full_commits += 1
+            return True
+        return False
 
     def _full_due(self, now: float | None) -> bool:
         """APQ: ``RekeyPolicy.full_seconds`` have passed since our last FULL commit (or the keys came)."""

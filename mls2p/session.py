@@ -35,12 +35,14 @@ commit and every resumption commit are FULL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
-from mlscore.apq import APQ_COMPONENT, APQMessagePair, APQPair, ApqPsks, apq_info_of, is_message_pair
+from mlscore.apq import APQ_COMPONENT, APQMessagePair, APQMode, APQPair, ApqPsks, apq_info_of, is_message_pair
+from mlscore.crypto import get_suite
 from mlscore.errors import CredentialError, EpochError, MLSError, StateError, ValidationError
 from mlscore.framing import MLSMessage, PrivateMessage
 from mlscore.group import ApplicationMessage, CommitMessage, Group, GroupConfig
@@ -383,7 +385,8 @@ class TwoPartySession:
             own_pq = _own_key_package(config, config.apq_suite, (config.apq_suite,), apq=True)
             founding = APQPair.create(own, own_pq, mode=config.apq_mode, extensions=safe_aad.group_extensions(config),
                                       config=self._group_config(now), psks=self._psks, t_group_id=self._new_group_id())
-            added = founding.commit_full(add=(key_package, pq_key_package))
+            with self._pq_key_hint():
+                added = founding.commit_full(add=(key_package, pq_key_package))
             for group in (founding.t, founding.pq):
                 group.destroy()
             welcomes = added.welcomes()
@@ -409,7 +412,9 @@ class TwoPartySession:
                 raise ValidationError("the server answered with APQ Welcomes, which we did not offer")
             t_bundle = self._offered_bundle(p, welcomes.t_message, config.suite_preference[:1])
             pq_bundle = self._offered_bundle(p, welcomes.pq_message, (config.apq_suite,))
-            pair = APQPair.join_pair(welcomes, t_bundle, pq_bundle, config=self._group_config(now), psks=self._psks)
+            with self._pq_key_hint():
+                pair = APQPair.join_pair(welcomes, t_bundle, pq_bundle, config=self._group_config(now),
+                                         psks=self._psks)
             try:
                 _check_pair_keys(pair)
             except ValidationError:
@@ -443,6 +448,20 @@ class TwoPartySession:
         assert ready.group is not None
         return (replace(ready, state=State.SYNCED, key_packages=(), our_turn=True),
                 [KeysChanged(ready.group.epoch, "key establishment")])
+
+    @contextlib.contextmanager
+    def _pq_key_hint(self) -> Iterator[None]:
+        """In mode 1 the peer signs the PQ group with a second (ML-DSA) key: a refusal says so, since one the
+        user forgot to pin reads like a changed or stolen key otherwise."""
+        try:
+            yield
+        except CredentialError as exc:
+            if self.config.apq_mode != APQMode.CONFIDENTIALITY_AND_AUTHENTICITY:
+                raise
+            suite = self.config.apq_suite
+            raise CredentialError(f"{exc} (with APQ suite {suite} each end signs the post-quantum group with a "
+                                  f"second, {get_suite(suite).signature_scheme} key, which the other pins too: "
+                                  f"'mls-tunnel fingerprint --suite {suite}' prints it)") from None
 
     def _new_group_id(self) -> bytes | None:
         """The id of a group we create: the configured prefix and 16 random bytes (None: Group.create's own)."""

@@ -73,7 +73,7 @@ from .control import CONTROL_SOCKET, ControlServer, query, render
 from .errors import TunnelError
 from .metrics import check_available, serve_metrics
 from .services import DEFAULT_SERVICE, Service, parse_address, service_table, services_from_config
-from .tunnel import ListenError, TunnelClient, TunnelServer, printable, status_line
+from .tunnel import ListenError, TunnelClient, TunnelServer, printable, settings_of, status_line
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +199,25 @@ def _own_key(folder: Path, suite: int) -> bytes:
     return load_or_create_key(folder / _key_file(suite), suite)
 
 
+def _apq_suite(args: argparse.Namespace) -> int:
+    """--apq-suite (81 if not given); the APQ options without --apq are a mistake, not silently ignored."""
+    given = [f"--{name}" for name in ("apq_suite", "full_every", "full_seconds") if getattr(args, name) is not None]
+    if args.apq == "off" and given:
+        raise ConfigurationError(f"{', '.join(o.replace('_', '-') for o in given)} need --apq prefer or --apq require")
+    return int(args.apq_suite) if args.apq_suite is not None else 0x0051
+
+
+def _full_every(args: argparse.Namespace) -> int | None:
+    """--full-every: 10 if not given, 0 for none but the first and the resumptions."""
+    return 10 if args.full_every is None else (args.full_every or None)
+
+
 def _apq_key(args: argparse.Namespace, folder: Path) -> bytes | None:
     """The ML-DSA key of APQ's mode 1 (an --apq-suite that signs with ML-DSA), else None."""
-    if args.apq == "off" or not get_suite(args.apq_suite).signature_scheme.startswith("mldsa"):
+    suite = _apq_suite(args)
+    if args.apq == "off" or not get_suite(suite).signature_scheme.startswith("mldsa"):
         return None
-    return _own_key(folder, args.apq_suite)
+    return _own_key(folder, suite)
 
 
 def _state_folder(args: argparse.Namespace) -> Path:
@@ -267,8 +281,8 @@ def _profile(args: argparse.Namespace, private: bytes,
                             cipher_suite=args.suites[0], accepted_suites=args.suites, authentication_service=service,
                             insecure_accept_any_peer=insecure,
                             rekey=RekeyPolicy(max_bytes=args.rekey_bytes, max_seconds=args.rekey_seconds,
-                                              full_every=args.full_every or None, full_seconds=args.full_seconds),
-                            apq=args.apq, apq_suite=args.apq_suite, apq_signature_priv=apq_key)
+                                              full_every=_full_every(args), full_seconds=args.full_seconds),
+                            apq=args.apq, apq_suite=_apq_suite(args), apq_signature_priv=apq_key)
     return profile, store
 
 
@@ -352,7 +366,8 @@ class Running:
                 "services": [service.describe() for service in services.values()],
                 "links": self.endpoint.snapshot() if self.endpoint is not None else [],
                 "handshake_failures": dict(self.endpoint.handshake_failures) if self.endpoint is not None else {},
-                "reloads": dict(self.reloads), "store": self._store_report()}
+                "reloads": dict(self.reloads), "store": self._store_report(),
+                "handshake": settings_of(self.endpoint.configuration) if self.endpoint is not None else None}
 
     def _store_report(self) -> dict[str, Any] | None:
         """The shared session store's health (a Redis store is guarded: mls2p.store_guard); None for others."""
@@ -487,7 +502,7 @@ def _announce(args: argparse.Namespace, folder: Path, key: str, apq_key: str | N
               f"--allow {DEFAULT_IDENTITY}={key}", flush=True)
     print(f"{prefix} identity {args.identity}, key {key}", flush=True)
     if apq_key is not None:
-        print(f"{prefix} APQ (suite {args.apq_suite}) signs with a second key, which the peer pins too: "
+        print(f"{prefix} APQ (suite {_apq_suite(args)}) signs with a second key, which the peer pins too: "
               f"--allow {args.identity}={apq_key}", flush=True)
 
 
@@ -514,7 +529,7 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
     private = _own_key(folder, args.suite)
     key = running.key = fingerprint(private, args.suite)
     apq_key = _apq_key(args, folder)
-    _announce(args, folder, key, fingerprint(apq_key, args.apq_suite) if apq_key is not None else None)
+    _announce(args, folder, key, fingerprint(apq_key, _apq_suite(args)) if apq_key is not None else None)
     trust, insecure = _trust(args)  # checked (nothing written yet) before the control socket is made
     if args.mode == "server":
         _check_service_peers(args, services, trust)
@@ -528,13 +543,15 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
             metrics = await serve_metrics(*metrics_address, running.report)  # a busy address: exit status 2
         if args.mode == "server":
             assert listen is not None
-            endpoint = TunnelServer(MlsTlsConfiguration(profile, False, store, housley=_housley(args)), services)
+            server_config = MlsTlsConfiguration(profile, False, store, housley=_housley(args))
+            endpoint = TunnelServer(server_config, services)
             try:
                 port = await endpoint.start(*listen)
             except OSError as exc:
                 raise _cannot_listen("--listen", listen, exc) from None
             print(f"mls-tunnel server on {listen[0]}:{port} -> " + ", ".join(
-                f"{s.name} {s.address[0]}:{s.address[1]}" for s in services.values()), flush=True)
+                f"{s.name} {s.address[0]}:{s.address[1]}" for s in services.values())
+                + f" ({settings_of(server_config)})", flush=True)
         else:
             assert remote is not None
             config = MlsTlsConfiguration(profile, True, store, resume_group_id=_resumable(store, profile),
@@ -547,8 +564,8 @@ async def _run(args: argparse.Namespace, read_args: Callable[[], argparse.Namesp
             except ListenError as exc:
                 raise _cannot_listen(_service_option(args, exc.service), exc.service.address, exc) from None
             print("mls-tunnel client on " + ", ".join(
-                f"{services[n].address[0]}:{p} ({n})" for n, p in ports.items()) + f" -> {args.connect}",
-                flush=True)
+                f"{services[n].address[0]}:{p} ({n})" for n, p in ports.items()) + f" -> {args.connect}"
+                + f" ({settings_of(config)})", flush=True)
         running.up(endpoint, trust)
         purged_at = -PURGE_INTERVAL
         if args.status_interval > 0:
@@ -678,10 +695,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--apq", choices=("off", "prefer", "require"), default="off",
                          help="APQ-MLS (docs/pq.md): a post-quantum group beside the classical one, whose FULL "
                               "commits keep the keys PQ-secure at close to classical cost (default off)")
-        sub.add_argument("--apq-suite", type=int, default=0x0051, choices=pq_group_suites(),
+        sub.add_argument("--apq-suite", type=int, choices=pq_group_suites(),
                          help="the PQ group's suite (default 81, ML-KEM-1024; 85 and 86 sign with ML-DSA-87 too, "
                               "with a second key the peer pins: 'mls-tunnel fingerprint --suite 85')")
-        sub.add_argument("--full-every", type=int, default=10, metavar="N",
+        sub.add_argument("--full-every", type=int, metavar="N",
                          help="APQ: one of every N of this end's rekeys is FULL (default 10; 0: only the first, "
                               "resumptions and those --full-seconds asks for)")
         sub.add_argument("--full-seconds", type=float, metavar="S",
@@ -768,8 +785,8 @@ def _with_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
             defaults["services_config"] = _services_from_config(options.pop("services", {}), mode=args.mode,
                                                                 source=args.config)
         for key, value in options.items():
-            name = key.replace("-", "_")
-            if name not in known or name in ("mode", "config"):
+            name = "tls_mode" if key == "mode" else key.replace("-", "_")  # --mode's dest (the command is args.mode)
+            if name not in known or name == "config":
                 raise ConfigurationError(f"{args.config}: unknown option {key!r}")
             defaults[name] = _config_value(command, name, key, value, args.config)
         saved = dict(command._defaults), [(action, action.default) for action in command._actions]

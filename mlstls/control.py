@@ -154,7 +154,8 @@ async def query(path: Path, command: str = "status", *, timeout: float = REQUEST
 def render(report: dict[str, Any]) -> str:
     """The report for people: the tunnel, its services, then one block per link."""
     lines = [f"mls-tunnel {report['mode']} (pid {report['pid']}): identity {report['identity']}, "
-             f"key {report['key']}, up {report['uptime_seconds']:.0f} s"]
+             f"key {report['key']}, up {report['uptime_seconds']:.0f} s"
+             + (f"; {report['handshake']}" if report.get("handshake") else "")]
     for service in report["services"]:
         if report["mode"] == "server":  # who may use it: a server's decision (a client's services have no peers)
             peers = "any trusted peer" if service["peers"] is None else ", ".join(service["peers"]) or "nobody"

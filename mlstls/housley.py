@@ -275,8 +275,7 @@ class HousleyConnection:
             self._terminate(AlertDescription.CLOSE_NOTIFY, "transport lost", by_peer=True)
 
     def data_to_send(self) -> bytes:
-        data = self._records.socket.take()
-        return data
+        return self._records.socket.take()
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None

@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from mls2p.errors import AlertDescription
 from mls2p.identity import SESSION_INFO, session_extra_info
 from mls2p.session import TwoPartySession
 
@@ -50,6 +51,10 @@ from .modes import new_connection
 
 if TYPE_CHECKING:
     from .modes import Connection as AnyConnection
+
+_SETTINGS_HINTED = frozenset({AlertDescription.DECODE_ERROR, AlertDescription.MISSING_EXTENSION,
+                              AlertDescription.HANDSHAKE_FAILURE, AlertDescription.PROTOCOL_VERSION})
+"""Refusals of a client's first message that another mode or APQ setting on the client explains."""
 
 log = logging.getLogger(__name__)
 
@@ -455,7 +460,9 @@ async def _serve_one(protocol: MlsTlsProtocol, callback: ClientConnected, timeou
         await asyncio.wait_for(protocol.handshake, timeout)
     except (HandshakeError, TimeoutError) as exc:
         peer = protocol.transport.get_extra_info("peername") if protocol.transport is not None else None
-        _REFUSALS.log(f"MLS-TLS handshake from {peer} failed: {exc or 'timed out'}")
+        hint = (" (a client with another --mode, --apq or --apq-suite?)"
+                if isinstance(exc, HandshakeError) and exc.alert in _SETTINGS_HINTED and not exc.by_peer else "")
+        _REFUSALS.log(f"handshake from {peer} failed: {exc or 'timed out'}{hint}")
         if on_failure is not None:
             on_failure(exc.alert.name.lower() if isinstance(exc, HandshakeError) else "timeout")
         if protocol.transport is not None:

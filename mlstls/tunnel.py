@@ -108,6 +108,11 @@ MAX_LOGGED_NAME = 64
 
 TUNNEL_ALERTS = frozenset({AlertDescription.BAD_CERTIFICATE, AlertDescription.CERTIFICATE_REVOKED,
                            AlertDescription.DECRYPT_ERROR})
+SETTINGS_ALERTS = frozenset({AlertDescription.HANDSHAKE_FAILURE, AlertDescription.DECODE_ERROR,
+                             AlertDescription.ILLEGAL_PARAMETER, AlertDescription.MISSING_EXTENSION,
+                             AlertDescription.PROTOCOL_VERSION, AlertDescription.UNEXPECTED_MESSAGE})
+"""Alerts that end a fresh handshake when the two ends are set up differently (another --mode, --apq on one end
+only, another --apq-suite): the server answers, so "cannot reach" would send the user to the wrong place."""
 """Alerts that mean "your identity was refused": retrying cannot help without a change of configuration."""
 
 
@@ -631,6 +636,15 @@ def _put_off_counts(writer: MlsTlsWriter) -> tuple[int, int, int]:
     return endpoint.abandoned_rekeys, endpoint.deferred_commits, endpoint.late_confirmations
 
 
+def settings_of(configuration: MlsTlsConfiguration) -> str:
+    """The handshake settings both ends must agree on, as a user gives them: '--mode housley, --apq require
+    (suite 81)'."""
+    profile = configuration.profile
+    mode = "housley" if configuration.housley is not None else "alongside" if configuration.tls else "mls"
+    apq = f"--apq {profile.apq} (suite {profile.apq_suite})" if profile.apq != "off" else "--apq off"
+    return f"--mode {mode}, {apq}"
+
+
 def status_line(link: dict[str, Any]) -> str:
     """One line of a link's snapshot, for the periodic status log (``epoch -`` while there are no keys)."""
     epoch = "-" if link["epoch"] is None else link["epoch"]
@@ -768,6 +782,7 @@ class TunnelClient:
         self.resume_give_up = resume_give_up
         self.resume_refusals = resume_refusals
         self.link = TunnelLink(is_client=True)
+        self.settings_mismatch = False  # the last fresh handshake ended over settings (SETTINGS_ALERTS)
         self.group_id: bytes | None = configuration.resume_group_id
         self.listeners: dict[str, tuple[Service, asyncio.Server]] = {}
         self.handshake_failures: dict[str, int] = {}
@@ -809,6 +824,11 @@ class TunnelClient:
             if self.failed_here:
                 raise TunnelError(f"the connection to the tunnel server at {self.remote[0]}:{self.remote[1]} "
                                   f"failed on this side: {self.link.stats.last_error}")
+            if self.settings_mismatch:
+                here = settings_of(self.configuration)
+                raise TunnelError(f"the handshake with the tunnel server at {self.remote[0]}:{self.remote[1]} failed "
+                                  f"({self.link.stats.last_error}): it answers, so check that --mode, --apq and "
+                                  f"--apq-suite are the same on both ends (this end: {here})")
             raise TunnelError(f"cannot reach the tunnel server at {self.remote[0]}:{self.remote[1]} "
                               f"({self.link.stats.last_error or 'no answer'}); is it running and reachable?")
         try:
@@ -904,6 +924,7 @@ class TunnelClient:
                 reason = exc.alert.name.lower()
                 self.handshake_failures[reason] = self.handshake_failures.get(reason, 0) + 1
                 self.failed_here = not exc.by_peer and exc.alert == AlertDescription.INTERNAL_ERROR
+                self.settings_mismatch = not resuming and exc.alert in SETTINGS_ALERTS
                 if exc.alert in TUNNEL_ALERTS and not self.retry_refused and (not resuming or not exc.by_peer):
                     # We refused the server (our own, authenticated decision), or the server refused a
                     # fresh handshake: retrying cannot help without a change of configuration.

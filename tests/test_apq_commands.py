@@ -91,7 +91,12 @@ async def test_a_client_that_requires_apq_refuses_a_server_without_it(tmp_path) 
         refused = await asyncio.to_thread(run, "client", "--listen", "127.0.0.1:0", "--connect", f"127.0.0.1:{port}",
                                           "--identity", "client", "--state-dir", str(client_dir),
                                           f"--allow=server={fingerprint(server_dir)}", "--apq", "require")
-        one_line_error(refused, 1, "without APQ, which we require")
+        one_line_error(refused, 1, "without APQ, which we require", "check that --mode, --apq and --apq-suite are "
+                       "the same on both ends (this end: --mode mls, --apq require (suite 81))")
+        other_mode = await asyncio.to_thread(run, "client", "--mode", "housley", "--listen", "127.0.0.1:0",
+                                             "--connect", f"127.0.0.1:{port}", "--identity", "client", "--state-dir",
+                                             str(client_dir), f"--allow=server={fingerprint(server_dir)}")
+        one_line_error(other_mode, 1, "it answers, so check that --mode", "(this end: --mode housley, --apq off)")
     finally:
         server.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(server.wait(), TIMEOUT) == 130
@@ -102,6 +107,8 @@ def test_apq_mistakes_are_one_line(tmp_path) -> None:
     base = ("client", "--listen", "127.0.0.1:0", "--connect", "127.0.0.1:9", "--allow", pin,
             "--state-dir", str(tmp_path))
     one_line_error(run(*base, "--apq", "require", "--full-every", "-1"), 2, "full_every")
+    one_line_error(run(*base, "--apq-suite", "85", "--full-every", "3"), 2,
+                   "--apq-suite, --full-every need --apq prefer or --apq require")  # never silently ignored
     # a --config file's value of an option with choices is checked like the command line's (it was not, for
     # string options: "apq = 'sometimes'" passed, and so did "tls-mode")
     for key in ("apq", "tls-mode"):
@@ -128,3 +135,11 @@ def test_quic_demo_with_apq_makes_full_commits() -> None:
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
     assert wrong.stderr.strip().splitlines()[-1].endswith("invalid choice: 'sometimes' (choose from 'off', "
                                                            "'prefer', 'require')")
+
+
+def test_a_config_file_says_mode_or_tls_mode(tmp_path) -> None:
+    from mlstls.cli import _parser, _with_config_file
+
+    for key in ("mode", "tls-mode"):
+        (tmp_path / "client.toml").write_text(f"{key} = 'housley'\nlisten = '127.0.0.1:0'\nconnect = '127.0.0.1:9'\n")
+        assert _with_config_file(_parser(), ["client", "--config", str(tmp_path / "client.toml")]).tls_mode == "housley"

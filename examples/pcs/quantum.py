@@ -168,7 +168,8 @@ def arguments(argv: list[str] | None, description: str | None, *, first_theft: i
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv, __doc__)
     print(f"quantum thief: steals epoch {args.theft_at}'s secrets, computes every X25519 private key; "
-          f"{args.rekeys} rekeys, ping-pong; APQ: FULL every {args.full_every}")
+          f"{args.rekeys} rekeys, ping-pong; APQ: one rekey in {args.full_every} FULL, whoever commits it "
+          "(examples.pcs.quantum_tls counts each side's own commits, as RekeyPolicy.full_every does)")
     for kind, label in (("classical", "classical MLS (suite 1)"), ("xwing", "X-Wing MLS (0x004D)"),
                         ("apq", f"APQ-MLS (1 + 0x0051), FULL every {args.full_every}")):
         outcome = run(kind, rekeys=args.rekeys, theft_at=args.theft_at, full_every=args.full_every)  # type: ignore[arg-type]
