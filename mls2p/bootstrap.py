@@ -29,10 +29,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from mlscore.apq import APQMessagePair, is_message_pair
 from mlscore.errors import ValidationError
-from mlscore.framing import MLSMessage, PrivateMessage, PublicMessage
+from mlscore.framing import PrivateMessage, PublicMessage
 
+from . import safe_aad
 from .config import ProfileConfig
 from .errors import (
     NOT_DURABLE,
@@ -577,8 +577,7 @@ def persist_to(store: SessionStore, *, loaded: bytes | None = None,
 def group_id_of(body: bytes) -> bytes:
     """The group a ResumptionRequest's commit belongs to (readable before any key is known; of an APQ FULL
     commit, the T group, under which the session is stored)."""
-    message = (APQMessagePair.from_message_bytes(body).t_message if is_message_pair(body)
-               else MLSMessage.from_bytes(body))
+    message = safe_aad.t_half(safe_aad.decode_commit(body))
     if isinstance(message.body, PrivateMessage):
         return message.body.group_id
     if isinstance(message.body, PublicMessage):

@@ -56,19 +56,21 @@ Commit = MLSMessage | APQMessagePair
 def checked_commit(body: bytes, component_id: int, allowed: set[TwoPartyMessageType]) -> Commit:
     """A received commit, decoded, whose Safe AAD type is one of ``allowed`` (nothing else checked yet); an APQ
     FULL commit's two halves must both carry it."""
-    if is_message_pair(body):
-        pair = APQMessagePair.from_message_bytes(body)
-        if _commit_aad(pair.t_message) != _commit_aad(pair.pq_message):
-            raise ValidationError("the two halves of a FULL commit carry different authenticated data")
-        _check_commit_aad(pair.t_message, component_id, allowed)
-        return pair
-    message = MLSMessage.from_bytes(body)
-    _check_commit_aad(message, component_id, allowed)
-    return message
+    commit = decode_commit(body)
+    if isinstance(commit, APQMessagePair) and _commit_aad(commit.t_message) != _commit_aad(commit.pq_message):
+        raise ValidationError("the two halves of a FULL commit carry different authenticated data")
+    check_type(_commit_aad(t_half(commit)), component_id, allowed)
+    return commit
 
 
-def _check_commit_aad(message: MLSMessage, component_id: int, allowed: set[TwoPartyMessageType]) -> None:
-    check_type(_commit_aad(message), component_id, allowed)
+def decode_commit(body: bytes) -> Commit:
+    """A profile commit's body decoded (nothing checked): an APQ FULL commit's pair, or one MLSMessage."""
+    return APQMessagePair.from_message_bytes(body) if is_message_pair(body) else MLSMessage.from_bytes(body)
+
+
+def t_half(commit: Commit) -> MLSMessage:
+    """The (T group's) MLSMessage of a profile commit: the message itself, or a FULL commit's T half."""
+    return commit.t_message if isinstance(commit, APQMessagePair) else commit
 
 
 def _commit_aad(message: MLSMessage) -> bytes:
@@ -91,7 +93,7 @@ def decode_as(body: bytes, expected: type[T], what: str) -> T:
 
 def message_epoch(commit: Commit) -> int:
     """The (T group's) epoch in a checked commit's header (readable before it is decrypted)."""
-    body = (commit.t_message if isinstance(commit, APQMessagePair) else commit).body
+    body = t_half(commit).body
     if isinstance(body, PublicMessage):
         return body.content.epoch
     assert isinstance(body, PrivateMessage)  # checked_commit let nothing else through

@@ -142,11 +142,6 @@ class Records:
         if read:
             self._layer.changeReadState()
 
-    @property
-    def protected(self) -> bool:
-        """Whether records we send are encrypted (keys were installed for writing)."""
-        return self._layer.getCipherName() is not None
-
 
 def parse(message: M, body: bytes) -> M:
     """``message.parse`` of a peer's handshake message (its 3-byte length first); what tlslite-ng raises on

@@ -37,7 +37,7 @@ from mls2p.errors import AlertDescription, InternalError, StateError, alert_for,
 from mls2p.session import KeysChanged, SendMessage, SessionAction, TwoPartySession
 from mls2p.trust import watch_trust
 from mls2p.wire import MAX_MESSAGE_SIZE, ProfileMessage, ProfileMessageType
-from mlscore.apq import APQ_MESSAGE_PAIR
+from mlscore.apq import is_message_pair
 from mlscore.codec import Reader, Writer
 from mlscore.errors import DecodeError, ValidationError
 from mlscore.framing import WireFormat
@@ -69,10 +69,10 @@ from .housley_schedule import (
     EXPORTER_LABEL,
     TLS_SUITES,
     TlsSuite,
+    application_secrets,
     epoch_application_secrets,
     finished_mac,
     handshake_secret,
-    master_secret,
     next_traffic_secret,
     traffic_secrets,
 )
@@ -116,9 +116,8 @@ def extension_message(data: bytes, *, from_client: bool) -> ProfileMessage:
     the wire format of its halves."""
     if len(data) < 4:
         raise DecodeError("the tls_using_mls_handshake extension is too short for an MLSMessage")
-    wire_format = int.from_bytes(data[2:4], "big")
-    if wire_format == APQ_MESSAGE_PAIR and len(data) >= 6:
-        wire_format = int.from_bytes(data[4:6], "big")
+    pair = is_message_pair(data)  # then its halves' wire format says what it carries
+    wire_format = int.from_bytes(data[4:6] if pair else data[2:4], "big")
     if wire_format in (WireFormat.PUBLIC_MESSAGE, WireFormat.PRIVATE_MESSAGE):
         kind = ProfileMessageType.RESUMPTION_REQUEST if from_client else ProfileMessageType.RESUMPTION_RESPONSE
     elif wire_format == (WireFormat.KEY_PACKAGE if from_client else WireFormat.WELCOME):
@@ -134,9 +133,9 @@ def extension_message(data: bytes, *, from_client: bool) -> ProfileMessage:
 class HousleyConnection:
     """One connection in the Housley mode (either side)."""
 
-    def __init__(self, configuration: MlsTlsConfiguration, housley: HousleyConfig | None = None) -> None:
+    def __init__(self, configuration: MlsTlsConfiguration) -> None:
         self.configuration = configuration
-        self.housley = housley or configuration.housley or HousleyConfig()
+        self.housley = configuration.housley or HousleyConfig()
         self.is_client = configuration.is_client
         # draft section 4: the group_id MUST contain "tls13"; ours start with it (and a client refuses others)
         profile = dataclasses.replace(configuration.profile, group_id_prefix=GROUP_ID_PREFIX)
@@ -159,7 +158,6 @@ class HousleyConnection:
         self._read_keys_changed = False  # our read keys changed while a record's handshake bytes were read
         self._profile_actions: list[SessionAction] = []  # the ServerHello's actions for after Finished
         self._events: deque[Event] = deque()
-        self._out = bytearray()
         self._now = 0.0
         self.closed = False
         self.write_closed = False
@@ -328,11 +326,10 @@ class HousleyConnection:
         verify = finished_mac(self._secrets["server"], self._hash(), suite)
         self._send_handshake(Finished(TLS13, suite.hash_len).create(bytearray(verify)).write())
         self._frozen_transcript = self._hash()
-        client_ap, server_ap = traffic_secrets(master_secret(self._secrets["hs"], suite), self._frozen_transcript,
-                                               suite, handshake=False)
+        client_ap, server_ap = application_secrets(self._secrets["hs"], self._frozen_transcript, suite)
         self._install(write=server_ap, read=self._secrets["client"])
         self._epoch = handshake_epoch
-        self._secrets["client_ap"], self._secrets["server_ap"] = client_ap, server_ap
+        self._secrets["client_ap"] = client_ap  # our read keys once the client's Finished verifies
         self._profile_actions = [a for a in actions if not isinstance(a, SendMessage | KeysChanged)]
         self._state = _State.WAIT_CLIENT_FINISHED
 
@@ -392,8 +389,7 @@ class HousleyConnection:
         self._check_finished(body, self._secrets["server"])
         self._transcript += encoded
         self._frozen_transcript = self._hash()
-        client_ap, server_ap = traffic_secrets(master_secret(self._secrets["hs"], suite), self._frozen_transcript,
-                                               suite, handshake=False)
+        client_ap, server_ap = application_secrets(self._secrets["hs"], self._frozen_transcript, suite)
         verify = finished_mac(self._secrets["client"], self._frozen_transcript, suite)
         self._send_handshake(Finished(TLS13, suite.hash_len).create(bytearray(verify)).write())
         self._install(write=client_ap, read=server_ap)

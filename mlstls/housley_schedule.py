@@ -83,11 +83,15 @@ def finished_mac(base_key: bytes, transcript_hash: bytes, suite: TlsSuite) -> by
     return _extract(key, transcript_hash, suite)
 
 
+def application_secrets(handshake: bytes, frozen_transcript: bytes, suite: TlsSuite) -> tuple[bytes, bytes]:
+    """(client, server) application traffic secrets of a Handshake Secret, from ``TH_SF``."""
+    return traffic_secrets(master_secret(handshake, suite), frozen_transcript, suite, handshake=False)
+
+
 def epoch_application_secrets(shared: bytes, frozen_transcript: bytes, suite: TlsSuite) -> tuple[bytes, bytes]:
     """(client, server) application traffic secrets of an MLS epoch: the schedule again with its ``S_e`` and
     the handshake's ``TH_SF``."""
-    return traffic_secrets(master_secret(handshake_secret(shared, suite), suite), frozen_transcript, suite,
-                           handshake=False)
+    return application_secrets(handshake_secret(shared, suite), frozen_transcript, suite)
 
 
 def next_traffic_secret(secret: bytes, suite: TlsSuite) -> bytes:

@@ -33,11 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mls2p import ProfileConfig, RekeyPolicy
+from mls2p.safe_aad import decode_commit, t_half
 from mls2p.testing import config
 from mls2p.wire import ProfileMessage, ProfileMessageType
-from mlscore.apq import APQMessagePair, is_message_pair
+from mlscore.apq import APQMessagePair
 from mlscore.crypto import XWING_SUITE
-from mlscore.framing import MLSMessage
 from mlscore.group import Group
 from mlstls.connection import MlsTlsConnection
 from mlstls.testing import TlsPair
@@ -157,9 +157,9 @@ def _attack(outcome: ConnectionOutcome, wire: Wire, held: dict[tuple[Side, int],
             message = ProfileMessage.from_bytes(frame)
             if message.msg_type != ProfileMessageType.CONNECTION_UPDATE or thief.group is None:
                 continue
-            full = is_message_pair(message.body)
-            commit = (APQMessagePair.from_message_bytes(message.body).t_message if full
-                      else MLSMessage.from_bytes(message.body))
+            received = decode_commit(message.body)
+            full = isinstance(received, APQMessagePair)
+            commit = t_half(received)
             epoch = thief.group.epoch
             if full:
                 outcome.full_epochs.append(epoch + 1)
