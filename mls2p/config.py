@@ -78,9 +78,10 @@ class ProfileConfig:
     (the combiner's mode 1) and needs ``apq_signature_priv``; otherwise it must sign like ``cipher_suite``, with
     the same key (mode 0)."""
     group_id_prefix: bytes = b""
-    """A group this side creates gets ``group_id = prefix || 16 random bytes``, and a Welcome to a group whose
-    id lacks the prefix is refused (draft-housley-tls-using-mls-handshake: the group_id "MUST contain
-    'tls13'"; mlstls.housley sets it).  Empty: any id."""
+    """A group this side creates gets ``group_id = prefix || 16 random bytes`` (with APQ, the T group: the
+    session's group), and a Welcome to a group whose id lacks the prefix is refused
+    (draft-housley-tls-using-mls-handshake: the group_id "MUST contain 'tls13'"; mlstls.housley sets it).
+    Empty: any id."""
     apq_signature_priv: bytes | None = field(default=None, repr=False)
     """The ML-DSA private key (its 32-byte seed) of a mode-1 ``apq_suite``; the peer must trust its public key
     too (one trust decision covers both groups' leaves)."""

@@ -439,8 +439,9 @@ class TwoPartySession:
                 if group.own_leaf_node.encryption_key != bundle.key_package.leaf_node.encryption_key:
                     raise ValidationError("our leaf in the group is not the KeyPackage we sent")
                 safe_aad.require_component(group.context.extensions, config.component_id, "the GroupContext")
-                if not group.group_id.startswith(config.group_id_prefix):
-                    raise ValidationError(f"the group id does not start with {config.group_id_prefix!r}")
+            assert ready.group is not None
+            if not ready.group.group_id.startswith(config.group_id_prefix):  # the session's group (APQ: the T group)
+                raise ValidationError(f"the group id does not start with {config.group_id_prefix!r}")
         except ValidationError:
             for group, _ in joined:
                 group.destroy()

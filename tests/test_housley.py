@@ -345,3 +345,21 @@ def test_without_tlslite_the_mode_says_which_extra_to_install(tmp_path) -> None:
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "pip install mls-transport[housley]" in errors[0]
+
+
+@pytest.mark.parametrize("apq_suite", [0x0051, 0x0055])  # mode 0 and mode 1 (ML-DSA)
+def test_apq_inside_the_tls_handshake_offer_rekeys_and_resumption(apq_suite: int) -> None:
+    """The two mechanisms together: the APQ pair rides in the extension (ClientHello, ServerHello, resumption)."""
+    pair = Pair(1, apq="require", apq_suite=apq_suite, rekey=RekeyPolicy(full_every=2))
+    client = pair.client.session
+    assert client is not None and client.apq and client.pq_epoch == 1
+    for number in range(4):
+        (pair.client if number % 2 == 0 else pair.server).rekey()
+        pair.pump()
+        pair.exchange(1000)
+    assert client.epoch == pair.server.session.epoch == 5 and client.pq_epoch == 1 + 2
+    pair.drop()
+    pair.connect(resume=client.group_id)
+    resumed = pair.client.session
+    assert pair.client.established and resumed is not None and resumed.pq_epoch == 3 + 2  # both resumption commits FULL
+    pair.exchange()
